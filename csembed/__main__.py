@@ -1,0 +1,7 @@
+"""``python -m csembed`` runs the command line."""
+
+import sys
+
+from csembed.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``csembed`` CLI that belong to no single engine."""
