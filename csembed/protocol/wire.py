@@ -1,0 +1,654 @@
+"""ClearSkies wire format: framing of JSON messages, signatures and binary payloads.
+
+Theory of operation
+-------------------
+A connection carries a sequence of messages (``protocol/wire.md`` has the exact
+grammar and why it was chosen)::
+
+    m<N>{...N bytes of JSON...}
+    !<N>{...JSON...} then chunks  <L>\\n<L bytes> ... 0\\n
+    s<N>:<S>{...JSON...}<S base64 chars>\\n
+    $<N>:<S>{...JSON...}<S base64 chars>\\n then chunks
+
+:class:`Decoder` is sans-I/O: the caller feeds whatever bytes arrived with
+:meth:`Decoder.receive_data` and pulls events with :meth:`Decoder.next_event`
+until it returns :data:`NEED_DATA`. Events are a :class:`Message` (header,
+JSON body and signature all checked), then for ``!``/``$`` messages any number
+of :class:`PayloadChunk` pieces and one :class:`PayloadEnd`. Payload bytes are
+handed out as they arrive, at most ``Limits.max_delivery`` at a time, so a
+16 MiB chunk never has to sit in memory whole. Only the JSON body (bounded by
+``Limits.max_body``) and the signature (``Limits.max_signature``) are buffered.
+
+Every length in a header is checked against its limit digit by digit, so an
+oversized body or chunk is refused on its header, before any of it is
+buffered. Anything malformed raises :class:`WireError` with the absolute
+stream offset of the offending byte; the decoder then stays broken and raises
+the same error on every later call, because after a framing error the byte
+stream cannot be resynchronised.
+
+The encoder functions produce exactly what the decoder accepts: the body is
+compact UTF-8 JSON (``type`` first, other keys sorted) followed by one LF that
+the body length counts, as in the draft's examples.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final, NoReturn
+
+from csembed.errors import ProtocolError
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_CHUNK",
+    "MAX_SIGNATURE_TEXT",
+    "NEED_DATA",
+    "Decoder",
+    "NeedData",
+    "Event",
+    "Limits",
+    "Message",
+    "PayloadChunk",
+    "PayloadEnd",
+    "WireError",
+    "encode_body",
+    "encode_chunk",
+    "encode_chunk_header",
+    "encode_message",
+    "encode_payload_end",
+    "parse_body",
+]
+
+MIB: Final = 1 << 20
+MAX_BODY: Final = 16 * MIB
+"""core.md: "The maximum size for the JSON body is 16777216 bytes"."""
+MAX_CHUNK: Final = 16 * MIB
+"""core.md: "The size for each chunk shall be no greater than 16777216 bytes"."""
+MAX_SIGNATURE_TEXT: Final = 1024
+"""Our bound on the base64 signature text; Ed25519 needs 88 characters."""
+_MIN_BODY: Final = 2  # the shortest JSON object, "{}"
+
+_PREFIX_SIGNED: Final = b"s$"
+_PREFIX_PAYLOAD: Final = b"!$"
+_PREFIXES: Final = b"m!s$"
+_DIGITS: Final = frozenset(b"0123456789")
+_LBRACE: Final = ord("{")
+_COLON: Final = ord(":")
+_LF: Final = ord("\n")
+_ZERO: Final = ord("0")
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+
+class WireError(ProtocolError):
+    """The peer's byte stream breaks the wire format.
+
+    ``offset`` is the absolute stream offset (0 = first byte ever received) of
+    the byte that was wrong, or of the end of the stream for a truncation.
+    ``reason`` is the message without the offset suffix.
+    """
+
+    def __init__(self, reason: str, offset: int) -> None:
+        super().__init__(f"{reason} (at byte {offset})")
+        self.reason = reason
+        self.offset = offset
+
+
+class _NeedData:
+    """Type of the :data:`NEED_DATA` singleton."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+"""Returned by :meth:`Decoder.next_event` when it cannot go on without more bytes."""
+
+NeedData = _NeedData
+"""The type of :data:`NEED_DATA`, for annotations (``Event | NeedData``)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message: its JSON body and, for signed kinds, the signature.
+
+    ``raw`` holds the exact body bytes as received or sent -- a signature
+    covers exactly these bytes, never a re-encoding of ``body``.
+    ``signature`` is the decoded signature (``s`` and ``$``), else ``None``.
+    ``has_payload`` is true for ``!`` and ``$``; the decoder then follows the
+    message with :class:`PayloadChunk` events and one :class:`PayloadEnd`.
+    """
+
+    body: dict[str, Any]
+    raw: bytes
+    signature: bytes | None = None
+    has_payload: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.body, dict):
+            raise TypeError("Message.body must be a dict")
+        if not isinstance(self.body.get("type"), str) or not self.body["type"]:
+            raise ValueError('Message.body needs a non-empty string "type"')
+        if not isinstance(self.raw, bytes):
+            raise TypeError("Message.raw must be bytes")
+        if self.signature is not None and (
+            not isinstance(self.signature, bytes) or not self.signature
+        ):
+            raise ValueError("Message.signature must be non-empty bytes or None")
+
+    @property
+    def kind(self) -> str:
+        """The header prefix: ``m``, ``!``, ``s`` or ``$``."""
+        if self.signature is None:
+            return "!" if self.has_payload else "m"
+        return "$" if self.has_payload else "s"
+
+    @property
+    def type(self) -> str:
+        """The body's ``type`` member, e.g. ``"core.greeting"``."""
+        return str(self.body["type"])
+
+
+@dataclass(frozen=True)
+class PayloadChunk:
+    """Payload bytes, in arrival order; a piece of a wire chunk, never empty."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class PayloadEnd:
+    """The zero-length chunk that ends a binary payload."""
+
+
+Event = Message | PayloadChunk | PayloadEnd
+"""What :meth:`Decoder.next_event` returns besides :data:`NEED_DATA`."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ceilings the decoder enforces on a peer.
+
+    The defaults are the draft's maxima; a constrained board passes smaller
+    ``max_body``/``max_chunk`` and ``max_delivery`` (the largest piece of
+    payload handed out at once, i.e. the most payload bytes copied per event).
+    """
+
+    max_body: int = MAX_BODY
+    max_chunk: int = MAX_CHUNK
+    max_delivery: int = 64 * 1024
+    max_signature: int = MAX_SIGNATURE_TEXT
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("max_body", self.max_body, _MIN_BODY, MAX_BODY),
+            ("max_chunk", self.max_chunk, 1, MAX_CHUNK),
+            ("max_delivery", self.max_delivery, 1, MAX_CHUNK),
+            ("max_signature", self.max_signature, 4, MAX_SIGNATURE_TEXT),
+        )
+        for name, value, low, high in checks:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Limits.{name} must be an int")
+            if not low <= value <= high:
+                raise ValueError(f"Limits.{name}={value} is outside {low}..{high}")
+
+
+class _State(Enum):
+    HEADER = "message header"
+    BODY = "JSON body"
+    SIGNATURE = "signature"
+    CHUNK_HEADER = "payload chunk header"
+    CHUNK_DATA = "payload chunk"
+    BROKEN = "error"
+
+
+def _byte(value: int) -> str:
+    return repr(bytes([value]))
+
+
+class _JsonRejected(Exception):
+    """Raised from JSON parser hooks; carries the reason."""
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise _JsonRejected(f"{name} is not allowed in JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _JsonRejected(f"number {text[:40]} overflows a double")
+    return value
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _JsonRejected(f"duplicate key {key[:60]!r} in a JSON object")
+            seen.add(key)
+    return obj
+
+
+_JSON = json.JSONDecoder(
+    object_pairs_hook=_unique_object,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+    strict=True,
+)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_body(raw: bytes, offset: int = 0) -> dict[str, Any]:
+    """Parse and check a message body; ``offset`` is its position in the stream.
+
+    The body must be UTF-8 JSON text holding one object with a non-empty
+    string ``type``; NaN/Infinity, numbers that overflow a double, duplicate
+    keys and escapes that leave a lone UTF-16 surrogate are refused. Integers
+    are parsed exactly. Raises :class:`WireError` naming the offending byte
+    where that is known, otherwise the body's first byte.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError("JSON body is not valid UTF-8", offset + exc.start) from None
+    if not text.startswith("{"):
+        raise WireError("JSON body must start with '{'", offset)
+    try:
+        value = _JSON.decode(text)
+    except json.JSONDecodeError as exc:
+        where = offset + len(text[: exc.pos].encode("utf-8"))
+        raise WireError(f"invalid JSON body: {exc.msg}", where) from None
+    except _JsonRejected as exc:
+        raise WireError(f"JSON body refused: {exc}", offset) from None
+    except (ValueError, RecursionError) as exc:
+        # int() digit limit, or nesting deeper than the interpreter allows.
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:80]
+        raise WireError(f"JSON body refused: {reason}", offset) from None
+    if b"\\u" in raw and _has_lone_surrogate(value):
+        raise WireError("JSON body refused: \\u escape leaves a lone surrogate", offset)
+    if not isinstance(value, dict):  # pragma: no cover - guarded by the '{' check
+        raise WireError("JSON body is not an object", offset)
+    kind = value.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise WireError('JSON body has no non-empty string "type" member', offset)
+    return value
+
+
+class Decoder:
+    """Incremental, sans-I/O decoder for one direction of a connection.
+
+    Feed bytes with :meth:`receive_data` in any split, then call
+    :meth:`next_event` until it returns :data:`NEED_DATA`. Memory held is at
+    most one body, one signature and the bytes fed but not yet pulled.
+    """
+
+    def __init__(self, limits: Limits = Limits()) -> None:
+        if not isinstance(limits, Limits):
+            raise TypeError("limits must be a Limits")
+        self.limits = limits
+        self._buf = bytearray()
+        self._base = 0  # stream offset of _buf[0]
+        self._state = _State.HEADER
+        self._eof = False
+        self._error: WireError | None = None
+        self._prefix = 0
+        self._body_len = 0
+        self._sig_len = 0
+        self._pending: tuple[dict[str, Any], bytes] | None = None  # body awaiting signature
+        self._chunk_left = 0
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the next byte not yet decoded into an event."""
+        return self._base
+
+    @property
+    def at_boundary(self) -> bool:
+        """True between messages: nothing partial is buffered or expected."""
+        return self._state is _State.HEADER and not self._buf
+
+    def receive_data(self, data: bytes) -> None:
+        """Append ``data`` from the peer; ``b""`` marks the end of the stream.
+
+        A stream that ends mid-message makes :meth:`next_event` raise
+        :class:`WireError` once every complete event before the cut has been
+        returned. Raises the stored :class:`WireError` if the decoder already
+        failed; feeding data after the end of the stream is a caller bug
+        (``RuntimeError``).
+        """
+        self._raise_if_broken()
+        if self._eof:
+            if data:
+                raise RuntimeError("receive_data() after end of stream")
+            return
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | _NeedData:
+        """Return the next complete event, or :data:`NEED_DATA`.
+
+        Raises :class:`WireError` on malformed input, and again on every call
+        after that.
+        """
+        self._raise_if_broken()
+        try:
+            event = self._step()
+        except WireError as exc:
+            self._state = _State.BROKEN
+            self._error = exc
+            self._buf = bytearray()
+            raise
+        if event is NEED_DATA and self._eof and not self.at_boundary:
+            self._fail(f"stream ended inside a {self._state.value}", len(self._buf))
+        return event
+
+    def events(self) -> Iterator[Event]:
+        """Yield events until the decoder needs more data."""
+        while True:
+            event = self.next_event()
+            if isinstance(event, _NeedData):
+                return
+            yield event
+
+    # -- internals ---------------------------------------------------------
+
+    def _raise_if_broken(self) -> None:
+        if self._error is not None:
+            raise WireError(self._error.reason, self._error.offset)
+
+    def _fail(self, reason: str, index: int) -> NoReturn:
+        exc = WireError(reason, self._base + index)
+        self._state = _State.BROKEN
+        self._error = exc
+        self._buf = bytearray()
+        raise exc
+
+    def _consume(self, count: int) -> bytes:
+        with memoryview(self._buf) as view:  # one copy, not slice-then-copy
+            piece = view[:count].tobytes()
+        del self._buf[:count]
+        self._base += count
+        return piece
+
+    def _step(self) -> Event | _NeedData:
+        state = self._state
+        if state is _State.HEADER:
+            return self._read_header()
+        if state is _State.BODY:
+            return self._read_body()
+        if state is _State.SIGNATURE:
+            return self._read_signature()
+        if state is _State.CHUNK_HEADER:
+            return self._read_chunk_header()
+        return self._read_chunk_data()
+
+    def _decimal(self, start: int, limit: int, what: str) -> tuple[int, int] | None:
+        """Parse a decimal length at ``start``; return (terminator index, value).
+
+        Returns None if the digits may continue past the bytes buffered so far.
+        The value is compared to ``limit`` after every digit, so at most
+        len(str(limit)) + 1 digits are ever looked at.
+        """
+        buf = self._buf
+        end = len(buf)
+        if start >= end:
+            return None
+        if buf[start] not in _DIGITS:
+            self._fail(f"expected the digits of the {what}, got {_byte(buf[start])}", start)
+        value = 0
+        i = start
+        while i < end and buf[i] in _DIGITS:
+            if i > start and value == 0:
+                self._fail(f"{what} has a leading zero", start)
+            value = value * 10 + buf[i] - _ZERO
+            if value > limit:
+                self._fail(f"{what} exceeds the limit of {limit} bytes", i)
+            i += 1
+        if i == end:
+            return None
+        return i, value
+
+    def _read_header(self) -> Event | _NeedData:
+        buf = self._buf
+        if not buf:
+            return NEED_DATA
+        prefix = buf[0]
+        if prefix not in _PREFIXES:
+            self._fail(f"unknown message prefix {_byte(prefix)}, expected one of m ! s $", 0)
+        limits = self.limits
+        parsed = self._decimal(1, limits.max_body, "body length")
+        if parsed is None:
+            return NEED_DATA
+        i, body_len = parsed
+        sig_len = 0
+        if prefix in _PREFIX_SIGNED:
+            if buf[i] != _COLON:
+                self._fail(f"expected ':' and the signature length, got {_byte(buf[i])}", i)
+            parsed = self._decimal(i + 1, limits.max_signature, "signature length")
+            if parsed is None:
+                return NEED_DATA
+            i, sig_len = parsed
+            if sig_len == 0 or sig_len % 4:
+                self._fail(f"signature length {sig_len} is not a positive multiple of 4", i - 1)
+        if buf[i] != _LBRACE:
+            self._fail(f"JSON body must start with '{{', got {_byte(buf[i])}", i)
+        if body_len < _MIN_BODY:
+            self._fail(f"body length {body_len} is too short for a JSON object", i - 1)
+        self._consume(i)
+        self._prefix = prefix
+        self._body_len = body_len
+        self._sig_len = sig_len
+        self._state = _State.BODY
+        return self._read_body()
+
+    def _read_body(self) -> Event | _NeedData:
+        if len(self._buf) < self._body_len:
+            return NEED_DATA
+        start = self._base
+        raw = self._consume(self._body_len)
+        body = parse_body(raw, start)
+        if self._prefix in _PREFIX_SIGNED:
+            self._pending = (body, raw)
+            self._state = _State.SIGNATURE
+            return self._read_signature()
+        return self._emit(body, raw, None)
+
+    def _read_signature(self) -> Event | _NeedData:
+        buf = self._buf
+        sig_len = self._sig_len
+        if len(buf) <= sig_len:
+            return NEED_DATA
+        matched = _BASE64_TEXT.match(buf, 0, sig_len)
+        assert matched is not None  # the pattern also matches the empty string
+        if matched.end() != sig_len:
+            bad = matched.end()
+            self._fail(f"signature is not base64: unexpected {_byte(buf[bad])}", bad)
+        if buf[sig_len] != _LF:
+            self._fail(f"expected LF after the signature, got {_byte(buf[sig_len])}", sig_len)
+        try:
+            signature = binascii.a2b_base64(bytes(buf[:sig_len]), strict_mode=True)
+        except binascii.Error as exc:
+            self._fail(f"signature is not valid base64: {exc}", 0)
+        self._consume(sig_len + 1)
+        assert self._pending is not None
+        body, raw = self._pending
+        self._pending = None
+        return self._emit(body, raw, signature)
+
+    def _emit(self, body: dict[str, Any], raw: bytes, signature: bytes | None) -> Message:
+        has_payload = self._prefix in _PREFIX_PAYLOAD
+        self._state = _State.CHUNK_HEADER if has_payload else _State.HEADER
+        return Message(body=body, raw=raw, signature=signature, has_payload=has_payload)
+
+    def _read_chunk_header(self) -> Event | _NeedData:
+        parsed = self._decimal(0, self.limits.max_chunk, "chunk length")
+        if parsed is None:
+            return NEED_DATA
+        i, length = parsed
+        if self._buf[i] != _LF:
+            self._fail(f"expected LF after the chunk length, got {_byte(self._buf[i])}", i)
+        self._consume(i + 1)
+        if length == 0:
+            self._state = _State.HEADER
+            return PayloadEnd()
+        self._chunk_left = length
+        self._state = _State.CHUNK_DATA
+        return self._read_chunk_data()
+
+    def _read_chunk_data(self) -> Event | _NeedData:
+        if not self._buf:
+            return NEED_DATA
+        count = min(len(self._buf), self._chunk_left, self.limits.max_delivery)
+        data = self._consume(count)
+        self._chunk_left -= count
+        if self._chunk_left == 0:
+            self._state = _State.CHUNK_HEADER
+        return PayloadChunk(data)
+
+
+# -- encoding ----------------------------------------------------------------
+
+
+_MAX_DEPTH: Final = 200
+
+
+def _check_keys(value: Any) -> None:
+    """Refuse non-str keys, which ``json`` would silently turn into strings.
+
+    ``{1: "a", "1": "b"}`` would otherwise go out with a duplicate key that
+    every peer (and our own decoder) refuses. Types ``json`` cannot encode at
+    all, and NaN, are left to the encoder, which raises for them.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ValueError(f"body is nested more than {_MAX_DEPTH} levels deep")
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"JSON object keys must be str, not {type(key).__name__}")
+                if isinstance(child, Mapping | list | tuple):
+                    stack.append((child, depth + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend(
+                (child, depth + 1) for child in item if isinstance(child, Mapping | list | tuple)
+            )
+
+
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+)
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """Encode a body exactly as it goes on the wire.
+
+    Compact JSON, UTF-8, ``type`` first and every other key (at every level)
+    sorted, then one LF; the LF is part of the body and counted by its length,
+    which reproduces the draft's examples byte for byte. Raises ``TypeError``
+    or ``ValueError`` for a body the protocol cannot carry (no string ``type``,
+    non-str keys, NaN, lone surrogates, over 16 MiB).
+    """
+    if not isinstance(body, Mapping):
+        raise TypeError("a message body must be a mapping")
+    kind = body.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError('a message body needs a non-empty string "type"')
+    _check_keys(body)
+    try:
+        rest = _ENCODER.encode({k: v for k, v in body.items() if k != "type"})
+        text = '{"type":' + _ENCODER.encode(kind) + ("}" if rest == "{}" else "," + rest[1:])
+        raw = (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("body holds a string with a lone surrogate") from None
+    if len(raw) > MAX_BODY:
+        raise ValueError(f"encoded body is {len(raw)} bytes, over the {MAX_BODY} limit")
+    return raw
+
+
+def encode_message(
+    body_or_raw: Mapping[str, Any] | bytes,
+    *,
+    signature: bytes | None = None,
+    payload: bool = False,
+) -> bytes:
+    """Encode a message header, its body and, if given, its signature.
+
+    ``body_or_raw`` is a mapping (encoded with :func:`encode_body`) or the
+    exact body bytes -- pass the bytes that were signed. Raw bytes are checked
+    with the decoder's own rules, so we never send what we would refuse.
+    With ``payload=True`` the message is ``!``/``$`` and the caller must follow
+    it with :func:`encode_chunk` pieces and :func:`encode_payload_end`.
+    """
+    if isinstance(body_or_raw, bytes | bytearray | memoryview):
+        raw = bytes(body_or_raw)
+        if len(raw) > MAX_BODY:
+            raise ValueError(f"body is {len(raw)} bytes, over the {MAX_BODY} limit")
+        try:
+            parse_body(raw)
+        except WireError as exc:
+            raise ValueError(f"raw body would be refused by a peer: {exc}") from None
+    else:
+        raw = encode_body(body_or_raw)
+    if signature is None:
+        prefix = b"!" if payload else b"m"
+        return b"%s%d%s" % (prefix, len(raw), raw)
+    if not isinstance(signature, bytes | bytearray | memoryview) or not signature:
+        raise ValueError("signature must be non-empty bytes")
+    text = binascii.b2a_base64(bytes(signature), newline=False)
+    if len(text) > MAX_SIGNATURE_TEXT:
+        raise ValueError(f"signature needs {len(text)} base64 characters, over the limit")
+    prefix = b"$" if payload else b"s"
+    return b"%s%d:%d%s%s\n" % (prefix, len(raw), len(text), raw, text)
+
+
+def encode_chunk_header(length: int) -> bytes:
+    """The header of a payload chunk of ``length`` bytes (1..16 MiB).
+
+    Lets a sender write large chunks straight from a file without joining
+    header and data into one new bytes object.
+    """
+    if isinstance(length, bool) or not isinstance(length, int):
+        raise TypeError("chunk length must be an int")
+    if not 1 <= length <= MAX_CHUNK:
+        raise ValueError(f"chunk length {length} is outside 1..{MAX_CHUNK}")
+    return b"%d\n" % length
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One payload chunk: its length, LF, the data (non-empty, <= 16 MiB)."""
+    return encode_chunk_header(len(data)) + bytes(data)
+
+
+def encode_payload_end() -> bytes:
+    """The zero-length chunk that ends a payload."""
+    return b"0\n"
