@@ -1,0 +1,22 @@
+"""The directory extension's local engine: everything that touches the share on disk.
+
+The network side (presence exchange, ``directory.get``, the transfer
+scheduler) is built on top of these modules; nothing here opens a socket.
+
+* :mod:`.records` -- record values (``size``, ``sha256``, ``mtime``,
+  ``unix_mode``, unknown fields kept) and merging local changes into them.
+* :mod:`.paths` -- keys to disk locations, refusing anything unsafe; name
+  encoding and case clashes; the share root's identity.
+* :mod:`.scanner` (with :mod:`.scan_cache`, :mod:`.debounce`,
+  :mod:`.pacing`) -- local changes as ``Added`` / ``Modified`` / ``Deleted``
+  / ``Moved`` events.
+* :mod:`.filestore` (with :mod:`.archive`) -- downloads into temp files,
+  verified and renamed into place; deletions, conflicts, deduplication,
+  storage limits.
+* :mod:`.reader` -- content by hash, streamed in ranges.
+* :mod:`.bloom` -- the presence filter.
+* :mod:`.selection` -- ignore, partial-copy and subtree settings.
+* :mod:`.local_share` -- all of the above wired for one share.
+
+Errors: :mod:`.errors` (one family, :class:`DirectoryError`).
+"""

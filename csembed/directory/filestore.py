@@ -1,0 +1,644 @@
+"""Writing files into the share: downloads, local copies, deletions, conflicts.
+
+Theory of operation
+-------------------
+Nothing here ever leaves a half-written file where a good one was.
+
+**Downloads** (:meth:`FileStore.begin` -> :class:`Download`). Content is
+written to a temp file in the target's own folder (same filesystem, so the
+final rename is atomic), named deterministically from the disk name and the
+wanted SHA-256::
+
+    .<name>.<first 16 hex digits of sha256>.!clearsky
+
+so after a crash or a dropped connection :meth:`FileStore.begin` finds the
+partial again: its bytes are hashed once from disk, :attr:`Download.offset`
+says how much is there, and the engine asks the peer for ``range:
+[offset, size - offset]``. (Names too long for ``NAME_MAX`` are shortened and
+given a hash of the full name.) Every chunk updates a running SHA-256; a
+peer sending more bytes than the record's size is refused at once.
+
+:meth:`Download.commit` then, in order: checks size and SHA-256 (a mismatch
+removes the temp -- :class:`VerificationError`, old file untouched); sets
+the record's mode (permission bits only: set-uid, set-gid and sticky bits
+from a peer are dropped) and mtime; ``fsync``\\ s the temp; checks that the
+file it replaces is still exactly what the scan cache recorded (size, mtime
+and inode) -- if not, the user changed it unseen, and it raises
+:class:`LocalChangeConflict` without touching anything, keeping the verified
+temp so the engine can resolve the conflict (:meth:`Download.commit` again
+after the local file was moved aside with :meth:`FileStore.rename_local`,
+or into another key, e.g. :meth:`FileStore.conflict_key`); archives the old
+version (:mod:`.archive`); renames the temp over the target; and syncs the
+folder. The new file is recorded in the scan cache, so the scanner does not
+report our own write as a local change.
+
+Write policy (board ``storage.write_policy``): chunks are gathered into
+``io_buffer``-sized writes in both modes. ``normal`` syncs the folder after
+every rename; ``flash`` defers folder syncs to :meth:`FileStore.flush`
+(called by the engine after a batch) to spare the flash. The file itself is
+always synced before its rename: a rename that survives a power cut while
+its data does not would leave an empty file in place of a good one.
+
+**Limits** are checked before a byte is written, with the limit named in
+the error (:class:`StorageLimitError`): ``max_file_size``, ``quota``
+(bytes of all shares, from an injected usage function) and
+``free_space_reserve`` (free space left on the target filesystem after the
+write). Running out of space anyway (``ENOSPC``/``EDQUOT``) removes the temp
+and raises ``StorageLimitError("disk_full", ...)``; the old file stays.
+
+**Deduplication** (:meth:`FileStore.copy_local`): content already present
+elsewhere in the share (scan cache) or in the archive is copied through the
+same temp-verify-rename path instead of being downloaded.
+
+**Conflicts**: :meth:`FileStore.conflict_key` names the loser
+``name.CONFLICT.xxxxxxxx.ext`` with eight alphanumerics from the injected RNG.
+
+Each file store belongs to one share and one thread (the engine's).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import stat
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from csembed.board_profile import StorageLimits
+from csembed.directory.archive import Archive, ArchivedFile
+from csembed.directory.errors import (
+    DirectoryError,
+    LocalChangeConflict,
+    PathError,
+    StorageLimitError,
+    VerificationError,
+)
+from csembed.directory.paths import (
+    TEMP_SUFFIX,
+    Location,
+    PathMapper,
+    join_key,
+    parent_key,
+    split_key,
+)
+from csembed.directory.records import FileValue
+from csembed.directory.scan_cache import CachedEntry, ScanCache
+
+_CONFLICT_ALPHABET = string.ascii_letters + string.digits
+_DEFAULT_MODE = 0o644
+_SAFE_BITS = 0o777  # never apply set-uid, set-gid or sticky bits received from a peer
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_DIRTY_DIRS_MAX = 32
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """Storage limits in bytes; 0 means no limit (reserve: none kept)."""
+
+    max_file_size: int = 0
+    quota: int = 0
+    free_space_reserve: int = 0
+
+    @classmethod
+    def from_board(cls, storage: StorageLimits) -> StoreLimits:
+        """The limits of a board profile's ``[storage]`` table."""
+        return cls(storage.max_file_size, storage.quota, storage.free_space_reserve)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """A file put in place."""
+
+    key: str
+    entry: CachedEntry  #: what is now recorded for it
+    archived: ArchivedFile | None  #: the replaced version, if archived
+
+
+def temp_name(disk_name: str, sha256: str, name_max: int) -> str:
+    """The deterministic temp name for downloading ``sha256`` into ``disk_name``."""
+    tail = f".{sha256[:16]}{TEMP_SUFFIX}"
+    name = f".{disk_name}{tail}"
+    if len(name.encode("utf-8")) <= name_max:
+        return name
+    marker = "~" + hashlib.sha256(disk_name.encode("utf-8")).hexdigest()[:8]
+    room = name_max - 1 - len(marker) - len(tail)
+    head = disk_name.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+    return f".{head}{marker}{tail}"
+
+
+def conflict_name(name: str, rng: random.Random) -> str:
+    """``foo.txt`` -> ``foo.CONFLICT.xxxxxxxx.txt`` (directory.md "Conflicts")."""
+    tag = "".join(rng.choice(_CONFLICT_ALPHABET) for _ in range(8))
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem:
+        return f"{stem}.CONFLICT.{tag}.{ext}"
+    return f"{name}.CONFLICT.{tag}"
+
+
+def _matches(info: os.stat_result, entry: CachedEntry) -> bool:
+    """Same file as recorded: regular, and size, mtime and inode unchanged."""
+    return (stat.S_ISREG(info.st_mode) and info.st_size == entry.size
+            and info.st_mtime_ns == entry.mtime_ns and info.st_ino == entry.inode)
+
+
+def _cached(key: str, info: os.stat_result, sha256: str | None) -> CachedEntry:
+    is_dir = stat.S_ISDIR(info.st_mode)
+    return CachedEntry(key, is_dir, 0 if is_dir else info.st_size, info.st_mtime_ns,
+                       info.st_ctime_ns, info.st_ino, stat.S_IMODE(info.st_mode), sha256)
+
+
+class FileStore:
+    """Puts content into one share's local copy, and takes it out.
+
+    ``usage`` returns the bytes all shares hold (for the quota); by default
+    this share's scan cache total. ``rng`` names conflict copies.
+    """
+
+    def __init__(self, mapper: PathMapper, cache: ScanCache, *,
+                 archive: Archive | None = None, limits: StoreLimits | None = None,
+                 io_buffer: int = 1 << 20, write_policy: str = "normal",
+                 rng: random.Random | None = None,
+                 usage: Callable[[], int] | None = None) -> None:
+        if write_policy not in ("normal", "flash"):
+            raise DirectoryError(f"write_policy must be normal or flash, got {write_policy!r}")
+        self.mapper = mapper
+        self.cache = cache
+        self.archive = archive
+        self.limits = limits if limits is not None else StoreLimits()
+        self.io_buffer = io_buffer
+        self.write_policy = write_policy
+        self.rng = rng if rng is not None else random.Random()
+        self._usage = usage if usage is not None else cache.total_file_bytes
+        self._dirty: dict[tuple[int, int], int] = {}
+
+    # -- limits --------------------------------------------------------------------
+
+    def check_limits(self, size: int, *, replacing: int = 0, dir_fd: int | None = None,
+                     already: int = 0) -> None:
+        """Raise :class:`StorageLimitError` if writing ``size`` bytes would break a limit.
+
+        ``replacing`` is the size of the file it replaces, ``already`` the
+        bytes of it already on disk (a resumed partial), ``dir_fd`` the
+        folder it goes to (for free space).
+        """
+        limits = self.limits
+        if limits.max_file_size and size > limits.max_file_size:
+            raise StorageLimitError("max_file_size", f"file of {size} bytes is larger than "
+                                    f"the limit of {limits.max_file_size} bytes")
+        if limits.quota:
+            after = self._usage() - replacing + size
+            if after > limits.quota:
+                raise StorageLimitError("quota", f"shares would hold {after} bytes, over "
+                                        f"the quota of {limits.quota} bytes")
+        if dir_fd is not None:
+            vfs = os.fstatvfs(dir_fd)
+            free = vfs.f_bavail * vfs.f_frsize
+            needed = max(0, size - already)
+            if free - needed < limits.free_space_reserve:
+                raise StorageLimitError(
+                    "free_space_reserve", f"writing needs {needed} bytes; {free} bytes are "
+                    f"free and {limits.free_space_reserve} must stay free")
+
+    # -- downloads -----------------------------------------------------------------
+
+    def begin(self, key: str, value: FileValue) -> Download:
+        """Start (or resume) writing ``value``'s content to ``key``."""
+        if value.is_directory:
+            raise DirectoryError(f"{key!r} is a directory record; use make_directory()")
+        assert value.size is not None and value.sha256 is not None
+        location = self.mapper.open_location(key, create_dirs=True, allocate=True)
+        try:
+            self._record_created(location)
+            old = self.cache.get(key)
+            replacing = old.size if old is not None and not old.is_dir else 0
+            self.check_limits(value.size, replacing=replacing, dir_fd=location.dir_fd)
+            download = Download(self, location, value)
+        except BaseException:
+            location.close()
+            raise
+        return download
+
+    def _record_created(self, loc: Location) -> None:
+        """Folders made on the way to a file are ours: keep the scanner from reporting them."""
+        for key in loc.created_dirs:
+            fd = self.mapper.open_dir(key)
+            try:
+                self.cache.put(_cached(key, os.fstat(fd), None))
+            finally:
+                os.close(fd)
+        if loc.created_dirs:
+            self.cache.commit()
+
+    def _check_unchanged(self, location: Location,
+                         expect_file: bool = True) -> os.stat_result | None:
+        """The target's status, if it is still what the cache recorded; else a conflict."""
+        key = location.key
+        info = location.lstat()
+        recorded = self.cache.get(key)
+        if info is None:
+            return None
+        if recorded is None:
+            raise LocalChangeConflict(key, "a local file exists that was never recorded")
+        if recorded.is_dir or stat.S_ISDIR(info.st_mode):
+            if recorded.is_dir and stat.S_ISDIR(info.st_mode) and not expect_file:
+                return info
+            raise LocalChangeConflict(key, "a directory is in the way")
+        if not _matches(info, recorded):
+            raise LocalChangeConflict(key, "size, mtime or inode differ from the record")
+        return info
+
+    def _sync_dir(self, dir_fd: int) -> None:
+        if self.write_policy == "normal":
+            os.fsync(dir_fd)
+            return
+        info = os.fstat(dir_fd)
+        ident = (info.st_dev, info.st_ino)
+        if ident not in self._dirty:
+            self._dirty[ident] = os.dup(dir_fd)
+        if len(self._dirty) >= _DIRTY_DIRS_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        """Sync folders whose renames were deferred (``flash`` write policy)."""
+        dirty, self._dirty = self._dirty, {}
+        for fd in dirty.values():
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # -- local copies (deduplication) ----------------------------------------------
+
+    def copy_local(self, key: str, value: FileValue) -> CommitResult | None:
+        """Fill ``key`` from identical content already held locally, if any.
+
+        Sources are files in the share with that SHA-256 (checked against
+        the scan cache before use) and archived versions. Returns ``None``
+        when none is usable; the engine then downloads.
+        """
+        if value.is_directory or value.sha256 is None:
+            return None
+        sources: list[CachedEntry | ArchivedFile] = [
+            e for e in self.cache.find_sha256(value.sha256) if e.key != key]
+        if self.archive is not None:
+            sources += self.archive.find_sha256(value.sha256)
+        for source in sources:
+            fd = (self._open_recorded(source) if isinstance(source, CachedEntry)
+                  else self._open_archived(source))
+            if fd is None:
+                continue
+            try:
+                download = self.begin(key, value)
+                try:
+                    download.restart()
+                    while chunk := os.read(fd, self.io_buffer):
+                        download.write(chunk)
+                    return download.commit()
+                except VerificationError:
+                    continue
+                finally:
+                    download.close()
+            finally:
+                os.close(fd)
+        return None
+
+    def _open_recorded(self, entry: CachedEntry) -> int | None:
+        try:
+            with self.mapper.locate(entry.key) as loc:
+                fd = os.open(loc.name, _READ_FLAGS, dir_fd=loc.dir_fd)
+        except (OSError, PathError):
+            return None
+        if not _matches(os.fstat(fd), entry):
+            os.close(fd)
+            return None
+        return fd
+
+    def _open_archived(self, item: ArchivedFile) -> int | None:
+        assert self.archive is not None
+        try:
+            return self.archive.open(item)
+        except OSError:
+            return None
+
+    # -- other changes from peers --------------------------------------------------
+
+    def make_directory(self, key: str, value: FileValue) -> None:
+        """Create directory ``key`` (and its parents) with the record's mode."""
+        if not value.is_directory:
+            raise DirectoryError(f"{key!r} is a file record; use begin()")
+        if not self.mapper.local_parts(key):
+            return  # the local root exists already
+        with self.mapper.locate(key, create_dirs=True, allocate=True) as loc:
+            self._record_created(loc)
+            # Owner rwx is kept so we can fill the folder; the cache records the
+            # mode as set, so the scanner sees no change to report.
+            mode = _SAFE_BITS & (value.unix_mode if value.unix_mode is not None else 0o755)
+            try:
+                os.mkdir(loc.name, 0o700, dir_fd=loc.dir_fd)
+            except FileExistsError:
+                info = loc.lstat()
+                if info is None or not stat.S_ISDIR(info.st_mode):
+                    raise LocalChangeConflict(key, "a file is in the way of the directory") \
+                        from None
+            fd = os.open(loc.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=loc.dir_fd)
+            try:
+                os.fchmod(fd, mode | 0o700)
+                info = os.fstat(fd)
+            finally:
+                os.close(fd)
+            self.cache.put(_cached(key, info, None))
+            self.cache.commit()
+            self._sync_dir(loc.dir_fd)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key`` because a peer deleted it; archive the old file.
+
+        Returns False when the entry was already gone or is a directory that
+        still holds files we do not sync. Raises :class:`LocalChangeConflict`
+        if the file changed locally since it was recorded.
+        """
+        with self.mapper.locate(key) as loc:
+            info = self._check_unchanged(loc, expect_file=False)
+            if info is None:
+                self.cache.delete(key)
+                self.cache.commit()
+                return False
+            if stat.S_ISDIR(info.st_mode):
+                try:
+                    os.rmdir(loc.name, dir_fd=loc.dir_fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        return False
+                    raise
+            else:
+                recorded = self.cache.get(key)
+                assert recorded is not None and recorded.sha256 is not None
+                archived = None
+                if self.archive is not None:
+                    archived = self.archive.take(loc.dir_fd, loc.name, key=key,
+                                                 sha256=recorded.sha256, size=recorded.size,
+                                                 mtime_ns=recorded.mtime_ns, remove=True)
+                if archived is None:
+                    os.unlink(loc.name, dir_fd=loc.dir_fd)
+            self.cache.delete(key)
+            self.mapper.names.forget(key)
+            self.cache.commit()
+            self._sync_dir(loc.dir_fd)
+            return True
+
+    def rename_local(self, old_key: str, new_key: str) -> CachedEntry:
+        """Move a recorded local file or folder to ``new_key``.
+
+        For a conflict's losing local copy, or to follow a peer's rename
+        (records under a moved folder are re-keyed with it, so their own
+        moves then find them already in place). The entry must still match
+        its record. Returns the new cache entry.
+        """
+        with self.mapper.locate(old_key) as src:
+            if self._check_unchanged(src, expect_file=False) is None:
+                raise DirectoryError(f"{old_key!r} is not present to be renamed")
+            recorded = self.cache.get(old_key)
+            assert recorded is not None
+            with self.mapper.locate(new_key, create_dirs=True, allocate=True) as dst:
+                self._record_created(dst)
+                if dst.lstat() is not None:
+                    raise LocalChangeConflict(new_key, "the new name is already taken")
+                os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
+                info = dst.lstat()
+                assert info is not None
+                if recorded.is_dir:
+                    self.cache.move_tree(old_key, new_key)
+                    self.mapper.names.move_tree(old_key, new_key)
+                else:
+                    self.cache.delete(old_key)
+                    self.mapper.names.forget(old_key)
+                entry = _cached(new_key, info, recorded.sha256)
+                self.cache.put(entry)
+                self.cache.commit()
+                self._sync_dir(dst.dir_fd)
+                self._sync_dir(src.dir_fd)
+        return entry
+
+    def conflict_key(self, key: str) -> str:
+        """A free ``name.CONFLICT.xxxxxxxx.ext`` key beside ``key``."""
+        split_key(key)
+        parent, name = parent_key(key), key.rsplit("/", 1)[1]
+        for _ in range(100):
+            candidate = join_key(parent, conflict_name(name, self.rng))
+            if candidate in self.cache:
+                continue
+            try:
+                with self.mapper.locate(candidate) as loc:
+                    if loc.lstat() is not None:
+                        continue
+            except FileNotFoundError:
+                pass
+            return candidate
+        raise DirectoryError(f"no free conflict name for {key!r}")
+
+    def remove_stale_temp(self, path: str, *, older_than_ns: int) -> bool:
+        """Remove our temp file ``path`` (as in ``ScanResult.temp_files``) if old enough.
+
+        The engine calls this for temps that belong to no live download.
+        """
+        folder, name = parent_key(path), path.rsplit("/", 1)[1]
+        if not name.endswith(TEMP_SUFFIX):
+            raise PathError(path, "not one of our temp files")
+        try:
+            fd = self.mapper.open_dir(folder)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime_ns >= older_than_ns:
+                return False
+            os.unlink(name, dir_fd=fd)
+            return True
+        finally:
+            os.close(fd)
+
+
+class Download:
+    """One file being written: append chunks, then :meth:`commit`.
+
+    Created by :meth:`FileStore.begin`. :attr:`offset` is where the next
+    byte goes (non-zero after a resume); request the rest with ``range``.
+    """
+
+    def __init__(self, store: FileStore, location: Location, value: FileValue) -> None:
+        assert value.size is not None and value.sha256 is not None
+        self.store = store
+        self.location = location
+        self.key = location.key
+        self.value = value
+        self.size: int = value.size
+        self.sha256: str = value.sha256
+        self.temp = temp_name(location.name, value.sha256, store.mapper.rules.name_max)
+        self._hasher = hashlib.sha256()
+        self._pending = bytearray()
+        self._fd = -1
+        self.offset = 0
+        self._open()
+
+    def _open(self) -> None:
+        dir_fd = self.location.dir_fd
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            self._fd = os.open(self.temp, flags, 0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise PathError(self.key, "temp file name is a symbolic link") from None
+            self._disk_full(exc)
+            raise
+        info = os.fstat(self._fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(self._fd)
+            self._fd = -1
+            raise PathError(self.key, "temp file is not a regular file")
+        if info.st_size > self.size:
+            os.ftruncate(self._fd, 0)
+        # Resume: hash what is already there, once.
+        buffer_size = self.store.io_buffer
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        while chunk := os.read(self._fd, buffer_size):
+            self._hasher.update(chunk)
+            self.offset += len(chunk)
+        os.lseek(self._fd, self.offset, os.SEEK_SET)
+
+    @property
+    def complete(self) -> bool:
+        """All bytes received."""
+        return self.offset + len(self._pending) >= self.size and self.offset <= self.size
+
+    @property
+    def remaining(self) -> int:
+        """Bytes still to receive."""
+        return self.size - self.offset - len(self._pending)
+
+    def restart(self) -> None:
+        """Throw away a resumed partial and start from byte 0."""
+        self._pending.clear()
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._hasher = hashlib.sha256()
+        self.offset = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append the next chunk (refuses bytes beyond the record's size)."""
+        if self._fd < 0:
+            raise DirectoryError(f"download of {self.key!r} is closed")
+        if len(data) > self.remaining:
+            raise VerificationError(f"{self.key!r}: peer sent more than the record's "
+                                    f"{self.size} bytes")
+        self._hasher.update(data)
+        self._pending += data
+        if len(self._pending) >= self.store.io_buffer:
+            self._drain()
+
+    def _drain(self) -> None:
+        view = memoryview(self._pending)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self.offset += written
+        except OSError as exc:
+            view.release()
+            self._disk_full(exc)
+            raise
+        view.release()
+        self._pending.clear()
+
+    def _disk_full(self, exc: OSError) -> None:
+        if exc.errno in _FULL:
+            self.abort(keep_partial=False)
+            raise StorageLimitError("disk_full", f"no space left writing {self.key!r}") \
+                from None
+
+    def commit(self, key: str | None = None) -> CommitResult:
+        """Verify, then put the file in place at its key (or at ``key``).
+
+        Raises :class:`VerificationError` (temp removed), or
+        :class:`LocalChangeConflict` (nothing changed, temp kept verified).
+        """
+        if self._fd < 0:
+            raise DirectoryError(f"download of {self.key!r} is closed")
+        self._drain()
+        if self.offset != self.size:
+            raise DirectoryError(f"{self.key!r}: only {self.offset} of {self.size} bytes "
+                                 f"received")
+        if self._hasher.hexdigest() != self.sha256:
+            self.abort(keep_partial=False)
+            raise VerificationError(f"{self.key!r}: content does not match sha256 "
+                                    f"{self.sha256}")
+        mode = self.value.unix_mode if self.value.unix_mode is not None else _DEFAULT_MODE
+        try:
+            os.fchmod(self._fd, mode & _SAFE_BITS)
+            mtime = self.value.mtime_ns
+            if mtime is not None:
+                os.utime(self._fd, ns=(mtime, mtime))
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._disk_full(exc)
+            raise
+        store = self.store
+        if key is None or key == self.key:
+            return self._put_in_place(self.location)
+        with store.mapper.locate(key, create_dirs=True, allocate=True) as target:
+            store._record_created(target)
+            return self._put_in_place(target)
+
+    def _put_in_place(self, target: Location) -> CommitResult:
+        store = self.store
+        old = store._check_unchanged(target)
+        archived = None
+        if old is not None and store.archive is not None:
+            recorded = store.cache.get(target.key)
+            assert recorded is not None and recorded.sha256 is not None
+            archived = store.archive.take(target.dir_fd, target.name, key=target.key,
+                                          sha256=recorded.sha256, size=recorded.size,
+                                          mtime_ns=recorded.mtime_ns, remove=False)
+        os.rename(self.temp, target.name, src_dir_fd=self.location.dir_fd,
+                  dst_dir_fd=target.dir_fd)
+        info = os.fstat(self._fd)
+        entry = _cached(target.key, info, self.sha256)
+        store.cache.put(entry)
+        store.cache.commit()
+        store._sync_dir(target.dir_fd)
+        self.close()
+        return CommitResult(key=target.key, entry=entry, archived=archived)
+
+    def abort(self, keep_partial: bool = True) -> None:
+        """Stop; keep the partial for a later resume unless told otherwise."""
+        if self._fd >= 0 and keep_partial:
+            try:
+                self._drain()
+            except (OSError, DirectoryError):
+                keep_partial = False
+        if not keep_partial and self.location.dir_fd >= 0:
+            try:
+                os.unlink(self.temp, dir_fd=self.location.dir_fd)
+            except FileNotFoundError:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        """Release descriptors (the temp file stays as it is)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.location.close()
+
+    def __enter__(self) -> Download:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort(keep_partial=True)

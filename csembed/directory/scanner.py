@@ -1,0 +1,715 @@
+"""Finding local changes: list, settle, hash, pair moves, report.
+
+Theory of operation
+-------------------
+A scan is a :class:`ScanPass` in three phases.
+
+1. **List** (:meth:`Scanner.start`). The whole tree is walked first, with
+   ``lstat`` only, from the identity-checked root descriptor
+   (:class:`csembed.directory.paths.ShareRoot`): a missing or replaced root
+   is :class:`ShareUnavailable`, never "everything was deleted". The listing
+   is available at once (:attr:`ScanPass.listing`), before any file is
+   hashed, so change tracking works while a first scan of a large tree is
+   still checksumming (directory.md "First Sync").
+
+   Not listed: our own ``.!clearsky`` temp files (counted in
+   :attr:`ScanResult.temp_files`), ignored paths (:mod:`.selection`; a
+   directory that is ignored is not entered), symbolic links and special
+   files (skipped with a :class:`Notice`: a link's target may lie outside
+   the share, and no peer could reproduce it faithfully), names that cannot
+   be keys (not UTF-8, a backslash...; a notice), and directories on another
+   filesystem (a notice: a removable disk mounted inside the share must not
+   make its files look deleted when it goes away). A directory that cannot
+   be read is *unknown*: nothing under it is reported deleted.
+
+2. **Settle and hash** (:meth:`ScanPass.step`). Each listed path is compared
+   with the :class:`ScanCache` by stat signature (size, mtime, ctime, inode,
+   mode; inode and mode only for directories). Unchanged paths cost nothing
+   more. Changed, new and missing paths go through the :class:`Debouncer`;
+   only settled ones are hashed (SHA-256, in ``io_buffer`` chunks, through a
+   descriptor opened without following links). A file whose signature moves
+   while it is hashed is put back to settle. Files that vanish or cannot be
+   read are skipped without crashing. ``step`` stops at a deadline from an
+   injected clock, in the middle of a file if need be, so the caller can
+   pace the work with :class:`csembed.directory.pacing.ScanBudget`.
+
+3. **Report** (:meth:`ScanPass.finish`). Settled changes form one batch, and
+   moves are found in the whole batch before anything is reported
+   (directory.md "File Change Notification"): a vanished path and a new path
+   with the same inode are a rename; failing that, files with the same size
+   and SHA-256 (non-empty) are a move, preferring the same name, then the
+   same folder; a vanished and a new directory whose files moved across
+   with the same relative names are a directory rename. A half-seen move
+   (one side settled, the other not yet) is held back for up to two more
+   settle periods so both sides land in one batch. The result is a list of
+   :data:`ChangeEvent` -- :class:`Added`, :class:`Modified`,
+   :class:`Deleted`, :class:`Moved` -- with record values, ordered so that
+   parents are created before children and removed after them.
+
+A name mapping (an encoded or ``_``-prefixed disk name, :mod:`.paths`) does
+not follow a file or folder the user moves: the new key is the name as it is
+on disk, as if the user had chosen it.
+
+The cache is updated only by :meth:`Scanner.commit`, which the engine calls
+after it has written the events to the database: a crash in between means
+the next scan finds the same changes again, never loses them. A change of
+mtime alone (``touch``) updates the cache silently; it is not an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from csembed.directory.debounce import Debouncer
+from csembed.directory.errors import PathError
+from csembed.directory.paths import MAX_DEPTH, PathMapper, is_temp_name, join_key, parent_key
+from csembed.directory.records import FileValue
+from csembed.directory.scan_cache import CachedEntry, ScanCache
+from csembed.directory.selection import Selection
+
+log = logging.getLogger(__name__)
+
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MISSING = ("missing",)
+_HOLD_SETTLES = 2  # extra settle periods a half-seen move may wait for its other side
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Added:
+    """A new file or directory at ``key``."""
+
+    key: str
+    value: FileValue
+
+
+@dataclass(frozen=True)
+class Modified:
+    """The content, mode or kind of ``key`` changed."""
+
+    key: str
+    value: FileValue
+    previous: FileValue
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """``key`` is gone."""
+
+    key: str
+    previous: FileValue
+
+
+@dataclass(frozen=True)
+class Moved:
+    """``old_key`` is now ``new_key`` (its value may have changed too)."""
+
+    old_key: str
+    new_key: str
+    value: FileValue
+    previous: FileValue
+
+
+ChangeEvent = Added | Modified | Deleted | Moved
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the scanner skipped, and why (for the log and ``status``)."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One listed path: its stat signature and where it is on disk."""
+
+    key: str
+    is_dir: bool
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    mode: int
+    disk_parent: tuple[str, ...]  #: disk names from the local root to the parent
+    disk_name: str
+
+    @property
+    def signature(self) -> tuple[bool, int, int, int, int, int]:
+        """Same meaning as :attr:`CachedEntry.signature`."""
+        if self.is_dir:
+            return (True, 0, 0, 0, self.inode, self.mode)
+        return (False, self.size, self.mtime_ns, self.ctime_ns, self.inode, self.mode)
+
+    @property
+    def changed_at(self) -> float:
+        """Seconds since the epoch of the last change to the entry itself."""
+        return max(self.mtime_ns, self.ctime_ns) / 1e9
+
+    def cached(self, sha256: str | None) -> CachedEntry:
+        """The cache row recording this entry with its content hash."""
+        return CachedEntry(self.key, self.is_dir, 0 if self.is_dir else self.size,
+                           self.mtime_ns, self.ctime_ns, self.inode, self.mode, sha256)
+
+
+def _entry(key: str, info: os.stat_result, disk_parent: tuple[str, ...],
+           disk_name: str) -> Entry:
+    return Entry(key, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime_ns,
+                 info.st_ctime_ns, info.st_ino, stat.S_IMODE(info.st_mode),
+                 disk_parent, disk_name)
+
+
+def _file_signature(info: os.stat_result) -> tuple[bool, int, int, int, int, int]:
+    """:attr:`Entry.signature` of a regular file, straight from its status."""
+    return (False, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino,
+            stat.S_IMODE(info.st_mode))
+
+
+@dataclass
+class ScanResult:
+    """What one pass found. Hand ``events`` to the database, then :meth:`Scanner.commit`."""
+
+    events: list[ChangeEvent]
+    notices: list[Notice]
+    pending: int  #: changes seen but not settled yet
+    next_check: float | None  #: when a pending change may settle (rescan then)
+    temp_files: list[str]  #: keys of the folders holding our ``.!clearsky`` files, with names
+    listed: int  #: paths listed
+    hashed_files: int
+    hashed_bytes: int
+    _puts: list[CachedEntry] = field(default_factory=list, repr=False)
+    _deletes: list[str] = field(default_factory=list, repr=False)
+    _reported: list[str] = field(default_factory=list, repr=False)
+
+
+# -- the scanner ------------------------------------------------------------------------
+
+
+class Scanner:
+    """Scans one share's local copy; keeps the debounce and hash memory between passes.
+
+    ``mapper`` says where the share is and how names map; ``cache`` is the
+    share's :class:`ScanCache`; ``selection`` its ignore/subtree settings
+    (the subtree itself is the mapper's); ``io_buffer`` the read size for
+    hashing (board ``memory.io_buffer``); ``settle`` the debounce time in
+    seconds.
+    """
+
+    def __init__(self, mapper: PathMapper, cache: ScanCache, *,
+                 selection: Selection | None = None, io_buffer: int = 1 << 20,
+                 settle: float = 2.0) -> None:
+        if io_buffer < 512:
+            raise ValueError(f"io_buffer too small: {io_buffer}")
+        self.mapper = mapper
+        self.cache = cache
+        self.selection = selection if selection is not None else Selection()
+        self.io_buffer = io_buffer
+        self.debouncer = Debouncer(settle)
+        self._memo: dict[str, tuple[tuple[bool, int, int, int, int, int], str]] = {}
+        self._noticed: set[tuple[str, str]] = set()
+
+    def start(self, now: float) -> ScanPass:
+        """List the tree (phase 1); raises :class:`ShareUnavailable` for a bad root."""
+        scan = ScanPass(self, now)
+        try:
+            scan._list()
+        except BaseException:
+            scan.close()
+            raise
+        return scan
+
+    def scan(self, now: float) -> ScanResult:
+        """One whole pass without pacing: list, settle, hash, report."""
+        scan = self.start(now)
+        try:
+            scan.run()
+            return scan.finish()
+        finally:
+            scan.close()
+
+    def commit(self, result: ScanResult) -> None:
+        """Record a pass's findings in the cache (after the database has them)."""
+        for key in result._deletes:
+            self.cache.delete(key)
+        for entry in result._puts:
+            self.cache.put(entry)
+        # The walk named everything under a moved folder by its disk names,
+        # so the old folder's name mappings no longer apply to anything.
+        names = self.mapper.names
+        for event in result.events:
+            if isinstance(event, Moved):
+                names.forget_tree(event.old_key)
+            elif isinstance(event, Deleted):
+                names.forget_tree(event.key)
+        self.cache.commit()
+        for key in result._reported:
+            self.debouncer.forget(key)
+            self._memo.pop(key, None)
+
+    def _notice(self, notices: list[Notice], key: str, reason: str) -> None:
+        notices.append(Notice(key, reason))
+        if (key, reason) not in self._noticed:
+            self._noticed.add((key, reason))
+            log.info("skipping %s: %s", key, reason)
+
+
+class ScanPass:
+    """One scan in progress. Created by :meth:`Scanner.start`."""
+
+    def __init__(self, scanner: Scanner, now: float) -> None:
+        self._s = scanner
+        self.now = now
+        self.listing: dict[str, Entry] = {}
+        self.notices: list[Notice] = []
+        self._temp: list[str] = []
+        self._unknown: set[str] = set()
+        self._root_fd = -1
+        self._root_dev = 0
+        self._mark = scanner.cache.version
+        # phase 2 state
+        self._queue: list[Entry] = []
+        self._hashed: dict[str, str] = {}
+        self._ready_missing: dict[str, CachedEntry] = {}
+        self._pending_present: set[str] = set()
+        self._pending_missing: set[str] = set()
+        self._drops: list[str] = []
+        self._job: tuple[Entry, io.FileIO, hashlib._Hash, int] | None = None
+        self._dir_cache: tuple[tuple[str, ...], int] | None = None
+        self._buffer = bytearray(scanner.io_buffer)
+        self.hashed_files = 0
+        self.hashed_bytes = 0
+
+    # -- phase 1: listing ------------------------------------------------------
+
+    def _list(self) -> None:
+        mapper = self._s.mapper
+        self._root_fd = mapper.open_root()
+        info = os.fstat(self._root_fd)
+        self._root_dev = info.st_dev
+        root_key = mapper.root_key()
+        self.listing[root_key] = _entry(root_key, info, (), "")
+        self._walk(self._root_fd, root_key, (), 1)
+        self._classify()
+
+    def _walk(self, fd: int, key: str, disk: tuple[str, ...], depth: int) -> None:
+        s = self._s
+        subdirs: list[tuple[str, str]] = []
+        try:
+            entries = list(os.scandir(fd))
+        except OSError as exc:
+            self._unknown.add(key)
+            s._notice(self.notices, key, f"folder cannot be read: {exc.strerror}")
+            return
+        for item in entries:
+            name = item.name
+            if is_temp_name(name):
+                self._temp.append(join_key(key, name))
+                continue
+            try:
+                child = s.mapper.child_key(key, name)
+            except PathError as exc:
+                s._notice(self.notices, exc.key, exc.reason)
+                continue
+            try:
+                info = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._unknown.add(child)
+                s._notice(self.notices, child, f"cannot stat: {exc.strerror}")
+                continue
+            mode = info.st_mode
+            if stat.S_ISLNK(mode):
+                s._notice(self.notices, child, "symbolic link not followed")
+                continue
+            is_dir = stat.S_ISDIR(mode)
+            if not is_dir and not stat.S_ISREG(mode):
+                s._notice(self.notices, child, "special file (device, pipe or socket)")
+                continue
+            if s.selection.ignore.excludes_entry(child, is_dir):
+                continue
+            if is_dir and info.st_dev != self._root_dev:
+                self._unknown.add(child)
+                s._notice(self.notices, child, "another filesystem is mounted here; "
+                          "not crossed")
+                continue
+            self.listing[child] = _entry(child, info, disk, name)
+            if is_dir:
+                subdirs.append((name, child))
+        for name, child in subdirs:
+            if depth >= MAX_DEPTH:
+                self._unknown.add(child)
+                s._notice(self.notices, child, f"deeper than {MAX_DEPTH} levels")
+                continue
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                del self.listing[child]
+                continue
+            except OSError as exc:
+                self._unknown.add(child)
+                s._notice(self.notices, child, f"folder cannot be opened: {exc.strerror}")
+                continue
+            try:
+                self._walk(sub, child, disk + (name,), depth + 1)
+            finally:
+                os.close(sub)
+
+    def _is_unknown(self, key: str) -> bool:
+        if not self._unknown:
+            return False
+        probe = key
+        while True:
+            if probe in self._unknown:
+                return True
+            if probe == "/":
+                return False
+            probe = parent_key(probe)
+
+    def _classify(self) -> None:
+        """Compare the listing with the cache and settle what changed."""
+        s = self._s
+        cached = s.cache.entries()
+        selection = s.selection
+        for key, old in cached.items():
+            if key in self.listing or self._is_unknown(key):
+                continue
+            if not selection.in_subtree(key) or selection.ignore.excludes(key, old.is_dir):
+                self._drops.append(key)  # now outside what we sync: forget, do not delete
+                continue
+            if s.debouncer.observe(key, _MISSING, self.now):
+                self._ready_missing[key] = old
+            else:
+                self._pending_missing.add(key)
+        for key, entry in self.listing.items():
+            known = cached.get(key)
+            if known is not None and known.signature == entry.signature:
+                s.debouncer.forget(key)
+                continue
+            if not s.debouncer.observe(key, entry.signature, self.now, entry.changed_at):
+                self._pending_present.add(key)
+                continue
+            memo = s._memo.get(key)
+            if entry.is_dir:
+                self._hashed[key] = ""
+            elif memo is not None and memo[0] == entry.signature:
+                self._hashed[key] = memo[1]
+            else:
+                self._queue.append(entry)
+        for key in s.debouncer.keys():  # changes that came and went unreported
+            if key not in self.listing and key not in cached:
+                s.debouncer.forget(key)
+                s._memo.pop(key, None)
+        # Hash folder by folder so one directory descriptor serves many files.
+        self._queue.sort(key=lambda e: (e.disk_parent, e.disk_name), reverse=True)
+
+    # -- phase 2: hashing --------------------------------------------------------
+
+    @property
+    def pending_files(self) -> int:
+        """Files still to hash in this pass."""
+        return len(self._queue) + (self._job is not None)
+
+    def run(self) -> None:
+        """Hash everything that is due, without pausing."""
+        while not self.step():
+            pass
+
+    def step(self, *, until: float | None = None,
+             clock: Callable[[], float] | None = None) -> bool:
+        """Hash until done (True) or until ``clock() >= until`` (False)."""
+        while True:
+            if self._job is None:
+                if not self._queue:
+                    self._close_dir()
+                    return True
+                self._open_job(self._queue.pop())
+                continue
+            entry, handle, hasher, done = self._job
+            try:
+                count = handle.readinto(self._buffer)
+            except OSError as exc:
+                self._end_job()
+                self._s._notice(self.notices, entry.key, f"read error: {exc.strerror}")
+                self._pending_present.add(entry.key)
+                continue
+            if count:
+                hasher.update(memoryview(self._buffer)[:count])
+                self._job = (entry, handle, hasher, done + count)
+                self.hashed_bytes += count
+            else:
+                self._finish_job()
+            if until is not None and clock is not None and clock() >= until:
+                return False
+
+    def _open_job(self, entry: Entry) -> None:
+        try:
+            dir_fd = self._open_parent(entry.disk_parent)
+            fd = os.open(entry.disk_name, _FILE_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            self._vanished(entry.key)
+            return
+        except OSError as exc:
+            self._s._notice(self.notices, entry.key, f"cannot open: {exc.strerror}")
+            self._pending_present.add(entry.key)
+            return
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or _file_signature(info) != entry.signature:
+            os.close(fd)
+            self._restart_settle(entry.key, info)
+            return
+        self._job = (entry, io.FileIO(fd, "rb", closefd=True), hashlib.sha256(), 0)
+
+    def _finish_job(self) -> None:
+        assert self._job is not None
+        entry, handle, hasher, done = self._job
+        info = os.fstat(handle.fileno())
+        self._end_job()
+        if _file_signature(info) != entry.signature or done != entry.size:
+            self._restart_settle(entry.key, info)
+            return
+        digest = hasher.hexdigest()
+        self._hashed[entry.key] = digest
+        self._s._memo[entry.key] = (entry.signature, digest)
+        self.hashed_files += 1
+
+    def _end_job(self) -> None:
+        if self._job is not None:
+            self._job[1].close()
+            self._job = None
+
+    def _restart_settle(self, key: str, info: os.stat_result) -> None:
+        """The file changed while we looked at it: settle again from now."""
+        entry = self.listing[key]
+        changed = _entry(key, info, entry.disk_parent, entry.disk_name)
+        self._s.debouncer.observe(key, changed.signature, self.now)
+        self._pending_present.add(key)
+
+    def _vanished(self, key: str) -> None:
+        self.listing.pop(key, None)
+        if key in self._s.cache:
+            self._s.debouncer.observe(key, _MISSING, self.now)
+            self._pending_missing.add(key)
+
+    def _open_parent(self, disk_parent: tuple[str, ...]) -> int:
+        if self._dir_cache is not None and self._dir_cache[0] == disk_parent:
+            return self._dir_cache[1]
+        self._close_dir()
+        fd = os.dup(self._root_fd)
+        try:
+            for name in disk_parent:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        self._dir_cache = (disk_parent, fd)
+        return fd
+
+    def _close_dir(self) -> None:
+        if self._dir_cache is not None:
+            os.close(self._dir_cache[1])
+            self._dir_cache = None
+
+    def close(self) -> None:
+        """Release descriptors (safe to call more than once)."""
+        self._end_job()
+        self._close_dir()
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    # -- phase 3: report -----------------------------------------------------------
+
+    def finish(self) -> ScanResult:
+        """Pair moves and build the batch of events (call after :meth:`run`)."""
+        if self._job is not None or self._queue:
+            raise RuntimeError("finish() before hashing is done")
+        self.close()
+        s = self._s
+        cache = s.cache
+        # Keys the file store wrote while we scanned: our view of them is stale.
+        stale = cache.touched_since(self._mark)
+        self._pending_present -= stale
+        self._pending_missing -= stale
+        ready: dict[str, Entry] = {k: self.listing[k] for k in self._hashed
+                                   if k in self.listing and k not in self._pending_present
+                                   and k not in stale}
+        additions = {k: e for k, e in ready.items() if k not in cache}
+        missing = {k: e for k, e in self._ready_missing.items() if k not in stale}
+        self._hold_half_moves(additions, missing)
+
+        events: list[ChangeEvent] = []
+        puts: list[CachedEntry] = []
+        deletes: list[str] = list(self._drops)
+        reported: list[str] = []
+
+        def value_of(entry: Entry) -> FileValue:
+            if entry.is_dir:
+                return FileValue.for_directory(entry.mode)
+            return FileValue.for_file(entry.size, self._hashed[entry.key], entry.mtime_ns,
+                                      entry.mode)
+
+        for old_key, new_key in self._pair_moves(additions, missing):
+            entry = additions.pop(new_key)
+            gone = missing.pop(old_key)
+            events.append(Moved(old_key, new_key, value_of(entry), gone.value()))
+            deletes.append(old_key)
+            puts.append(entry.cached(self._hashed[new_key] or None))
+            reported += [old_key, new_key]
+        for key, entry in ready.items():
+            prior = cache.get(key)
+            if key in self._pending_present or (prior is None and key not in additions):
+                continue  # held back, or already reported as a move's new side
+            sha = self._hashed[key] or None
+            puts.append(entry.cached(sha))
+            reported.append(key)
+            if prior is None:
+                events.append(Added(key, value_of(entry)))
+            elif prior.is_dir != entry.is_dir or prior.sha256 != sha or prior.mode != entry.mode:
+                events.append(Modified(key, value_of(entry), prior.value()))
+        for key, old in missing.items():
+            events.append(Deleted(key, old.value()))
+            deletes.append(key)
+            reported.append(key)
+        events.sort(key=_event_order)
+        pending = len(self._pending_present) + len(self._pending_missing)
+        return ScanResult(
+            events=events, notices=self.notices, pending=pending,
+            next_check=s.debouncer.next_due() if pending else None,
+            temp_files=self._temp, listed=len(self.listing),
+            hashed_files=self.hashed_files, hashed_bytes=self.hashed_bytes,
+            _puts=puts, _deletes=deletes, _reported=reported)
+
+    def _hold_half_moves(self, additions: dict[str, Entry],
+                         missing: dict[str, CachedEntry]) -> None:
+        """Keep back one side of a move whose other side has not settled yet."""
+        s = self._s
+        limit = _HOLD_SETTLES * s.debouncer.settle
+
+        def may_hold(key: str, signature: object) -> bool:
+            if s.debouncer.due(key) is None:  # settled at first sight: start the clock now
+                s.debouncer.observe(key, signature, self.now)  # type: ignore[arg-type]
+            due = s.debouncer.due(key)
+            return due is not None and self.now < due + limit
+
+        waiting_inodes = {self.listing[k].inode for k in self._pending_present
+                          if k in self.listing and k not in s.cache}
+        waiting_sizes = {self.listing[k].size for k in self._pending_present
+                         if k in self.listing and not self.listing[k].is_dir}
+        for key, old in list(missing.items()):
+            if (old.inode in waiting_inodes or (not old.is_dir and old.size > 0
+                                                and old.size in waiting_sizes)) \
+                    and may_hold(key, _MISSING):
+                del missing[key]
+                self._pending_missing.add(key)
+        gone = [s.cache.get(k) for k in self._pending_missing]
+        gone_inodes = {e.inode for e in gone if e is not None}
+        gone_content = {(e.size, e.sha256) for e in gone if e is not None and e.size > 0}
+        for key, entry in list(additions.items()):
+            content = (entry.size, self._hashed.get(key) or None)
+            if (entry.inode in gone_inodes or content in gone_content) \
+                    and may_hold(key, entry.signature):
+                del additions[key]
+                self._pending_present.add(key)
+        for key in self._pending_present:
+            additions.pop(key, None)
+
+    def _pair_moves(self, additions: dict[str, Entry],
+                    missing: dict[str, CachedEntry]) -> list[tuple[str, str]]:
+        """``(old, new)`` pairs: by inode, then by content, then directory renames."""
+        pairs: list[tuple[str, str]] = []
+        if not missing or not additions:
+            return pairs
+        taken: set[str] = set()
+        by_inode: dict[tuple[bool, int], str] = {}
+        for key in sorted(additions):
+            by_inode.setdefault((additions[key].is_dir, additions[key].inode), key)
+        for key in sorted(missing):
+            old = missing[key]
+            new = by_inode.get((old.is_dir, old.inode))
+            if new is not None and new not in taken:
+                pairs.append((key, new))
+                taken.add(new)
+        gone = {k for k, _ in pairs}
+        by_content: dict[tuple[int, str], list[str]] = {}
+        for key in sorted(additions):
+            entry = additions[key]
+            if key not in taken and not entry.is_dir and entry.size > 0:
+                by_content.setdefault((entry.size, self._hashed[key]), []).append(key)
+        for key in sorted(missing):
+            old = missing[key]
+            if key in gone or old.is_dir or old.size == 0 or old.sha256 is None:
+                continue
+            candidates = by_content.get((old.size, old.sha256))
+            if not candidates:
+                continue
+            chosen = _best_candidate(key, candidates)
+            candidates.remove(chosen)
+            pairs.append((key, chosen))
+            taken.add(chosen)
+            gone.add(key)
+        pairs += _directory_renames(pairs, [k for k in missing if missing[k].is_dir
+                                            and k not in gone],
+                                    [k for k in additions if additions[k].is_dir
+                                     and k not in taken])
+        return pairs
+
+
+def _best_candidate(old: str, candidates: list[str]) -> str:
+    name, parent = old.rsplit("/", 1)[1], parent_key(old)
+    for want in (lambda c: c.rsplit("/", 1)[1] == name, lambda c: parent_key(c) == parent):
+        for candidate in candidates:
+            if want(candidate):
+                return candidate
+    return candidates[0]
+
+
+def _directory_renames(moves: Iterable[tuple[str, str]], gone_dirs: list[str],
+                       new_dirs: list[str]) -> list[tuple[str, str]]:
+    """Vanished and new directories explained by file moves keeping relative names."""
+    gone, new = set(gone_dirs), set(new_dirs)
+    votes: dict[str, dict[str, int]] = {}
+    for old_key, new_key in moves:
+        old_parts, new_parts = old_key.split("/"), new_key.split("/")
+        while len(old_parts) > 2 and len(new_parts) > 2 and old_parts[-1] == new_parts[-1]:
+            old_parts, new_parts = old_parts[:-1], new_parts[:-1]
+            old_dir, new_dir = "/".join(old_parts), "/".join(new_parts)
+            if old_dir in gone and new_dir in new:
+                votes.setdefault(old_dir, {}).setdefault(new_dir, 0)
+                votes[old_dir][new_dir] += 1
+    pairs: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for old_dir in sorted(votes):
+        ranked = sorted(votes[old_dir].items(), key=lambda kv: (-kv[1], kv[0]))
+        best = ranked[0][0]
+        if best not in used:
+            pairs.append((old_dir, best))
+            used.add(best)
+    return pairs
+
+
+def _depth(key: str) -> int:
+    return 0 if key == "/" else key.count("/")
+
+
+def _event_order(event: ChangeEvent) -> tuple[int, int, str]:
+    """Moves (parents first), additions (parents first), changes, deletions (children first)."""
+    if isinstance(event, Moved):
+        return (0, _depth(event.new_key), event.new_key)
+    if isinstance(event, Added):
+        return (1, _depth(event.key), event.key)
+    if isinstance(event, Modified):
+        return (2, 0, event.key)
+    return (3, -_depth(event.key), event.key)
