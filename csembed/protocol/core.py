@@ -1,0 +1,749 @@
+"""Core protocol over a ``clearskies:2`` session: greeting, start, keys, ping, gzip.
+
+Theory of operation. :class:`PeerConnection` stacks, for one TCP (or other
+byte-stream) connection, the secure session
+(:class:`~csembed.security.handshake.SecureSession`), an optional gzip layer
+(:mod:`csembed.protocol.gzip_stream`) and the wire decoder
+(:mod:`csembed.protocol.wire`), and runs core.md's messages on top. It is
+sans-I/O like its parts: raw socket bytes in with :meth:`~PeerConnection.receive_data`,
+events out with :meth:`~PeerConnection.next_event`, bytes for the socket from
+:meth:`~PeerConnection.data_to_send`, timers via ``get_timer``/``handle_timer``.
+Work is done lazily in ``next_event``: at most one record is decrypted and at
+most ``Limits.max_delivery`` bytes inflated per step, so memory stays bounded
+whatever the peer sends, and a caller that reads only on ``NEED_DATA`` gets
+back-pressure.
+
+Phases (:class:`Phase`, dispatch in :data:`_HANDLERS`)::
+
+    HANDSHAKE --HandshakeComplete--> server: send core.greeting, AWAIT_START
+                                     client: AWAIT_GREETING
+    AWAIT_GREETING --core.greeting--> send core.start --> keys phase
+    AWAIT_START    --core.start-----> keys phase
+    keys phase: SHARE_KEY grant -> READY
+                CODE_CREATOR    -> send core.keys, AWAIT_ACK --ack--> spend code, READY
+                CODE_HOLDER     -> AWAIT_KEYS --core.keys--> KeysReceived event,
+                                   AWAIT_LOCAL_ACK --acknowledge_keys()--> send ack, READY
+
+Rules beside the table: the first message each side receives must be the
+greeting (client) or the start (server); until READY every other message is
+dropped unread (core.md: take no action before the key exchange); once READY,
+``core.*`` messages the core does not know are dropped and everything else
+(with its payload) goes to the caller, who ignores types it does not know.
+Negotiation picks the highest common protocol version and the intersection
+of extensions (unofficial names start with ``.``); a peer announcing our own
+peer ID is a loopback and ends the connection. With ``gzip`` negotiated,
+everything after ``core.start`` is compressed in both directions (client to
+server: from the message after the start; server to client: from the message
+after the greeting, as the server sends nothing between the two).
+
+Keep-alive (core.md): each side sends ``core.ping`` with its timeout every
+``ping_interval``; when the peer announces a larger timeout we adopt it and
+stretch our interval in proportion. The peer is dead when nothing at all has
+arrived for the (adopted) timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from csembed import __version__
+from csembed.errors import CsembedError, ProtocolError
+from csembed.protocol.core_access import (
+    AccessCodeTable,
+    CredentialRegistry,
+    Grant,
+    GrantKind,
+    IssuedCode,
+)
+from csembed.protocol.core_signing import SignatureError, sign_message, verify_message
+from csembed.protocol.gzip_stream import GzipDecoder, GzipEncoder, GzipError
+from csembed.protocol.wire import (
+    NEED_DATA,
+    Decoder,
+    Limits,
+    Message,
+    PayloadChunk,
+    PayloadEnd,
+    WireError,
+    _NeedData,
+    encode_chunk_header,
+    encode_message,
+    encode_payload_end,
+)
+from csembed.security.errors import KeyFormatError
+from csembed.security.handshake import (
+    Credential,
+    HandshakeComplete,
+    PlaintextReceived,
+    SecureSession,
+    SessionClosed,
+    SessionConfig,
+    SessionFailed,
+)
+from csembed.security.keys import Rng, ShareKeys, check_peer_id, default_rng
+from csembed.security.rate_limit import RateLimiter
+
+__all__ = [
+    "GZIP", "PROTOCOL_VERSION", "AccessCodeTable", "CoreConfig", "CoreError", "CoreStateError",
+    "CredentialRegistry", "Grant", "GrantKind", "KeysAcknowledged", "KeysReceived",
+    "LoopbackDetected", "PeerConnection", "PeerTimedOut", "Phase", "Ready", "SessionClosed",
+    "SessionFailed", "SignatureError", "sign_message", "verify_message",
+]
+
+PROTOCOL_VERSION: Final = 1
+GZIP: Final = "gzip"
+_OFFICIAL_EXTENSION = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_UNOFFICIAL_EXTENSION = re.compile(r"\.[A-Za-z0-9_][A-Za-z0-9_.\-]{0,126}")
+_MAX_LIST = 64
+_MAX_TEXT = 256
+_MANAGED_TYPES: Final = frozenset(
+    {"core.greeting", "core.start", "core.keys", "core.keys_acknowledgment", "core.ping"})
+
+
+class CoreError(ProtocolError):
+    """The peer broke the core protocol (bad greeting/start/keys/ping, wrong order)."""
+
+
+class LoopbackDetected(CoreError):
+    """The peer announced our own peer ID: we connected to ourselves."""
+
+
+class PeerTimedOut(CoreError):
+    """Nothing arrived from the peer within the keep-alive timeout."""
+
+
+class CoreStateError(CsembedError):
+    """The local caller used the connection in a phase that does not allow it."""
+
+
+def is_extension_name(name: object) -> bool:
+    """True for an official (``gzip``) or unofficial (``.com.example.x``) extension name."""
+    return isinstance(name, str) and bool(
+        _OFFICIAL_EXTENSION.fullmatch(name) or _UNOFFICIAL_EXTENSION.fullmatch(name))
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """What this device announces and how it keeps connections alive.
+
+    ``extensions`` are the extensions besides gzip the caller implements;
+    ``gzip_level`` 0 means gzip is not offered (board profiles set 1-9).
+    ``ping_timeout`` defaults to three ping intervals.
+    """
+
+    software: str = f"csembed {__version__}"
+    name: str | None = None
+    protocols: tuple[int, ...] = (PROTOCOL_VERSION,)
+    extensions: tuple[str, ...] = ()
+    gzip_level: int = 0
+    ping_interval: float = 60.0
+    ping_timeout: float | None = None
+    max_ping_timeout: float = 3600.0
+    exchange_timeout: float = 60.0
+    limits: Limits = Limits()
+    session: SessionConfig = SessionConfig()
+
+    def __post_init__(self) -> None:
+        if not self.protocols or any(isinstance(p, bool) or not isinstance(p, int) or p < 1
+                                     for p in self.protocols):
+            raise ValueError("protocols must be positive integers")
+        for ext in self.extensions:
+            if not is_extension_name(ext) or ext == GZIP:
+                raise ValueError(f"bad extension name {ext!r} (gzip is set by gzip_level)")
+        if not 0 <= self.gzip_level <= 9:
+            raise ValueError("gzip_level must be 0 (off) or 1-9")
+        if not 0 < self.ping_interval < self.timeout <= self.max_ping_timeout:
+            raise ValueError("need 0 < ping_interval < ping_timeout <= max_ping_timeout")
+        if not self.exchange_timeout > 0:
+            raise ValueError("exchange_timeout must be positive")
+
+    @property
+    def timeout(self) -> float:
+        """The keep-alive timeout we announce in ``core.ping``."""
+        return self.ping_timeout if self.ping_timeout is not None else 3 * self.ping_interval
+
+    @property
+    def offered_extensions(self) -> tuple[str, ...]:
+        """Everything we can negotiate, in our order of preference."""
+        return ((GZIP,) if self.gzip_level else ()) + self.extensions
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Negotiation and key exchange are done; application messages may flow.
+
+    ``access_level`` is the level the connection runs at and ``share`` the
+    keys this side now holds for it (for a new member: the keys just
+    received). ``grant`` is the grant the connection was made under.
+    """
+
+    protocol: int
+    extensions: tuple[str, ...]
+    peer_id: str
+    peer_name: str | None
+    peer_software: str | None
+    access_level: str
+    share: ShareKeys = field(repr=False)
+    grant: Grant = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KeysReceived:
+    """A code's creator sent the share's keys. Store them (mode 0600), then call
+    :meth:`PeerConnection.acknowledge_keys`; the creator spends the code on
+    the acknowledgment, so do not acknowledge what is not safely stored."""
+
+    access_level: str
+    share: ShareKeys = field(repr=False)
+    grant: Grant = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KeysAcknowledged:
+    """The new member acknowledged our keys; ``code`` is the issued code after
+    this use (``code.uses``), already removed from the table if it has no use left."""
+
+    access_id: str
+    access_level: str
+    code: IssuedCode | None = field(repr=False)
+
+
+CoreEvent = (Ready | KeysReceived | KeysAcknowledged | Message | PayloadChunk | PayloadEnd
+             | SessionClosed | SessionFailed)
+
+
+class Phase(enum.Enum):
+    """Where a :class:`PeerConnection` stands."""
+
+    HANDSHAKE = "handshake"
+    AWAIT_GREETING = "waiting for core.greeting"
+    AWAIT_START = "waiting for core.start"
+    AWAIT_KEYS = "waiting for core.keys"
+    AWAIT_LOCAL_ACK = "waiting for the keys to be stored"
+    AWAIT_ACK = "waiting for core.keys_acknowledgment"
+    READY = "ready"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+# phase -> {message type -> handler}; other messages: see the module docstring.
+_HANDLERS: Final[Mapping[Phase, Mapping[str, str]]] = {
+    Phase.AWAIT_GREETING: {"core.greeting": "_on_greeting"},
+    Phase.AWAIT_START: {"core.start": "_on_start"},
+    Phase.AWAIT_KEYS: {"core.keys": "_on_keys"},
+    Phase.AWAIT_ACK: {"core.keys_acknowledgment": "_on_keys_acknowledgment"},
+    Phase.READY: {"core.ping": "_on_ping"},
+}
+_FIRST_MESSAGE: Final = {Phase.AWAIT_GREETING: "core.greeting", Phase.AWAIT_START: "core.start"}
+_TERMINAL: Final = (Phase.CLOSED, Phase.FAILED)
+
+
+class PeerConnection:
+    """One peer connection: secure session + core protocol. Build with
+    :meth:`client` or :meth:`server`."""
+
+    def __init__(self, session: SecureSession, config: CoreConfig, clock: Callable[[], float]):
+        self.config = config
+        self._session = session
+        self._clock = clock
+        self.phase = Phase.HANDSHAKE
+        self.grant: Grant | None = None
+        self.protocol: int | None = None
+        self.extensions: tuple[str, ...] = ()
+        self.peer_id: str | None = None
+        self.peer_name: str | None = None
+        self.peer_software: str | None = None
+        self.share: ShareKeys | None = None
+        self.access_level: str | None = None
+        self._events: deque[CoreEvent] = deque()
+        self._decoder = Decoder(config.limits)
+        self._fed_total = 0
+        self._last_fed = b""
+        self._inflater: GzipDecoder | None = None
+        self._deflater: GzipEncoder | None = None
+        self._payload_mode: str | None = None  # inbound payload: "deliver" or "drop"
+        self._sending_payload = False
+        self._peer_finished = False  # the peer's FINAL record arrived
+        self._input_done = False  # ... and everything before it was consumed
+        self._local_closed = False
+        self._claimed = False
+        self._pending_keys: ShareKeys | None = None
+        self._pending_level: str | None = None
+        self._exchange_deadline: float | None = None
+        self.timeout = config.timeout
+        self._ping_ratio = config.ping_interval / config.timeout
+        self._next_ping: float | None = None
+        self._last_ping_at = 0.0
+        self._last_received = clock()
+
+    # ----------------------------------------------------------- construction
+
+    @classmethod
+    def client(cls, grant: Grant, config: CoreConfig = CoreConfig(), *,
+               clock: Callable[[], float], rng: Rng = default_rng) -> PeerConnection:
+        """Connect under ``grant`` (a share key, a code we hold, or a code we issued)."""
+        session = SecureSession.client(grant.id_hex, grant.credential(), clock=clock, rng=rng,
+                                       config=config.session)
+        return cls(session, config, clock)
+
+    @classmethod
+    def server(cls, registry: CredentialRegistry | Callable[[str, float], Credential | None],
+               config: CoreConfig = CoreConfig(), *, clock: Callable[[], float],
+               rng: Rng = default_rng, limiter: RateLimiter | None = None,
+               source: str = "") -> PeerConnection:
+        """Accept a connection, looking IDs up in ``registry`` (or ``lookup(id_hex, now)``);
+        ``limiter`` throttles failed attempts from ``source`` (the peer's address)."""
+        lookup = registry.lookup if isinstance(registry, CredentialRegistry) else registry
+
+        def lookup_now(id_hex: str) -> Credential | None:
+            return lookup(id_hex, clock())
+
+        session = SecureSession.server(lookup_now, clock=clock, rng=rng,
+                                       config=config.session, limiter=limiter, source=source)
+        return cls(session, config, clock)
+
+    # ------------------------------------------------------------- public API
+
+    @property
+    def role(self) -> str:
+        """``client`` or ``server``."""
+        return self._session.role
+
+    @property
+    def ready(self) -> bool:
+        """True once application messages may be sent."""
+        return self.phase is Phase.READY and not self._local_closed
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Raw bytes from the socket; ``b""`` when the peer closed it."""
+        if self.phase in _TERMINAL:
+            return
+        if data:
+            self._last_received = self._clock()
+        self._session.receive_data(data)
+
+    def get_buffer(self, size: int) -> memoryview:
+        """Zero-copy receiving: see :meth:`SecureSession.get_buffer`."""
+        return self._session.get_buffer(size)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` arrived in the last :meth:`get_buffer` view."""
+        if nbytes and self.phase not in _TERMINAL:
+            self._last_received = self._clock()
+            self._session.buffer_updated(nbytes)
+
+    def next_event(self) -> CoreEvent | _NeedData:
+        """The next event, or :data:`NEED_DATA`."""
+        while not self._events:
+            if self.phase in _TERMINAL or not self._pump():
+                return NEED_DATA
+        return self._events.popleft()
+
+    def data_to_send(self) -> bytes | bytearray:
+        """Bytes for the socket (nothing once the connection failed)."""
+        data = self._session.data_to_send()
+        return b"" if self.phase is Phase.FAILED else data
+
+    def send_message(self, body_or_raw: Mapping[str, Any] | bytes, *,
+                     sign_with: Any = None, payload: bool = False) -> None:
+        """Send an application message; ``sign_with`` (a level's
+        :class:`~csembed.security.keys.LevelKeys`) makes it ``s``/``$``.
+        With ``payload``, follow with :meth:`send_chunk` and :meth:`send_payload_end`."""
+        self._check_can_send()
+        if self._sending_payload:
+            raise CoreStateError("finish the current payload before sending another message")
+        if isinstance(body_or_raw, Mapping) and body_or_raw.get("type") in _MANAGED_TYPES:
+            raise CoreStateError(f"{body_or_raw['type']} is sent by the core itself")
+        if sign_with is not None:
+            unit = sign_message(body_or_raw, sign_with, payload=payload)
+        else:
+            unit = encode_message(body_or_raw, payload=payload)
+        self._send_unit(unit)
+        self._sending_payload = payload
+
+    def send_chunk(self, data: bytes) -> None:
+        """One chunk of the current message's payload (non-empty, <= 16 MiB)."""
+        self._check_can_send()
+        if not self._sending_payload:
+            raise CoreStateError("no payload message is open")
+        self._send_unit(encode_chunk_header(len(data)), data)
+
+    def send_payload_end(self) -> None:
+        """End the current message's payload."""
+        self._check_can_send()
+        if not self._sending_payload:
+            raise CoreStateError("no payload message is open")
+        self._send_unit(encode_payload_end())
+        self._sending_payload = False
+        self._send_deferred_ping()
+
+    def send_encoded(self, unit: bytes) -> None:
+        """Send one wire unit the caller framed itself: a whole message (``m``/``s``),
+        the header of a payload message (``!``/``$``; its chunks follow as units of
+        their own), one payload chunk, or the payload end (``0`` LF). Lets a relay
+        send a stored signed update with its original signature, and a sender
+        stream payload chunks it framed straight from a file."""
+        self._check_can_send()
+        head = unit[:1]
+        if head in (b"m", b"s", b"!", b"$"):
+            if self._sending_payload:
+                raise CoreStateError("finish the current payload before sending another message")
+            self._send_unit(unit)
+            self._sending_payload = head in (b"!", b"$")
+            return
+        if not self._sending_payload:
+            raise CoreStateError("no payload message is open")
+        self._send_unit(unit)
+        if unit == b"0\n":
+            self._sending_payload = False
+            self._send_deferred_ping()
+
+    def _send_deferred_ping(self) -> None:
+        # A ping that fell due while a payload was open goes out right after it.
+        if self.phase is Phase.READY and not self._local_closed \
+                and self._next_ping is not None and self._clock() >= self._next_ping:
+            self._send_ping(self._clock())
+
+    def acknowledge_keys(self) -> None:
+        """After :class:`KeysReceived` was stored: acknowledge and become READY."""
+        if self.phase is not Phase.AWAIT_LOCAL_ACK:
+            raise CoreStateError(f"no keys to acknowledge ({self.phase.value})")
+        assert self._pending_keys is not None and self._pending_level is not None
+        self._send_unit(encode_message({"type": "core.keys_acknowledgment"}))
+        self._go_ready(self._pending_level, self._pending_keys)
+
+    def close(self) -> None:
+        """Close cleanly: our stream ends with a FINAL record."""
+        if self.phase in _TERMINAL or self._local_closed:
+            return
+        self._local_closed = True
+        self._release_claim()
+        self._session.close()
+        if self._input_done or not self._session.handshake_complete:
+            self.phase = Phase.CLOSED
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called, or ``None``."""
+        if self.phase in _TERMINAL:
+            return None
+        times = [self._session.get_timer(), self._exchange_deadline]
+        if self.phase is Phase.READY and not self._peer_finished:
+            times += [self._last_received + self.timeout]
+            if not self._local_closed and not self._sending_payload:
+                times.append(self._next_ping)
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
+
+    def handle_timer(self, now: float) -> None:
+        """Time out a stalled exchange or a silent peer; send a due ping."""
+        if self.phase in _TERMINAL:
+            return
+        self._session.handle_timer(now)
+        if self._exchange_deadline is not None and now >= self._exchange_deadline:
+            self._fail(CoreError(f"the peer did not complete the core handshake and key "
+                                 f"exchange within {self.config.exchange_timeout:g} s "
+                                 f"({self.phase.value})"))
+        elif self.phase is Phase.READY and not self._peer_finished:
+            if now >= self._last_received + self.timeout:
+                self._fail(PeerTimedOut(f"nothing received from the peer for "
+                                        f"{self.timeout:g} s (ping timeout)"))
+            elif self._next_ping is not None and now >= self._next_ping \
+                    and not self._local_closed and not self._sending_payload:
+                # never inside an open payload: the ping would land between chunks
+                self._send_ping(now)
+
+    # -------------------------------------------------------- inbound pipeline
+
+    def _pump(self) -> bool:
+        """Advance by one step; False when nothing can happen without input."""
+        try:
+            event = self._decoder.next_event()
+            if not isinstance(event, _NeedData):
+                self._on_wire(event)
+                return True
+            if self._inflater is not None:
+                inflated = self._inflater.read()
+                if inflated:
+                    self._decoder.receive_data(inflated)
+                    return True
+            if self._peer_finished:
+                return False if self._input_done else self._finish_input()
+            session_event = self._session.next_event()
+            if isinstance(session_event, _NeedData):
+                return False
+            self._on_session(session_event)
+        except (WireError, GzipError, CoreError) as exc:
+            self._fail(exc)
+        return True
+
+    def _on_session(self, event: HandshakeComplete | PlaintextReceived | SessionClosed
+                    | SessionFailed) -> None:
+        if isinstance(event, PlaintextReceived):
+            if self._inflater is not None:
+                self._inflater.receive_data(event.data)
+            else:
+                self._decoder.receive_data(event.data)
+                self._fed_total += len(event.data)
+                self._last_fed = event.data
+        elif isinstance(event, HandshakeComplete):
+            self._on_handshake(event)
+        elif isinstance(event, SessionClosed):
+            self._peer_finished = True
+            if self._inflater is not None:
+                self._inflater.receive_data(b"")
+        else:
+            self._fail_with(event)
+
+    def _finish_input(self) -> bool:
+        """The peer's stream ended cleanly and everything before it is consumed."""
+        if self._inflater is not None:
+            self._inflater.read()  # raises if the stream stopped inside a frame
+        self._decoder.receive_data(b"")
+        if not isinstance(self._decoder.next_event(), _NeedData):  # pragma: no cover
+            raise CoreError("data after the end of stream")
+        if self.phase is not Phase.READY:
+            raise CoreError(f"the peer closed the connection before the key exchange "
+                            f"completed ({self.phase.value})")
+        self._input_done = True
+        self._events.append(SessionClosed())
+        if self._local_closed:
+            self.phase = Phase.CLOSED
+        return True
+
+    def _on_handshake(self, event: HandshakeComplete) -> None:
+        grant = event.context
+        if not isinstance(grant, Grant):
+            raise CoreError("internal: the session's credential carries no Grant")
+        self.grant = grant
+        self._exchange_deadline = self._clock() + self.config.exchange_timeout
+        if self.role == "server":
+            body: dict[str, Any] = {
+                "type": "core.greeting",
+                "software": self.config.software,
+                "protocol": list(self.config.protocols),
+                "extensions": list(self.config.offered_extensions),
+                "peer": grant.peer_id,
+            }
+            if self.config.name is not None:
+                body["name"] = self.config.name
+            self._send_unit(encode_message(body))
+            self.phase = Phase.AWAIT_START
+        else:
+            self.phase = Phase.AWAIT_GREETING
+
+    def _on_wire(self, event: Message | PayloadChunk | PayloadEnd) -> None:
+        if not isinstance(event, Message):
+            if self._payload_mode is None:  # pragma: no cover - the decoder forbids it
+                raise CoreError("payload data outside a payload message")
+            if self._payload_mode == "deliver":
+                self._events.append(event)
+            if isinstance(event, PayloadEnd):
+                self._payload_mode = None
+            return
+        handler = _HANDLERS.get(self.phase, {}).get(event.type)
+        expected = _FIRST_MESSAGE.get(self.phase)
+        if handler is None and expected is not None:
+            raise CoreError(f"expected {expected} as the first message, got {event.type!r}")
+        deliver = handler is None and self.phase is Phase.READY \
+            and not event.type.startswith("core.")
+        if event.has_payload:
+            self._payload_mode = "deliver" if deliver else "drop"
+        if handler is not None:
+            getattr(self, handler)(event)
+        elif deliver:
+            self._events.append(event)
+
+    # ------------------------------------------------------------ core messages
+
+    def _read_hello(self, message: Message) -> tuple[list[str], str]:
+        """Shared checks of greeting and start; returns (extensions, peer ID)."""
+        body = message.body
+        where = message.type
+        for key in ("software", "name"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, str) or len(value) > _MAX_TEXT):
+                raise CoreError(f"{where}: '{key}' must be a string of at most "
+                                f"{_MAX_TEXT} characters")
+        extensions = body.get("extensions", [])
+        if not isinstance(extensions, list) or len(extensions) > _MAX_LIST \
+                or not all(isinstance(e, str) for e in extensions):
+            raise CoreError(f"{where}: 'extensions' must be a list of at most "
+                            f"{_MAX_LIST} strings")
+        try:
+            peer_id = check_peer_id(body.get("peer"), f"{where}: 'peer'")
+        except KeyFormatError as exc:
+            raise CoreError(str(exc)) from None
+        assert self.grant is not None
+        if peer_id == self.grant.peer_id:
+            raise LoopbackDetected(f"{where} carries our own peer ID {peer_id}: "
+                                   "this connection loops back to ourselves")
+        self.peer_id = peer_id
+        self.peer_name = body.get("name")
+        self.peer_software = body.get("software")
+        return extensions, peer_id
+
+    def _on_greeting(self, message: Message) -> None:
+        extensions, _ = self._read_hello(message)
+        offered = message.body.get("protocol")
+        if not isinstance(offered, list) or len(offered) > _MAX_LIST:
+            raise CoreError("core.greeting: 'protocol' must be a list of version numbers")
+        common = [v for v in offered if isinstance(v, int) and not isinstance(v, bool)
+                  and v in self.config.protocols]
+        if not common:
+            raise CoreError(f"no common protocol version: the peer offers {offered[:8]}, "
+                            f"we speak {list(self.config.protocols)}")
+        self.protocol = max(common)
+        self.extensions = tuple(e for e in self.config.offered_extensions if e in extensions)
+        assert self.grant is not None
+        body: dict[str, Any] = {
+            "type": "core.start",
+            "software": self.config.software,
+            "protocol": self.protocol,
+            "extensions": list(self.extensions),
+            "peer": self.grant.peer_id,
+        }
+        if self.config.name is not None:
+            body["name"] = self.config.name
+        self._send_unit(encode_message(body))
+        if GZIP in self.extensions:
+            self._start_gzip()
+        self._begin_key_exchange()
+
+    def _on_start(self, message: Message) -> None:
+        extensions, _ = self._read_hello(message)
+        chosen = message.body.get("protocol")
+        if isinstance(chosen, bool) or chosen not in self.config.protocols:
+            raise CoreError(f"core.start chose protocol {chosen!r}, which we did not offer "
+                            f"(we offered {list(self.config.protocols)})")
+        self.protocol = chosen
+        self.extensions = tuple(e for e in self.config.offered_extensions if e in extensions)
+        if GZIP in self.extensions:
+            self._start_gzip()
+        self._begin_key_exchange()
+
+    def _start_gzip(self) -> None:
+        """Compress from the next unit on, both ways. Whatever the decoder was fed
+        beyond the message just decoded is already compressed: move it over."""
+        extra = self._fed_total - self._decoder.offset
+        if not 0 <= extra <= len(self._last_fed):  # pragma: no cover - see docstring
+            raise CoreError("internal: cannot locate the start of the compressed stream")
+        self._deflater = GzipEncoder(self.config.gzip_level)
+        self._inflater = GzipDecoder(self.config.limits.max_delivery)
+        self._decoder = Decoder(self.config.limits)
+        if extra:
+            self._inflater.receive_data(self._last_fed[len(self._last_fed) - extra:])
+        self._last_fed = b""
+
+    def _begin_key_exchange(self) -> None:
+        grant = self.grant
+        assert grant is not None
+        if grant.kind is GrantKind.CODE_HOLDER:
+            self.phase = Phase.AWAIT_KEYS
+        elif grant.kind is GrantKind.CODE_CREATOR:
+            assert grant.code_table is not None and grant.share is not None
+            assert grant.access_level is not None
+            if not grant.code_table.claim(grant.id_hex, self, self._clock()):
+                raise CoreError("the access code was used, cancelled or expired meanwhile")
+            self._claimed = True
+            granted = grant.share.grant(grant.access_level)
+            self._send_unit(encode_message({
+                "type": "core.keys",
+                "access_level": grant.access_level,
+                "keys": [level.to_entry() for level in granted.levels],
+            }))
+            self.phase = Phase.AWAIT_ACK
+        else:
+            assert grant.access_level is not None and grant.share is not None
+            self._go_ready(grant.access_level, grant.share)
+
+    def _on_keys(self, message: Message) -> None:
+        level = message.body.get("access_level")
+        if not isinstance(level, str):
+            raise CoreError("core.keys: 'access_level' must be a string")
+        try:
+            share = ShareKeys.from_entries(message.body.get("keys"), "core.keys: 'keys'")
+            granted = share.level(level)
+        except KeyFormatError as exc:
+            raise CoreError(str(exc)) from None
+        if not granted.has_key or granted.signing_key is None:
+            raise CoreError(f"core.keys grants {level!r} but does not carry its key "
+                            "and signing key")
+        assert self.grant is not None
+        self._pending_keys = share
+        self._pending_level = level
+        self.phase = Phase.AWAIT_LOCAL_ACK
+        self._events.append(KeysReceived(level, share, self.grant))
+
+    def _on_keys_acknowledgment(self, message: Message) -> None:
+        grant = self.grant
+        assert grant is not None and grant.code_table is not None
+        assert grant.access_level is not None and grant.share is not None
+        issued = grant.code_table.spend(grant.id_hex, self)
+        self._claimed = False
+        self._events.append(KeysAcknowledged(grant.id_hex, grant.access_level, issued))
+        self._go_ready(grant.access_level, grant.share)
+
+    def _go_ready(self, access_level: str, share: ShareKeys) -> None:
+        assert self.grant is not None and self.protocol is not None
+        assert self.peer_id is not None
+        self.phase = Phase.READY
+        self.access_level = access_level
+        self.share = share
+        self._exchange_deadline = None
+        self._events.append(Ready(self.protocol, self.extensions, self.peer_id, self.peer_name,
+                                  self.peer_software, access_level, share, self.grant))
+        self._send_ping(self._clock())
+
+    def _on_ping(self, message: Message) -> None:
+        timeout = message.body.get("timeout")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+                or not math.isfinite(timeout) or timeout <= 0:
+            raise CoreError(f"core.ping: 'timeout' must be a positive number of seconds, "
+                            f"got {timeout!r:.40}")
+        adopted = min(float(timeout), self.config.max_ping_timeout)
+        if adopted > self.timeout:
+            self.timeout = adopted
+            self._next_ping = self._last_ping_at + self._ping_ratio * self.timeout
+
+    def _send_ping(self, now: float) -> None:
+        timeout: float | int = self.timeout
+        if float(timeout).is_integer():
+            timeout = int(timeout)
+        self._send_unit(encode_message({"type": "core.ping", "timeout": timeout}))
+        self._last_ping_at = now
+        self._next_ping = now + self._ping_ratio * self.timeout
+
+    # ---------------------------------------------------------------- helpers
+
+    def _check_can_send(self) -> None:
+        if not self.ready:
+            raise CoreStateError(f"cannot send application messages now ({self.phase.value}"
+                                 + (", closed locally" if self._local_closed else "") + ")")
+
+    def _send_unit(self, *parts: bytes) -> None:
+        """One message, chunk or payload end: a gzip frame of its own once compressed."""
+        if self._deflater is not None:
+            self._session.send_plaintext(self._deflater.encode(*parts))
+        else:
+            self._session.send_plaintext(*parts)
+
+    def _release_claim(self) -> None:
+        if self._claimed and self.grant is not None and self.grant.code_table is not None:
+            self.grant.code_table.release(self.grant.id_hex, self)
+            self._claimed = False
+
+    def _fail(self, exc: CsembedError) -> None:
+        self._fail_with(SessionFailed(str(exc), exc))
+
+    def _fail_with(self, event: SessionFailed) -> None:
+        if self.phase in _TERMINAL:
+            return
+        self.phase = Phase.FAILED
+        self._release_claim()
+        self._events.append(event)

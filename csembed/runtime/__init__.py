@@ -1,0 +1,1 @@
+"""Runtime: the asyncio side -- sockets, clocks, timers -- driving the sans-I/O layers."""
