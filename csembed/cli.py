@@ -23,6 +23,7 @@ _COMMANDS = (
     "csembed.cli_commands.boards",
     "csembed.cli_commands.code",
     "csembed.rsync.cli",
+    "csembed.discovery.tracker_cli",
 )
 
 

@@ -1,0 +1,145 @@
+"""What the daemon implements to be controlled: :class:`ControlHandler`.
+
+The control server validates every request against the command table
+(``csembed.control.commands``) and then calls the handler method of the same
+name with typed keyword arguments, so a handler never sees malformed input.
+A method returns the value its docstring names; the server turns it into the
+reply object. To refuse, raise
+:class:`~csembed.control.errors.ControlRequestError` (``code`` is machine
+readable, e.g. ``"no_such_share"``); an ``OSError`` becomes an error named by
+its errno (``"EPERM"``, as in control.md's example); anything else becomes
+``"internal_error"`` and is logged.
+
+Every method of this base class refuses with ``"not_supported"``, so a
+partial daemon (or a test double) overrides only what it implements, and a
+command added to the table later does not break existing handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from csembed.control.errors import ControlRequestError
+
+__all__ = ["AccessMode", "ControlHandler", "DaemonStatus", "ShareInfo"]
+
+
+class AccessMode(StrEnum):
+    """The access level an access code grants (control.md ``create_access_code``)."""
+
+    READ_WRITE = "read_write"
+    READ_ONLY = "read_only"
+    UNTRUSTED = "untrusted"
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """The ``status`` reply: control.md's five fields plus anything in ``extra``."""
+
+    paused: bool
+    tracking: bool  #: connected to a tracker
+    nat_punctured: bool
+    upload_rate: int  #: bytes per second, measured
+    download_rate: int  #: bytes per second, measured
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_reply(self) -> dict[str, Any]:
+        reply = dict(self.extra)
+        reply.update(paused=self.paused, tracking=self.tracking,
+                     nat_punctured=self.nat_punctured, upload_rate=int(self.upload_rate),
+                     download_rate=int(self.download_rate))
+        return reply
+
+
+@dataclass(frozen=True)
+class ShareInfo:
+    """One entry of the ``list_shares`` reply: ``path``, ``status``, anything in ``extra``.
+
+    ``status`` is a short word such as ``"synced"``, ``"syncing"``,
+    ``"paused"`` or ``"error"``; ``extra`` carries e.g. ``files`` and ``synced``.
+    """
+
+    path: str
+    status: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_reply(self) -> dict[str, Any]:
+        reply = dict(self.extra)
+        reply.update(path=self.path, status=self.status)
+        return reply
+
+
+def _unsupported(command: str) -> ControlRequestError:
+    return ControlRequestError("not_supported", f"this daemon does not support {command!r}")
+
+
+class ControlHandler:
+    """Base class of the daemon's control handler; see the module docstring."""
+
+    async def stop(self) -> None:
+        """Shut the daemon down.
+
+        Schedule the shutdown and return: the ``{}`` reply is written when this
+        returns, and awaiting the control listener's ``close()`` from here
+        would cancel this very request.
+        """
+        raise _unsupported("stop")
+
+    async def pause(self) -> None:
+        """Suspend syncing."""
+        raise _unsupported("pause")
+
+    async def resume(self) -> None:
+        """Resume syncing."""
+        raise _unsupported("resume")
+
+    async def status(self) -> DaemonStatus:
+        """Connection and transfer status."""
+        raise _unsupported("status")
+
+    async def create_share(self, path: str) -> None:
+        """Start sharing the directory at absolute ``path``."""
+        raise _unsupported("create_share")
+
+    async def list_shares(self) -> Sequence[ShareInfo]:
+        """Every share, one :class:`ShareInfo` each."""
+        raise _unsupported("list_shares")
+
+    async def add_share(self, code: str, path: str) -> None:
+        """Join a remote share with access ``code``, syncing into absolute ``path``."""
+        raise _unsupported("add_share")
+
+    async def remove_share(self, path: str) -> None:
+        """Stop sharing ``path`` (files stay on disk)."""
+        raise _unsupported("remove_share")
+
+    async def create_access_code(self, path: str, mode: AccessMode) -> str:
+        """A new access code for the share at ``path`` granting ``mode``."""
+        raise _unsupported("create_access_code")
+
+    async def get_config(self) -> Mapping[str, Any]:
+        """The whole configuration as a JSON object."""
+        raise _unsupported("get_config")
+
+    async def set_config(self, config: Mapping[str, Any]) -> None:
+        """Apply the given configuration keys (others keep their values)."""
+        raise _unsupported("set_config")
+
+    async def get_config_value(self, key: str) -> Any:
+        """One configuration value (any JSON value)."""
+        raise _unsupported("get_config_value")
+
+    async def set_config_value(self, key: str, value: Any) -> None:
+        """Set one configuration value."""
+        raise _unsupported("set_config_value")
+
+    async def list_peers(self) -> Sequence[Mapping[str, Any]]:
+        """Known peers, one JSON object each."""
+        raise _unsupported("list_peers")
+
+    async def list_transfers(self) -> Sequence[Mapping[str, Any]]:
+        """Transfers in progress, one JSON object each."""
+        raise _unsupported("list_transfers")
