@@ -30,6 +30,18 @@ cs_status cs_sig_magic_kinds(uint32_t magic, cs_weak_kind *weak, cs_strong_kind 
     }
 }
 
+cs_status cs_sig_check(uint32_t magic, uint32_t block_len, uint32_t strong_len,
+                       cs_weak_kind *weak, cs_strong_kind *strong)
+{
+    if (cs_sig_magic_kinds(magic, weak, strong) != CS_OK)
+        return CS_ERR_MAGIC;
+    if (block_len < 1 || block_len > CS_MAX_BLOCK_LEN)
+        return CS_ERR_PARAM;
+    if (strong_len < 1 || strong_len > cs_strong_max(*strong))
+        return CS_ERR_PARAM;
+    return CS_OK;
+}
+
 uint32_t cs_strong_max(cs_strong_kind strong)
 {
     return strong == CS_STRONG_MD4 ? CS_MD4_SUM_LEN : CS_BLAKE2_SUM_LEN;

@@ -49,6 +49,12 @@ typedef enum cs_strong_kind { CS_STRONG_MD4 = 0, CS_STRONG_BLAKE2 = 1 } cs_stron
 
 /* Which sums a signature magic selects; CS_ERR_MAGIC if it is not one. */
 cs_status cs_sig_magic_kinds(uint32_t magic, cs_weak_kind *weak, cs_strong_kind *strong);
+/* Check a signature's header values: a known magic (else CS_ERR_MAGIC),
+ * 1 <= block_len <= CS_MAX_BLOCK_LEN and 1 <= strong_len <= the strong hash's
+ * length (else CS_ERR_PARAM).  On CS_OK *weak and *strong are the sums the
+ * magic selects. */
+cs_status cs_sig_check(uint32_t magic, uint32_t block_len, uint32_t strong_len,
+                       cs_weak_kind *weak, cs_strong_kind *strong);
 /* Longest strong sum a signature with this hash can carry (16 or 32). */
 uint32_t cs_strong_max(cs_strong_kind strong);
 /* Weak sum of a whole block. */

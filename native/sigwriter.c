@@ -11,12 +11,9 @@ cs_status cs_sigwriter_new(uint32_t magic, uint32_t block_len, uint32_t strong_l
     cs_weak_kind weak;
     cs_strong_kind strong;
     *out = NULL;
-    if (cs_sig_magic_kinds(magic, &weak, &strong) != CS_OK)
-        return CS_ERR_MAGIC;
-    if (block_len < 1 || block_len > CS_MAX_BLOCK_LEN)
-        return CS_ERR_PARAM;
-    if (strong_len < 1 || strong_len > cs_strong_max(strong))
-        return CS_ERR_PARAM;
+    cs_status st = cs_sig_check(magic, block_len, strong_len, &weak, &strong);
+    if (st != CS_OK)
+        return st;
     cs_sigwriter *w = calloc(1, sizeof *w);
     if (!w)
         return CS_ERR_NOMEM;

@@ -412,24 +412,15 @@ class Store:
 
     def iter_visible(self, *, include_deleted: bool = False) -> Iterator[Record]:
         """Every record's winner, streamed in batches (never the whole table at once)."""
-        last = 0
-        where = "visible = 1" if include_deleted else "visible = 1 AND deleted = 0"
-        while True:
-            rows = self._execute(
-                f"SELECT id, {_COLUMNS} FROM records WHERE id > ? AND {where}"
-                " ORDER BY id LIMIT ?",
-                (last, _ITER_BATCH),
-            ).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                yield _record_from_row(row[1:])
-            last = rows[-1][0]
+        return self._iter_where("visible = 1" if include_deleted else "visible = 1 AND deleted = 0")
 
     def iter_versions(self, *, include_local: bool = True) -> Iterator[Record]:
         """Every stored version, streamed in batches."""
+        return self._iter_where("1" if include_local else "local_only = 0")
+
+    def _iter_where(self, where: str) -> Iterator[Record]:
+        """Rows matching the SQL condition ``where``, in id order, ``_ITER_BATCH`` at a time."""
         last = 0
-        where = "1" if include_local else "local_only = 0"
         while True:
             rows = self._execute(
                 f"SELECT id, {_COLUMNS} FROM records WHERE id > ? AND {where}"

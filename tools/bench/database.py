@@ -24,11 +24,11 @@ import argparse
 import random
 import sqlite3
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import nacl.signing
+from _timing import best_time
 
 from csembed.board_profile import load_board
 from csembed.database import Replica, Store, ed25519_signer, ed25519_verifier
@@ -36,12 +36,6 @@ from csembed.protocol.wire import Message, encode_body, parse_body
 
 SEED = bytes(range(32))
 BATCH = 256
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def bare_insert(path: Path, bodies: list[bytes], synchronous: str, pages: int,
@@ -89,10 +83,10 @@ def main() -> None:
         keys = [f"recordings/take-{i:05d}.wav" for i in range(n)]
         values = [{"sha256": f"{i:064x}", "size": 1000 + i, "mtime": "2024-01-01T00:00:00Z"}
                   for i in range(n)]
-        t = timed(lambda: [source.local_put(k, v, i) for i, (k, v) in
+        t = best_time(lambda: [source.local_put(k, v, i) for i, (k, v) in
                            enumerate(zip(keys, values, strict=True))])
         bodies = [r.raw for r in source.store.iter_versions()]
-        anchor = timed(lambda: bare_insert(base / "bare1.sqlite3", bodies, sync, pages))
+        anchor = best_time(lambda: bare_insert(base / "bare1.sqlite3", bodies, sync, pages))
         rows.append(("local_put", n / t, "bare INSERT+COMMIT", n / anchor))
 
         batched = replica("batched", "d" * 32)
@@ -103,8 +97,8 @@ def main() -> None:
                     for i in range(start, min(n, start + BATCH)):
                         batched.local_put(keys[i], values[i], i)
 
-        t = timed(put_batched)
-        anchor = timed(lambda: bare_insert(base / "bare4.sqlite3", bodies, sync, pages,
+        t = best_time(put_batched)
+        anchor = best_time(lambda: bare_insert(base / "bare4.sqlite3", bodies, sync, pages,
                                            batch=BATCH))
         rows.append((f"local_put, batch({BATCH})", n / t, f"bare INSERT, COMMIT/{BATCH}",
                      n / anchor))
@@ -119,9 +113,9 @@ def main() -> None:
                 out += source.pull(conn)
             return [o.message() for o in out]
 
-        t = timed(lambda: backlog("reader", False))
+        t = best_time(lambda: backlog("reader", False))
         db = sqlite3.connect(base / "source.sqlite3")
-        anchor = timed(lambda: db.execute(
+        anchor = best_time(lambda: db.execute(
             "SELECT body FROM records ORDER BY last_updated_rev").fetchall())
         db.close()
         rows.append(("get_updates backlog", n / t, "bare SELECT", n / anchor))
@@ -129,8 +123,8 @@ def main() -> None:
         plain = backlog("rw", False)
         target = replica("rw", "b" * 32)
         target.attach("source", peer_read_only=False)
-        t = timed(lambda: [target.receive("source", m) for m in plain])
-        anchor = timed(lambda: bare_insert(base / "bare2.sqlite3", bodies, sync, pages))
+        t = best_time(lambda: [target.receive("source", m) for m in plain])
+        anchor = best_time(lambda: bare_insert(base / "bare2.sqlite3", bodies, sync, pages))
         rows.append(("receive (read-write)", n / t, "bare INSERT+COMMIT", n / anchor))
 
         target2 = replica("rw2", "e" * 32)
@@ -142,8 +136,8 @@ def main() -> None:
                     for m in plain[start:start + BATCH]:
                         target2.receive("source", m)
 
-        t = timed(receive_batched)
-        anchor = timed(lambda: bare_insert(base / "bare5.sqlite3", bodies, sync, pages,
+        t = best_time(receive_batched)
+        anchor = best_time(lambda: bare_insert(base / "bare5.sqlite3", bodies, sync, pages,
                                            batch=BATCH))
         rows.append((f"receive, batch({BATCH})", n / t, f"bare INSERT, COMMIT/{BATCH}",
                      n / anchor))
@@ -151,10 +145,10 @@ def main() -> None:
         signed = backlog("ro", True)
         reader = replica("ro", "c" * 32, read_only=True)
         reader.attach("source", peer_read_only=False)
-        t = timed(lambda: [reader.receive("source", m) for m in signed])
+        t = best_time(lambda: [reader.receive("source", m) for m in signed])
         sigs = [m.signature or b"" for m in signed]
         raws = [m.raw for m in signed]
-        anchor = timed(lambda: bare_insert(base / "bare3.sqlite3", raws, sync, pages,
+        anchor = best_time(lambda: bare_insert(base / "bare3.sqlite3", raws, sync, pages,
                                            verify, sigs))
         rows.append(("receive (read-only, signed)", n / t, "INSERT+COMMIT+verify", n / anchor))
 

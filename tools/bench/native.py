@@ -15,22 +15,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+
+from _timing import best_time
 
 from csembed.native import available_backends, get_backend
 
 
 def best_rate(fn: Callable[[], object], nbytes: int, repeat: int) -> float:
     """Best throughput in MB/s (10^6 bytes per second) over ``repeat`` runs."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return nbytes / best / 1e6
+    return nbytes / best_time(fn, repeat) / 1e6
 
 
 def roll(cls: Any, view: memoryview, window: int) -> None:

@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import nacl.bindings as sodium
+from _timing import best_time
 
 from csembed.protocol.core import CoreConfig, PeerConnection, Ready
 from csembed.protocol.core_access import CredentialRegistry, Grant
@@ -40,15 +41,6 @@ from csembed.security.keys import READ_WRITE, ShareKeys, new_peer_id
 CONFIG = CoreConfig(gzip_level=0)
 PIECE = 64 * 1024
 MIB = 1 << 20
-
-
-def best_time(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def world() -> tuple[ShareKeys, CredentialRegistry, Grant]:

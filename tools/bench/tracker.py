@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
+
+from _timing import best_time
 
 from csembed.discovery.lan_broadcast import (
     Announcement,
@@ -35,12 +35,6 @@ from csembed.discovery.tracker_messages import (
 )
 from csembed.discovery.tracker_registry import SendData, TrackerRegistry, TrackerServerConfig
 from csembed.protocol.wire import Decoder, Message
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def line(label: str, ours: float, anchor: float, unit: str, count: int) -> None:
@@ -72,7 +66,7 @@ def main() -> None:
                 if isinstance(out, SendData):
                     pushed.append(out.data)
 
-    ours = timed(joins)
+    ours = best_time(joins)
 
     def floor() -> None:
         for data in inbound:
@@ -90,7 +84,7 @@ def main() -> None:
                 assert message is not None
                 encode(message)
 
-    anchor = timed(floor)
+    anchor = best_time(floor)
     print(f"{n} clients in {args.clubs} clubs of {args.members}; "
           f"{len(pushed)} peers messages, {sum(map(len, pushed)):,} bytes pushed")
     line("joins (start+connection+register)", ours, anchor, "joins/s", n)
@@ -101,7 +95,7 @@ def main() -> None:
         for conn in conns:
             registry.receive_data(conn, ping, 1.0)
 
-    ours = timed(pings)
+    ours = best_time(pings)
     decoders = [Decoder() for _ in conns]
 
     def bare_pings() -> None:
@@ -110,13 +104,13 @@ def main() -> None:
             for _ in decoder.events():
                 pass
 
-    anchor = timed(bare_pings)
+    anchor = best_time(bare_pings)
     line("pings", ours, anchor, "pings/s", n)
 
     datagrams = [encode_announcement(Announcement(f"{i:064x}", f"{i:032x}", 40121))
                  for i in range(20000)]
-    ours = timed(lambda: [decode_announcement(d) for d in datagrams])
-    anchor = timed(lambda: [json.loads(d) for d in datagrams])
+    ours = best_time(lambda: [decode_announcement(d) for d in datagrams])
+    anchor = best_time(lambda: [json.loads(d) for d in datagrams])
     line("LAN announcements decoded", ours, anchor, "datagrams/s", len(datagrams))
 
 

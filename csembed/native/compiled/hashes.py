@@ -7,7 +7,7 @@ buffers are passed zero-copy with ``ffi.from_buffer``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from csembed._native import ffi, lib
 from csembed.native.types import BytesLike
@@ -17,21 +17,33 @@ def _buf(data: BytesLike) -> Any:
     return ffi.from_buffer("uint8_t[]", data)
 
 
-def _roll_buffers(outs: BytesLike, ins: BytesLike) -> tuple[Any, Any, int]:
-    o, i = _buf(outs), _buf(ins)
-    if len(o) != len(i):
-        raise ValueError(f"roll needs equal lengths, got {len(o)} out and {len(i)} in")
-    return o, i, len(o)
+class _WeakSum:
+    """One rolling weak sum in C; a subclass names its struct and functions.
 
-
-class RollSum:
-    """rsync/librsync rolling checksum over a window of bytes."""
+    Both sums have the same C API shape (``cs_<name>_init``, ``_update``,
+    ``_rotate``, ``_rollin``, ``_rollout``, ``_roll``, ``_digest``), so one
+    wrapper serves both; ``__init_subclass__`` binds the functions once.
+    """
 
     __slots__ = ("_s",)
+    _ctype: ClassVar[str]
+    _init: ClassVar[Any]
+    _update: ClassVar[Any]
+    _rotate: ClassVar[Any]
+    _rollin: ClassVar[Any]
+    _rollout: ClassVar[Any]
+    _roll: ClassVar[Any]
+    _digest: ClassVar[Any]
+
+    def __init_subclass__(cls, c_name: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._ctype = f"{c_name} *"
+        for op in ("init", "update", "rotate", "rollin", "rollout", "roll", "digest"):
+            setattr(cls, f"_{op}", staticmethod(getattr(lib, f"{c_name}_{op}")))
 
     def __init__(self, data: BytesLike = b"") -> None:
-        self._s = ffi.new("cs_rollsum *")
-        lib.cs_rollsum_init(self._s)
+        self._s = ffi.new(self._ctype)
+        self._init(self._s)
         if data:
             self.update(data)
 
@@ -43,87 +55,50 @@ class RollSum:
     def update(self, data: BytesLike) -> None:
         """Append bytes to the end of the window."""
         b = _buf(data)
-        lib.cs_rollsum_update(self._s, b, len(b))
+        self._update(self._s, b, len(b))
 
     def rotate(self, out: int, in_: int) -> None:
         """Slide the window one byte: ``out`` leaves the front, ``in_`` joins the end."""
-        lib.cs_rollsum_rotate(self._s, out, in_)
+        self._rotate(self._s, out, in_)
 
     def rollin(self, in_: int) -> None:
         """Grow the window by one byte at the end."""
-        lib.cs_rollsum_rollin(self._s, in_)
+        self._rollin(self._s, in_)
 
     def rollout(self, out: int) -> None:
         """Shrink the window by dropping its first byte, ``out``."""
         if self._s.count == 0:
             raise ValueError("rollout from an empty window")
-        lib.cs_rollsum_rollout(self._s, out)
+        self._rollout(self._s, out)
 
     def roll(self, outs: BytesLike, ins: BytesLike) -> None:
         """Rotate once per byte pair: ``outs[i]`` leaves as ``ins[i]`` enters."""
-        o, i, n = _roll_buffers(outs, ins)
-        lib.cs_rollsum_roll(self._s, o, i, n)
+        o, i = _buf(outs), _buf(ins)
+        if len(o) != len(i):
+            raise ValueError(f"roll needs equal lengths, got {len(o)} out and {len(i)} in")
+        self._roll(self._s, o, i, len(o))
 
     def digest(self) -> int:
-        """The 32-bit weak sum ``(s2 << 16) | s1`` of the current window."""
-        return int(lib.cs_rollsum_digest(self._s))
+        """The 32-bit digest of the current window (see the class docstring)."""
+        return int(self._digest(self._s))
 
-    def copy(self) -> RollSum:
+    def copy(self) -> Self:
         """An independent copy of this state."""
-        other = RollSum()
+        other = type(self)()
         other._s[0] = self._s[0]
         return other
 
 
-class RabinKarp:
+class RollSum(_WeakSum, c_name="cs_rollsum"):
+    """rsync/librsync rolling checksum over a window of bytes; digest ``(s2 << 16) | s1``."""
+
+    __slots__ = ()
+
+
+class RabinKarp(_WeakSum, c_name="cs_rabinkarp"):
     """librsync's Rabin-Karp polynomial hash (mod 2^32, seed 1) over a window."""
 
-    __slots__ = ("_s",)
-
-    def __init__(self, data: BytesLike = b"") -> None:
-        self._s = ffi.new("cs_rabinkarp *")
-        lib.cs_rabinkarp_init(self._s)
-        if data:
-            self.update(data)
-
-    @property
-    def count(self) -> int:
-        """Number of bytes in the window."""
-        return int(self._s.count)
-
-    def update(self, data: BytesLike) -> None:
-        """Append bytes to the end of the window."""
-        b = _buf(data)
-        lib.cs_rabinkarp_update(self._s, b, len(b))
-
-    def rotate(self, out: int, in_: int) -> None:
-        """Slide the window one byte: ``out`` leaves the front, ``in_`` joins the end."""
-        lib.cs_rabinkarp_rotate(self._s, out, in_)
-
-    def rollin(self, in_: int) -> None:
-        """Grow the window by one byte at the end."""
-        lib.cs_rabinkarp_rollin(self._s, in_)
-
-    def rollout(self, out: int) -> None:
-        """Shrink the window by dropping its first byte, ``out``."""
-        if self._s.count == 0:
-            raise ValueError("rollout from an empty window")
-        lib.cs_rabinkarp_rollout(self._s, out)
-
-    def roll(self, outs: BytesLike, ins: BytesLike) -> None:
-        """Rotate once per byte pair: ``outs[i]`` leaves as ``ins[i]`` enters."""
-        o, i, n = _roll_buffers(outs, ins)
-        lib.cs_rabinkarp_roll(self._s, o, i, n)
-
-    def digest(self) -> int:
-        """The 32-bit hash of the current window."""
-        return int(lib.cs_rabinkarp_digest(self._s))
-
-    def copy(self) -> RabinKarp:
-        """An independent copy of this state."""
-        other = RabinKarp()
-        other._s[0] = self._s[0]
-        return other
+    __slots__ = ()
 
 
 class Blake2b:
