@@ -18,5 +18,13 @@ scheduler) is built on top of these modules; nothing here opens a socket.
 * :mod:`.selection` -- ignore, partial-copy and subtree settings.
 * :mod:`.local_share` -- all of the above wired for one share.
 
+The network side (the sync engine) is built on them:
+
+* :mod:`.engine` -- :class:`~.engine.ShareEngine`: records <-> disk <-> peers.
+* :mod:`.sync_messages` -- the directory.* and rsync.* messages, checked.
+* :mod:`.transfer_fetch` -- wants, peers' presence, requests in flight.
+* :mod:`.transfer_serve` -- per-connection output, made lazily; serving files.
+* :mod:`.transfer_stream` -- reading a peer's file by ranges (streaming).
+
 Errors: :mod:`.errors` (one family, :class:`DirectoryError`).
 """

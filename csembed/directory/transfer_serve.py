@@ -1,0 +1,206 @@
+"""What one connection has to send, produced lazily: the serving side of transfers.
+
+Theory of operation
+-------------------
+Each connection has an :class:`OutgoingQueue` of *wire units* -- one framed
+message (``m``/``!``/``s``/``$``), one payload chunk (length, LF, data) or
+the payload end (``0`` LF). Small units (requests, ``directory.present``,
+database updates) are queued as bytes in the *control* lane. Anything with a
+payload is queued in the *bulk* lane as a generator that makes its units on
+demand: the content is read from disk one board ``chunk_size`` piece at a
+time only when the runtime pulls (:meth:`OutgoingQueue.pull`), i.e. as the
+socket drains, so a 1 GiB file costs one chunk of memory, however slow the
+peer. Between two payloads the control lane goes first, so a request or a
+database update never waits behind a whole file; inside a payload nothing may
+be interleaved (the wire format has no multiplexing).
+
+A generator may yield ``b""`` to say "I did work but have nothing to send
+yet" (a delta over an unchanged region of a file); :meth:`OutgoingQueue.pull`
+counts those against a work budget so one call never reads a whole file.
+
+The producers for the serving side are here too: :func:`serve_data` answers
+``directory.get`` (content found by SHA-256 through
+:class:`~csembed.directory.reader.ContentReader`, never by a path from the
+peer; ``range`` honoured; ``directory.not_present`` if we hold no verified
+copy, ``directory.get_error`` for a range outside the file or a read error),
+:func:`serve_patch` answers ``rsync.signature`` with ``rsync.patch`` (the
+delta of our content against the peer's signature, streamed), and
+:func:`payload_units` frames any byte source. If the file changes while it is
+sent, the payload is ended early and followed by ``directory.not_present``:
+the receiver has fewer bytes than it asked for (and would fail the SHA-256
+check anyway) and asks again later or elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+
+from csembed.directory import sync_messages as msg
+from csembed.directory.errors import ContentChanged, DirectoryError
+from csembed.directory.reader import ContentReader
+from csembed.protocol.wire import encode_chunk, encode_payload_end
+from csembed.rsync import DeltaWriter, RsyncError, Signature
+
+log = logging.getLogger("csembed.sync")
+
+Units = Generator[bytes, None, None]
+
+
+class OutgoingQueue:
+    """Wire units waiting for one connection (control lane and lazy bulk lane)."""
+
+    def __init__(self) -> None:
+        self._control: deque[bytes] = deque()
+        self._bulk: deque[Units] = deque()
+        self._current: Units | None = None  #: the producer whose payload is open
+        self.queued_control_bytes = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._control or self._bulk or self._current is not None)
+
+    @property
+    def bulk_items(self) -> int:
+        """Payload producers queued or running."""
+        return len(self._bulk) + (self._current is not None)
+
+    def push(self, unit: bytes) -> None:
+        """Queue one small unit (a whole message without payload)."""
+        self._control.append(unit)
+        self.queued_control_bytes += len(unit)
+
+    def push_stream(self, units: Units) -> None:
+        """Queue a producer of units (run only when pulled)."""
+        self._bulk.append(units)
+
+    def clear(self) -> None:
+        """Drop everything (connection gone); running producers are closed."""
+        for producer in ([self._current] if self._current is not None else []) + list(self._bulk):
+            producer.close()
+        self._current = None
+        self._bulk.clear()
+        self._control.clear()
+        self.queued_control_bytes = 0
+
+    def pull(self, max_bytes: int, work_budget: int = 8) -> list[bytes]:
+        """Units totalling about ``max_bytes`` (at least one unit if any is ready).
+
+        ``work_budget`` bounds how many empty steps producers may take in
+        this call (each may have read a chunk from disk).
+        """
+        out: list[bytes] = []
+        size = 0
+        idle = 0
+        while size < max_bytes:
+            if self._current is None:
+                if self._control:
+                    unit = self._control.popleft()
+                    self.queued_control_bytes -= len(unit)
+                    out.append(unit)
+                    size += len(unit)
+                    continue
+                if not self._bulk:
+                    break
+                self._current = self._bulk.popleft()
+            try:
+                unit = next(self._current)
+            except StopIteration:
+                self._current = None
+                continue
+            if not unit:
+                idle += 1
+                if idle >= work_budget:
+                    break
+                continue
+            out.append(unit)
+            size += len(unit)
+        return out
+
+
+def payload_units(header: bytes, pieces: Iterable[bytes]) -> Units:
+    """A message with a payload: ``header``, one chunk per non-empty piece, the end."""
+    yield header
+    for piece in pieces:
+        if piece:
+            yield encode_chunk(piece)
+    yield encode_payload_end()
+
+
+def serve_data(reader: ContentReader, sha256: str, range_: tuple[int, int] | None,
+               chunk_size: int, on_sent: Callable[[int], None] | None = None) -> Units:
+    """Answer one ``directory.get`` (see the module docstring)."""
+    source = reader.open(sha256)
+    if source is None:
+        yield msg.not_present(sha256)
+        return
+    with source:
+        start, count = range_ if range_ is not None else (0, source.size)
+        if start + count > source.size:
+            yield msg.get_error(sha256, f"range [{start}, {count}] is outside the "
+                                        f"{source.size}-byte file")
+            return
+        yield msg.data(sha256, range_)
+        try:
+            for piece in source.chunks(start, count, chunk_size):
+                if on_sent is not None:
+                    on_sent(len(piece))
+                yield encode_chunk(piece)
+        except ContentChanged as exc:
+            log.info("stopped sending %s: %s", sha256[:16], exc)
+            yield encode_payload_end()
+            yield msg.not_present(sha256)
+            return
+        except (OSError, DirectoryError) as exc:
+            log.warning("read error sending %s: %s", sha256[:16], exc)
+            yield encode_payload_end()
+            yield msg.get_error(sha256, "read error")
+            return
+        yield encode_payload_end()
+
+
+def serve_patch(reader: ContentReader, sha256: str, signature: Signature, chunk_size: int,
+                on_sent: Callable[[int], None] | None = None) -> Units:
+    """Answer one ``rsync.signature``: the delta of our ``sha256`` content, streamed."""
+    source = reader.open(sha256)
+    if source is None:
+        yield msg.not_present(sha256)
+        return
+    with source:
+        try:
+            delta = DeltaWriter(signature)
+        except RsyncError as exc:
+            yield msg.get_error(sha256, f"rsync: {exc}")
+            return
+        yield msg.rsync_patch(sha256)
+        pending = bytearray()
+        try:
+            for piece in source.chunks(0, source.size, chunk_size):
+                pending += delta.update(piece)
+                if len(pending) < chunk_size:
+                    yield b""  # work done, nothing to send yet
+                    continue
+                while len(pending) >= chunk_size:
+                    unit = encode_chunk(bytes(pending[:chunk_size]))
+                    del pending[:chunk_size]
+                    if on_sent is not None:
+                        on_sent(len(unit))
+                    yield unit
+            pending += delta.finish()
+        except ContentChanged as exc:
+            log.info("stopped sending a delta of %s: %s", sha256[:16], exc)
+            yield encode_payload_end()
+            yield msg.not_present(sha256)
+            return
+        except (OSError, DirectoryError, RsyncError) as exc:
+            log.warning("error making a delta of %s: %s", sha256[:16], exc)
+            yield encode_payload_end()
+            yield msg.get_error(sha256, f"rsync: {exc}")
+            return
+        while pending:
+            unit = encode_chunk(bytes(pending[:chunk_size]))
+            del pending[:chunk_size]
+            if on_sent is not None:
+                on_sent(len(unit))
+            yield unit
+        yield encode_payload_end()

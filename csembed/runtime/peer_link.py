@@ -1,0 +1,244 @@
+"""asyncio: one authenticated connection carrying one share.
+
+Theory of operation
+-------------------
+A :class:`PeerLink` owns one :class:`~csembed.runtime.session_stream.SessionStream`
+(TCP connection -> ``clearskies:2`` secure session -> core protocol; made by
+:func:`connect_link` or, for accepted connections, by
+:func:`~csembed.runtime.session_stream.serve` with :func:`link_handler`) and joins it
+to the :class:`~csembed.runtime.share_runtime.ShareRuntime` of the share the
+connection is for:
+
+1. **Until Ready** it runs the core handshake: negotiation of the extensions
+   (``database``, ``directory``, ``rsync`` and, when the board's
+   ``cpu.gzip_level`` is not 0, ``gzip``) and, for a device joining with an
+   access code, the key exchange -- ``on_keys`` must store the received keys
+   before they are acknowledged. ``resolve(ready)`` then names the share's
+   runtime (``None`` refuses the connection).
+2. **Then two tasks** run until either ends. The *reader* pulls events from
+   the session and hands messages and payload pieces to the runtime; with a
+   download rate limiter it waits for the limiter after each piece, and since
+   the session only reads the socket when it needs data, the peer is slowed
+   down by TCP itself. The *writer* waits for the runtime's wake-up, pulls
+   framed wire units from the engine (produced lazily: file data is read as
+   the socket drains), passes each through the upload limiter and the core
+   (gzip, encryption) and waits for the socket to drain.
+
+The peer's access level is the level the connection authenticated with
+(``Ready.access_level``); anything but ``read_write`` makes it a read-only
+peer for the engine. Limiters are any object with ``async acquire(n)``
+(:class:`csembed.runtime.rate_limit.RateLimiter`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from csembed.board_profile import BoardProfile
+from csembed.directory.engine import PeerInfo
+from csembed.protocol.core import (
+    CoreConfig,
+    Grant,
+    KeysAcknowledged,
+    KeysReceived,
+    PeerConnection,
+    Ready,
+)
+from csembed.protocol.wire import Limits, Message, PayloadChunk, PayloadEnd
+from csembed.runtime.session_stream import SessionStream, connect
+from csembed.runtime.share_runtime import ShareRuntime
+from csembed.security.handshake import SessionClosed, SessionFailed
+from csembed.security.keys import READ_WRITE, Rng, default_rng
+
+log = logging.getLogger("csembed.link")
+
+SYNC_EXTENSIONS = ("database", "directory", "rsync")
+
+
+class Limiter(Protocol):
+    """A rate limiter: wait until ``n`` bytes may move."""
+
+    async def acquire(self, n: int) -> None: ...
+
+
+def core_config(board: BoardProfile, *, name: str | None = None,
+                extensions: tuple[str, ...] = SYNC_EXTENSIONS) -> CoreConfig:
+    """The core settings for sync connections on this board."""
+    return CoreConfig(name=name, extensions=extensions, gzip_level=board.cpu.gzip_level,
+                      ping_interval=board.network.ping_interval,
+                      limits=Limits(max_body=board.memory.max_message,
+                                    max_chunk=board.memory.max_message))
+
+
+@dataclass
+class LinkResult:
+    """How a link ended."""
+
+    ready: Ready | None  #: the negotiation result, if it got that far
+    reason: str  #: why it ended
+
+
+class PeerLink:
+    """One connection, from handshake to close. See the module docstring.
+
+    ``resolve(ready)`` returns the runtime of the share the connection is
+    for; ``on_keys(event)`` stores keys received with an access code (it is
+    awaited before the keys are acknowledged). ``max_unit_bytes`` is how much
+    the writer pulls from the engine at once.
+    """
+
+    def __init__(self, stream: SessionStream, *,
+                 resolve: Callable[[Ready], ShareRuntime | None],
+                 on_keys: Callable[[KeysReceived], Awaitable[None]] | None = None,
+                 upload: Limiter | None = None, download: Limiter | None = None,
+                 max_unit_bytes: int = 1 << 20) -> None:
+        self.stream = stream
+        self.resolve = resolve
+        self.on_keys = on_keys
+        self.upload = upload
+        self.download = download
+        self.max_unit_bytes = max_unit_bytes
+        self.ready: Ready | None = None
+        self.runtime: ShareRuntime | None = None
+        self.conn_id: Any = self
+        self.bytes_in = 0  #: payload bytes received
+        self.units_out = 0
+        self.started = time.monotonic()
+
+    def __repr__(self) -> str:
+        peer = self.ready.peer_id[:8] if self.ready is not None else "?"
+        return f"PeerLink(peer={peer}, {self.stream.peername})"
+
+    async def run(self) -> LinkResult:
+        """Handshake, then carry the share until the connection ends."""
+        try:
+            reason = await self._until_ready()
+            if reason is not None:
+                return LinkResult(self.ready, reason)
+            assert self.ready is not None
+            runtime = self.resolve(self.ready)
+            if runtime is None:
+                return LinkResult(self.ready, "no share for this connection")
+            self.runtime = runtime
+            return LinkResult(self.ready, await self._carry(runtime, self.ready))
+        finally:
+            await self.stream.close()
+
+    async def _until_ready(self) -> str | None:
+        while True:
+            event = await self.stream.next_event()
+            if event is None:
+                return "closed before the handshake completed"
+            if isinstance(event, SessionFailed):
+                return f"handshake failed: {event.reason}"
+            if isinstance(event, SessionClosed):
+                return "closed before the handshake completed"
+            if isinstance(event, KeysReceived):
+                if self.on_keys is None:
+                    return "received keys but nobody to store them"
+                await self.on_keys(event)
+                await self.stream.call("acknowledge_keys")
+            elif isinstance(event, KeysAcknowledged):
+                continue
+            elif isinstance(event, Ready):
+                self.ready = event
+                return None
+
+    async def _carry(self, runtime: ShareRuntime, ready: Ready) -> str:
+        info = PeerInfo(ready.peer_id, ready.access_level != READ_WRITE,
+                        frozenset(ready.extensions))
+        wake = runtime.attach(self.conn_id, info)
+        reader = asyncio.create_task(self._read(runtime))
+        writer = asyncio.create_task(self._write(runtime, wake))
+        try:
+            done, _pending = await asyncio.wait({reader, writer},
+                                                return_when=asyncio.FIRST_COMPLETED)
+            first = done.pop()
+            reason = first.result() if first.exception() is None else repr(first.exception())
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            runtime.detach(self.conn_id)
+        log.info("%r ended: %s", self, reason)
+        return str(reason)
+
+    async def _read(self, runtime: ShareRuntime) -> str:
+        stream = self.stream
+        while True:
+            event = await stream.next_event()
+            if event is None:
+                return "connection closed"
+            if isinstance(event, SessionFailed):
+                return f"connection failed: {event.reason}"
+            if isinstance(event, SessionClosed):
+                return "peer closed the connection"
+            if isinstance(event, Message | PayloadChunk | PayloadEnd):
+                runtime.receive(self.conn_id, event)
+                if isinstance(event, PayloadChunk):
+                    self.bytes_in += len(event.data)
+                    if self.download is not None:
+                        await self.download.acquire(len(event.data))
+                elif isinstance(event, PayloadEnd):
+                    # A finished payload usually frees a transfer slot: let the writer
+                    # send the next request now, so the peer serves while we write.
+                    await asyncio.sleep(0)
+
+
+    async def _write(self, runtime: ShareRuntime, wake: asyncio.Event) -> str:
+        engine = runtime.engine
+        machine = self.stream.machine
+        assert isinstance(machine, PeerConnection)
+        while True:
+            if not engine.has_outgoing(self.conn_id):
+                await wake.wait()
+                wake.clear()
+                continue
+            units = engine.outgoing(self.conn_id, self.max_unit_bytes)
+            if not units:
+                await asyncio.sleep(0)  # the engine did work without output; let others run
+                continue
+            for unit in units:
+                if self.upload is not None:
+                    await self.upload.acquire(len(unit))
+                machine.send_encoded(unit)
+                if self.upload is not None:
+                    await self.stream.flush()
+            self.units_out += len(units)
+            await self.stream.flush()
+
+
+def link_handler(resolve: Callable[[Ready], ShareRuntime | None], *,
+                 on_keys: Callable[[KeysReceived], Awaitable[None]] | None = None,
+                 upload: Limiter | None = None, download: Limiter | None = None,
+                 on_end: Callable[[LinkResult], None] | None = None,
+                 ) -> Callable[[SessionStream], Awaitable[None]]:
+    """A handler for :func:`csembed.runtime.session_stream.serve`: each accepted
+    connection runs as a :class:`PeerLink` (``on_end`` gets how it ended)."""
+    async def handle(stream: SessionStream) -> None:
+        link = PeerLink(stream, resolve=resolve, on_keys=on_keys, upload=upload,
+                        download=download)
+        result = await link.run()
+        if on_end is not None:
+            on_end(result)
+    return handle
+
+
+async def connect_link(host: str, port: int, grant: Grant, config: CoreConfig, *,
+                       resolve: Callable[[Ready], ShareRuntime | None],
+                       on_keys: Callable[[KeysReceived], Awaitable[None]] | None = None,
+                       upload: Limiter | None = None, download: Limiter | None = None,
+                       rng: Rng = default_rng) -> PeerLink:
+    """Connect to a peer under ``grant`` (a share key, or an access code being
+    redeemed); run the returned link with :meth:`PeerLink.run`."""
+    stream = await connect(host, port, grant, config, rng=rng)
+    return PeerLink(stream, resolve=resolve, on_keys=on_keys, upload=upload,
+                    download=download)

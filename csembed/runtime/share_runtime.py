@@ -1,0 +1,172 @@
+"""asyncio driver of one share: scans, timers, and waking the connections' writers.
+
+Theory of operation
+-------------------
+The :class:`~csembed.directory.engine.ShareEngine` is sans-I/O; this is the
+one place its clock and its schedule come from. :meth:`ShareRuntime.run` is
+one task per share that loops:
+
+1. **scan** when the engine says one is due, in slices of the board's scan
+   budget (:class:`~csembed.directory.pacing.ScanBudget`): work for a slice,
+   then sleep so that scanning stays at ``cpu.scan_budget`` of wall time --
+   the connections keep running in between;
+2. **tick** the engine (retries, expired bans, planning);
+3. **sleep** until the engine's next deadline or until something wakes it
+   (a rescan request, a new connection).
+
+Every call into the engine may have queued output for any connection, so
+after each one :meth:`notify` sets every attached connection's wake-up
+event; the :class:`~csembed.runtime.peer_link.PeerLink` writer tasks wait on
+those. :meth:`wait_until` lets callers (the daemon's status commands, tests)
+wait for a condition on the engine without polling: it re-checks after every
+engine call. The engine's ``now`` is wall-clock time (``time.time()``), as
+the scanner needs; scan slices are measured with ``time.monotonic``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from csembed.directory.engine import PeerInfo, ShareEngine
+from csembed.directory.pacing import ScanBudget
+from csembed.directory.transfer_stream import RemoteStream, StreamError
+from csembed.protocol.wire import Message, PayloadChunk, PayloadEnd
+
+
+class ShareRuntime:
+    """Runs one :class:`ShareEngine` on the event loop.
+
+    ``scan_budget`` overrides the board's ``cpu.scan_budget`` (tests pass 1.0
+    to scan at full speed); ``wall`` and ``monotonic`` are the clocks.
+    """
+
+    def __init__(self, engine: ShareEngine, *, scan_budget: float | None = None,
+                 slice_seconds: float = 0.05, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.scan_budget = scan_budget if scan_budget is not None \
+            else engine.board.cpu.scan_budget
+        self.slice_seconds = slice_seconds
+        self.wall = wall
+        self.monotonic = monotonic
+        self._wakes: dict[Any, asyncio.Event] = {}
+        self._kick = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self.scan_work_seconds = 0.0  #: CPU-side time of the last completed scan pass
+        self.scan_wall_seconds = 0.0  #: wall time of the last completed scan pass
+
+    # -- connections --------------------------------------------------------------
+
+    def attach(self, conn_id: Any, info: PeerInfo) -> asyncio.Event:
+        """A peer is ready on ``conn_id``; returns the event that wakes its writer."""
+        wake = asyncio.Event()
+        self._wakes[conn_id] = wake
+        self.engine.connect(conn_id, info, self.wall())
+        self.notify()
+        return wake
+
+    def detach(self, conn_id: Any) -> None:
+        """The connection ended."""
+        self._wakes.pop(conn_id, None)
+        self.engine.disconnect(conn_id)
+        self.notify()
+
+    def receive(self, conn_id: Any, event: Message | PayloadChunk | PayloadEnd) -> None:
+        """An event from ``conn_id`` for the engine."""
+        self.engine.receive(conn_id, event, self.wall())
+        self.notify()
+
+    @property
+    def connections(self) -> list[Any]:
+        """Attached connection ids."""
+        return list(self._wakes)
+
+    # -- waking -------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """The engine may have output for anyone, and its state may have changed."""
+        for wake in self._wakes.values():
+            wake.set()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def request_scan(self) -> None:
+        """Rescan now (a daemon command, or a test that just changed files)."""
+        self.engine.request_scan()
+        self._kick.set()
+
+    async def changed(self) -> None:
+        """Return at the next engine call (any state change, any output queued)."""
+        await self._changed.wait()
+
+    async def wait_until(self, predicate: Callable[[ShareEngine], bool],
+                         timeout: float | None = None) -> None:
+        """Return once ``predicate(engine)`` holds (checked after every engine call)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self.engine):
+                await self._changed.wait()
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Scan, tick and sleep until :meth:`stop`."""
+        engine = self.engine
+        while not self._stopping:
+            if engine.scan_due(self.wall()):
+                await self._scan()
+            engine.tick(self.wall())
+            self.notify()
+            deadline = engine.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self.wall())
+            self._kick.clear()
+            if timeout is not None and timeout <= 0:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout)
+
+    async def _scan(self) -> None:
+        budget = ScanBudget(self.scan_budget, clock=self.monotonic,
+                            slice_seconds=self.slice_seconds)
+        started = self.monotonic()
+        while True:
+            until = budget.start_slice()
+            done = self.engine.scan(self.wall(), until=until)
+            rest = budget.end_slice()
+            self.notify()
+            if done:
+                break
+            await asyncio.sleep(rest)
+        self.scan_work_seconds = budget.work_seconds
+        self.scan_wall_seconds = self.monotonic() - started
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next wake-up."""
+        self._stopping = True
+        self._kick.set()
+
+    # -- streaming ----------------------------------------------------------------
+
+    async def read_remote(self, stream: RemoteStream, offset: int, count: int,
+                          timeout: float | None = 60.0) -> bytes:
+        """Read ``count`` bytes at ``offset`` of a peer's file (:meth:`ShareEngine.open_stream`)."""
+        updated = asyncio.Event()
+        stream.on_update = lambda _stream: updated.set()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    updated.clear()
+                    data = self.engine.stream_read(stream, offset, count)
+                    self.notify()
+                    if data is not None:
+                        return data
+                    await updated.wait()
+        except StreamError:
+            raise
+        finally:
+            stream.on_update = None
