@@ -20,6 +20,8 @@ from csembed.errors import CsembedError
 # Modules that add sub-commands, in the order they appear in --help.
 _COMMANDS = (
     "csembed.cli_commands.demo",
+    "csembed.cli_commands.daemon",
+    "csembed.cli_commands.daemon_client",
     "csembed.cli_commands.boards",
     "csembed.cli_commands.code",
     "csembed.rsync.cli",

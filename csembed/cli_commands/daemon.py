@@ -1,0 +1,102 @@
+"""``csembed daemon``: run the sync daemon in the foreground.
+
+Logs go to stderr in a plain ``time level name: message`` format (journald
+adds its own time stamps; ``--log-level`` picks the detail). Once the daemon
+listens and its control socket is ready it prints one line on stdout::
+
+    csembed daemon ready: listening on 127.0.0.1:40121, control socket /…/control
+
+so that scripts (and ``csembed demo``) can start it with ``--listen HOST:0``
+and learn the port. SIGTERM and SIGINT stop it cleanly; so does ``csembed stop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from csembed.board_profile import DEFAULT_BOARD, load_board
+from csembed.runtime.data_dir import default_data_dir, parse_host_port
+
+if TYPE_CHECKING:  # the daemon's modules load only when it runs: the CLI stays quick
+    from csembed.runtime.daemon import DaemonOptions
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "daemon", help="run the sync daemon in the foreground",
+        description="Run the csembed daemon: sync every share, answer peers and the "
+                    "control socket, until stopped (SIGTERM, SIGINT or 'csembed stop').")
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="shares, keys, config and the control socket "
+                        f"(default {default_data_dir()})")
+    p.add_argument("--board", default=DEFAULT_BOARD, metavar="NAME|FILE",
+                   help="board profile whose limits to obey (default %(default)s)")
+    p.add_argument("--listen", default="0.0.0.0:40121", metavar="HOST:PORT",
+                   help="where peers connect (default %(default)s; port 0 picks one)")
+    p.add_argument("--tracker", default=None, metavar="HOST:PORT",
+                   help="tracker to register with (overrides the 'tracker' setting)")
+    p.add_argument("--peer", action="append", default=[], metavar="HOST:PORT",
+                   help="a peer to dial for every share (repeatable)")
+    p.add_argument("--no-lan", action="store_true", help="no LAN broadcast discovery")
+    p.add_argument("--lan-address", default="255.255.255.255", metavar="ADDR",
+                   help="broadcast address for LAN announcements (default %(default)s)")
+    p.add_argument("--lan-port", type=int, default=60106, metavar="PORT",
+                   help="UDP port of LAN announcements (default %(default)s)")
+    p.add_argument("--control-serial", default=None, metavar="DEVICE[,BAUD]",
+                   help="also serve the control protocol on a serial line")
+    p.add_argument("--log-level", default="info",
+                   choices=("debug", "info", "warning", "error"), help="default %(default)s")
+    p.set_defaults(handler=run)
+
+
+def options_from(args: argparse.Namespace) -> DaemonOptions:
+    """Turn the parsed command line into :class:`DaemonOptions`."""
+    from csembed.control.serial_link import parse_serial_spec
+    from csembed.runtime.daemon import DaemonOptions
+    return DaemonOptions(
+        data_dir=args.data_dir or default_data_dir(),
+        board=load_board(args.board),
+        listen=parse_host_port(args.listen, "--listen"),
+        tracker=None if args.tracker is None else parse_host_port(args.tracker, "--tracker"),
+        peers=[parse_host_port(p, "--peer") for p in args.peer],
+        lan=not args.no_lan,
+        lan_address=args.lan_address,
+        lan_port=args.lan_port,
+        control_serial=None if args.control_serial is None
+        else parse_serial_spec(args.control_serial),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(options))
+    return 0
+
+
+async def _serve(options: DaemonOptions) -> None:
+    from csembed.runtime.daemon import Daemon
+    daemon = Daemon(options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        await daemon.start()
+        assert daemon.listen_address is not None
+        host, port = daemon.listen_address
+        print(f"csembed daemon ready: listening on {host}:{port}, control socket "
+              f"{daemon.data.control_path}", flush=True)
+        await daemon.wait_stopped()
+    finally:
+        await daemon.close()

@@ -1,0 +1,433 @@
+"""The daemon's peer connections: one authenticated link per peer per share.
+
+Theory of operation
+-------------------
+Every connection, accepted or dialled, is a :class:`~csembed.runtime.peer_link.PeerLink`
+run in a task of its own and tracked as a :class:`LinkRecord`. When its
+handshake reaches ``Ready`` the manager decides, in :meth:`ConnectionManager._resolve`,
+whether it may carry its share:
+
+* **Which share.** The grant's ``tag`` says: ``("share", share_id)`` for a
+  share key or a code we issued, ``("attach", access_id)`` for a code we were
+  given (by then :meth:`LinkHooks.keys_received` has stored the keys and
+  opened the share).
+* **One link per peer per share.** When both sides dial at once, two links
+  reach ``Ready``; both daemons keep the one *initiated by the lower peer ID*
+  and close the other, so they agree without talking about it. Two links in
+  the same direction (one peer found at two addresses): the first one stays.
+* **Limits.** Not while paused, and at most the board's
+  ``memory.max_connections`` links carry shares.
+
+**Dialling.** :meth:`set_targets` takes the wanted :class:`Target` set (the
+daemon computes it from the tracker, LAN sightings and manual peers) and
+keeps one dial task per target: it waits until the target is worth dialling
+(not paused, no link to that peer for that share yet, a free connection
+slot, no other attach in flight for the same code), tries each address in
+turn, runs the link, and after it ends waits a capped, jittered back-off
+(1 s doubling to 60 s; reset after a link that carried its share for 30 s).
+A target that disappears stops being dialled, but a link it made keeps
+running. A dead peer is noticed by the core's ping timeout, which ends the
+link; its dial task then reconnects.
+
+Upload and download rate limiters (the board's, shared by all links) are
+handed to every link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from csembed.discovery.backoff import Backoff
+from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
+from csembed.protocol.core_access import CredentialRegistry
+from csembed.runtime.peer_link import LinkResult, PeerLink
+from csembed.runtime.rate_limit import DaemonRateLimits
+from csembed.runtime.session_stream import SessionStream, connect, serve
+from csembed.runtime.share_runtime import ShareRuntime
+from csembed.security.rate_limit import RateLimiter as AuthLimiter
+
+__all__ = ["ConnectionManager", "LinkHooks", "LinkRecord", "Target"]
+
+log = logging.getLogger("csembed.connections")
+
+CONNECT_TIMEOUT = 15.0
+STABLE_LINK = 30.0  #: a link that carried its share this long resets the back-off
+
+
+class LinkHooks(Protocol):
+    """What the manager asks of the daemon."""
+
+    def runtime_for(self, share_id: str) -> ShareRuntime | None:
+        """The running share, or ``None`` (unknown, removed, broken)."""
+
+    async def keys_received(self, access_id: str, event: KeysReceived) -> str:
+        """Store keys received with the code ``access_id``; return the new share's ID."""
+
+    def link_ready(self, ready: Ready) -> None:
+        """A link reached ``Ready`` and carries its share (e.g. a code was spent)."""
+
+    def grant_for(self, target: Target) -> Grant | None:
+        """The grant to dial ``target`` with, or ``None`` if it is no longer wanted."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Somewhere worth dialling for one share (or one code being redeemed).
+
+    ``kind`` is ``"share"`` (``club`` = share ID, ``level`` = the access level
+    to connect with) or ``"attach"`` (``club`` = the code's access ID).
+    ``peer_id`` is known for tracker and LAN sightings, ``None`` for manual peers.
+    """
+
+    kind: str
+    club: str
+    peer_id: str | None
+    addresses: tuple[tuple[str, int], ...]
+    level: str | None = None
+    source: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Identity of the dial task: the peer when known, else the address."""
+        host, port = self.addresses[0]
+        who = self.peer_id or f"@{host}:{port}"
+        return (self.kind, self.club, who)
+
+
+@dataclass(eq=False)
+class LinkRecord:
+    """One connection the manager runs."""
+
+    link: PeerLink
+    outgoing: bool
+    address: str
+    started: float = field(default_factory=time.time)
+    share_id: str | None = None
+    ready: Ready | None = None
+    ready_at: float | None = None
+    task: asyncio.Task[Any] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON object for ``list_peers``."""
+        ready = self.ready
+        return {
+            "peer_id": ready.peer_id if ready else None,
+            "share_id": self.share_id,
+            "address": self.address,
+            "direction": "outgoing" if self.outgoing else "incoming",
+            "access_level": ready.access_level if ready else None,
+            "software": ready.peer_software if ready else None,
+            "name": ready.peer_name if ready else None,
+            "extensions": list(ready.extensions) if ready else [],
+            "connected_since": self.ready_at,
+            "state": "connected" if self.share_id else "handshaking",
+            "payload_bytes_received": self.link.bytes_in,
+        }
+
+
+class ConnectionManager:
+    """Accepts, dials, de-duplicates and limits peer links. See the module docstring."""
+
+    def __init__(self, hooks: LinkHooks, registry: CredentialRegistry, core: CoreConfig, *,
+                 limits: DaemonRateLimits, max_connections: int,
+                 backoff_max: float = 60.0, rng: random.Random | None = None) -> None:
+        self.hooks = hooks
+        self.registry = registry
+        self.core = core
+        self.limits = limits
+        self.max_connections = max_connections
+        self.backoff_max = backoff_max
+        self._rng = rng or random.Random()
+        self._records: set[LinkRecord] = set()
+        self._by_share: dict[str, dict[str, LinkRecord]] = {}
+        self._attached: dict[str, str] = {}  #: access ID -> share ID, once keys arrived
+        self._targets: dict[tuple[str, str, str], Target] = {}
+        self._dialers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._learned: dict[tuple[str, str, str], str] = {}  #: manual target -> peer ID
+        self._attach_inflight: set[str] = set()
+        self._dialing: set[tuple[str, str]] = set()  #: (share, peer) being dialled now
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._changed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._auth_limiter = AuthLimiter()
+        self.paused = False
+
+    # -- state ----------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    @property
+    def ready_count(self) -> int:
+        """Links carrying a share."""
+        return sum(len(peers) for peers in self._by_share.values())
+
+    def records(self) -> list[LinkRecord]:
+        """Every connection, carrying or still handshaking."""
+        return sorted(self._records, key=lambda r: r.started)
+
+    def links_of(self, share_id: str) -> list[LinkRecord]:
+        """The links carrying ``share_id``."""
+        return list(self._by_share.get(share_id, {}).values())
+
+    def targets(self) -> list[Target]:
+        """Where the manager dials now."""
+        return list(self._targets.values())
+
+    def peer_for(self, target: Target) -> str | None:
+        """The peer ID behind a target, if known."""
+        return target.peer_id or self._learned.get(target.key)
+
+    # -- accepting --------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Accept peer connections on ``host:port``; returns the bound address."""
+        self._server = await serve(host, port, self.registry, self._accepted, self.core,
+                                   limiter=self._auth_limiter)
+        sockname = self._server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    async def _accepted(self, stream: SessionStream) -> None:
+        peer = stream.peername
+        address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        record = self._make_record(stream, outgoing=False, address=address)
+        await self._run(record)
+
+    def _make_record(self, stream: SessionStream, *, outgoing: bool, address: str) -> LinkRecord:
+        holder: list[LinkRecord] = []
+
+        def resolve(ready: Ready) -> ShareRuntime | None:
+            return self._resolve(holder[0], ready)
+
+        async def on_keys(event: KeysReceived) -> None:
+            await self._on_keys(event)
+
+        link = PeerLink(stream, resolve=resolve, on_keys=on_keys, upload=self.limits.upload,
+                        download=self.limits.download)
+        record = LinkRecord(link, outgoing, address)
+        holder.append(record)
+        return record
+
+    async def _on_keys(self, event: KeysReceived) -> None:
+        tag = event.grant.tag
+        if not (isinstance(tag, tuple) and tag[0] == "attach"):
+            raise RuntimeError("received keys on a connection that did not redeem a code")
+        access_id = str(tag[1])
+        self._attached[access_id] = await self.hooks.keys_received(access_id, event)
+
+    def _share_of(self, ready: Ready) -> str | None:
+        tag = ready.grant.tag
+        if not isinstance(tag, tuple) or len(tag) != 2:
+            return None
+        kind, club = tag
+        if kind == "share":
+            return str(club)
+        if kind == "attach":
+            return self._attached.get(str(club))
+        return None
+
+    def _resolve(self, record: LinkRecord, ready: Ready) -> ShareRuntime | None:
+        record.ready = ready
+        if self.paused:
+            log.info("refusing %s: paused", record.address)
+            return None
+        share_id = self._share_of(ready)
+        runtime = None if share_id is None else self.hooks.runtime_for(share_id)
+        if share_id is None or runtime is None:
+            log.info("refusing %s: no such share", record.address)
+            return None
+        peers = self._by_share.setdefault(share_id, {})
+        existing = peers.get(ready.peer_id)
+        if existing is not None:
+            # Both daemons keep the link initiated by the lower peer ID.
+            we_initiate_keeper = ready.grant.peer_id < ready.peer_id
+            if record.outgoing == we_initiate_keeper and existing.outgoing != we_initiate_keeper:
+                log.info("duplicate link to peer %s: keeping %s, closing %s",
+                         ready.peer_id[:8], record.address, existing.address)
+                del peers[ready.peer_id]
+                existing.link.stream.abort()
+            else:
+                log.info("duplicate link to peer %s: keeping %s, refusing %s",
+                         ready.peer_id[:8], existing.address, record.address)
+                return None
+        if self.ready_count >= self.max_connections:
+            log.warning("refusing %s: the board allows %d connections", record.address,
+                        self.max_connections)
+            return None
+        peers[ready.peer_id] = record
+        record.share_id = share_id
+        record.ready_at = time.time()
+        log.info("peer %s connected (%s, %s, %s) for share %s", ready.peer_id[:8],
+                 "outgoing" if record.outgoing else "incoming", record.address,
+                 ready.access_level, share_id[:8])
+        self._notify()
+        try:
+            self.hooks.link_ready(ready)
+        except Exception:
+            log.exception("link_ready hook failed")
+        return runtime
+
+    async def _run(self, record: LinkRecord) -> LinkResult | None:
+        record.task = asyncio.current_task()
+        self._records.add(record)
+        self._notify()
+        result = None
+        try:
+            result = await record.link.run()
+            log.info("connection %s ended: %s", record.address, result.reason)
+        except asyncio.CancelledError:
+            record.link.stream.abort()
+            raise
+        except Exception as exc:
+            log.warning("connection %s failed: %r", record.address, exc)
+            record.link.stream.abort()
+        finally:
+            self._records.discard(record)
+            if record.share_id is not None and record.ready is not None:
+                peers = self._by_share.get(record.share_id, {})
+                if peers.get(record.ready.peer_id) is record:
+                    del peers[record.ready.peer_id]
+            self._notify()
+        return result
+
+    # -- dialling ---------------------------------------------------------------------
+
+    def set_targets(self, targets: Iterable[Target]) -> None:
+        """Dial these targets (and stop dialling any others)."""
+        wanted = {t.key: t for t in targets}
+        self._targets = wanted
+        for key in [k for k in self._dialers if k not in wanted]:
+            self._dialers.pop(key).cancel()
+        for key in wanted:
+            task = self._dialers.get(key)
+            if task is None or task.done():
+                self._dialers[key] = asyncio.get_running_loop().create_task(self._dial_loop(key))
+        self._notify()
+
+    def _dialable(self, target: Target) -> bool:
+        if self.paused or self.ready_count >= self.max_connections:
+            return False
+        if target.kind == "attach":
+            return target.club not in self._attach_inflight
+        peer = self.peer_for(target)
+        if peer is None:
+            return True
+        return peer not in self._by_share.get(target.club, {}) \
+            and (target.club, peer) not in self._dialing
+
+    async def _dial_loop(self, key: tuple[str, str, str]) -> None:
+        backoff = Backoff(initial=1.0, maximum=self.backoff_max)
+        while True:
+            target = self._targets.get(key)
+            if target is None:
+                return
+            if not self._dialable(target):
+                await self._changed.wait()
+                continue
+            grant = self.hooks.grant_for(target)
+            if grant is None:
+                await self._changed.wait()
+                continue
+            record = await self._dial_once(target, grant)
+            if record is not None and record.ready is not None and target.peer_id is None:
+                self._learned[key] = record.ready.peer_id
+            if record is not None and record.ready_at is not None \
+                    and time.time() - record.ready_at >= STABLE_LINK:
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay(self._rng.random()))
+
+    async def _dial_once(self, target: Target, grant: Grant) -> LinkRecord | None:
+        """Try the target's addresses in turn; run the first link made to its end."""
+        marker: tuple[str, str] | None = None
+        peer = self.peer_for(target)
+        if target.kind == "attach":
+            self._attach_inflight.add(target.club)
+        elif peer is not None:
+            marker = (target.club, peer)
+            self._dialing.add(marker)
+        try:
+            for host, port in target.addresses:
+                try:
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        stream = await connect(host, port, grant, self.core)
+                except (OSError, TimeoutError) as exc:
+                    log.debug("cannot reach %s:%d: %s", host, port, exc)
+                    continue
+                record = self._make_record(stream, outgoing=True, address=f"{host}:{port}")
+                task = asyncio.get_running_loop().create_task(self._run(record))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                if marker is not None:
+                    self._dialing.discard(marker)
+                    marker = None
+                if target.kind == "attach":
+                    self._attach_inflight.discard(target.club)
+                    self._notify()
+                await asyncio.shield(task)
+                return record
+            return None
+        finally:
+            if marker is not None:
+                self._dialing.discard(marker)
+            if target.kind == "attach":
+                self._attach_inflight.discard(target.club)
+            self._notify()
+
+    # -- control ----------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Close every link and accept or dial none until :meth:`resume`."""
+        self.paused = True
+        for record in list(self._records):
+            record.link.stream.abort()
+        self._notify()
+
+    def resume(self) -> None:
+        """Connect again."""
+        self.paused = False
+        self._notify()
+
+    def close_share(self, share_id: str) -> None:
+        """Close every link of a share (it is being removed)."""
+        for record in list(self._records):
+            if record.share_id == share_id:
+                record.link.stream.abort()
+
+    def set_core(self, core: CoreConfig) -> None:
+        """Settings for connections made from now on."""
+        self.core = core
+
+    async def close(self) -> None:
+        """Stop listening and dialling; close every link."""
+        if self._server is not None:
+            self._server.close()
+        for task in self._dialers.values():
+            task.cancel()
+        # Cancelling a link's task makes it close cleanly (a close record, not a reset).
+        links = [r.task for r in self._records if r.task is not None]
+        for task in links:
+            task.cancel()
+        if links:
+            await asyncio.wait(links, timeout=5)
+        for record in list(self._records):
+            record.link.stream.abort()
+        pending = list(self._dialers.values()) + list(self._tasks)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._dialers.clear()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._server.wait_closed()
+

@@ -1,0 +1,101 @@
+"""The connection manager's rule for simultaneous dials, without sockets.
+
+When two daemons dial each other at once, both connections reach ``Ready``
+on both sides. Each side must keep the same one -- the connection initiated
+by the lower peer ID -- whatever order the two arrive in, and must refuse a
+second link in the same direction. The manager's ``_resolve`` is called
+directly with fake links (only ``stream.abort`` is used).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from csembed.protocol.core import CoreConfig, Grant, Ready
+from csembed.protocol.core_access import CredentialRegistry
+from csembed.runtime.connection_manager import ConnectionManager, LinkRecord
+from csembed.runtime.rate_limit import DaemonRateLimits
+from csembed.security.keys import READ_WRITE, ShareKeys
+
+KEYS = ShareKeys.generate(random.Random(7).randbytes)
+SHARE = KEYS.level("read_only").key_id_hex or ""
+LOW, HIGH = "1" * 32, "e" * 32
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Link:
+    def __init__(self) -> None:
+        self.stream = _Stream()
+        self.bytes_in = 0
+
+
+class _Hooks:
+    runtime = object()
+
+    def runtime_for(self, share_id: str) -> Any:
+        return self.runtime if share_id == SHARE else None
+
+    def link_ready(self, ready: Ready) -> None:
+        pass
+
+
+def _manager(max_connections: int = 8) -> ConnectionManager:
+    return ConnectionManager(_Hooks(), CredentialRegistry(), CoreConfig(),  # type: ignore[arg-type]
+                             limits=DaemonRateLimits.from_rates(0, 0),
+                             max_connections=max_connections)
+
+
+def _ready(us: str, them: str) -> Ready:
+    grant = Grant.share_key(KEYS, READ_WRITE, us, tag=("share", SHARE))
+    return Ready(1, (), them, None, None, READ_WRITE, KEYS, grant)
+
+
+def _record(outgoing: bool) -> LinkRecord:
+    return LinkRecord(_Link(), outgoing, "outgoing" if outgoing else "incoming")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("us, them", [(LOW, HIGH), (HIGH, LOW)])
+@pytest.mark.parametrize("first_outgoing", [True, False])
+def test_both_sides_keep_the_link_initiated_by_the_lower_peer_id(
+        us: str, them: str, first_outgoing: bool) -> None:
+    manager = _manager()
+    first, second = _record(first_outgoing), _record(not first_outgoing)
+    assert manager._resolve(first, _ready(us, them)) is _Hooks.runtime
+    kept_second = manager._resolve(second, _ready(us, them)) is not None
+    we_are_lower = us < them
+    keeper = first if first.outgoing == we_are_lower else second
+    assert (keeper is second) == kept_second
+    assert first.link.stream.aborted == (keeper is second)  # the loser is closed
+    assert manager.links_of(SHARE) == [keeper]
+
+
+def test_a_second_link_in_the_same_direction_is_refused() -> None:
+    manager = _manager()
+    first, second = _record(True), _record(True)
+    assert manager._resolve(first, _ready(LOW, HIGH)) is not None
+    assert manager._resolve(second, _ready(LOW, HIGH)) is None
+    assert not first.link.stream.aborted
+    assert manager.links_of(SHARE) == [first]
+
+
+def test_board_connection_limit_unknown_shares_and_pause() -> None:
+    manager = _manager(max_connections=2)
+    peers = [f"{i:032x}" for i in range(2, 6)]
+    results = [manager._resolve(_record(False), _ready(LOW, p)) for p in peers]
+    assert [r is not None for r in results] == [True, True, False, False]
+    other = Grant.share_key(KEYS, READ_WRITE, LOW, tag=("share", "f" * 64))
+    stray = Ready(1, (), HIGH, None, None, READ_WRITE, KEYS, other)
+    assert manager._resolve(_record(False), stray) is None
+    manager.paused = True
+    assert manager._resolve(_record(True), _ready(LOW, "9" * 32)) is None
+    assert len(manager.links_of(SHARE)) == 2
