@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,14 @@ class LocalShare:
 
 def open_local_share(root: Path | str, state_dir: Path | str, board: BoardProfile, *,
                      create: bool = False, rng: random.Random | None = None,
-                     settle: float = 2.0, rules: NameRules | None = None) -> LocalShare:
-    """Open (or with ``create``, set up) the local side of a share."""
+                     settle: float = 2.0, rules: NameRules | None = None,
+                     usage: Callable[[], int] | None = None) -> LocalShare:
+    """Open (or with ``create``, set up) the local side of a share.
+
+    ``usage`` returns the bytes that count against the board's quota; a
+    daemon running several shares passes the total of all of them. By
+    default only this share counts.
+    """
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     conn = open_local_db(state / LOCAL_DB_NAME, board.storage.db_synchronous)
@@ -79,7 +86,7 @@ def open_local_share(root: Path | str, state_dir: Path | str, board: BoardProfil
     scanner = Scanner(mapper, cache, selection=selection, io_buffer=io_buffer, settle=settle)
     store = FileStore(mapper, cache, archive=archive,
                       limits=StoreLimits.from_board(board.storage), io_buffer=io_buffer,
-                      write_policy=board.storage.write_policy, rng=rng)
+                      write_policy=board.storage.write_policy, rng=rng, usage=usage)
     reader = ContentReader(mapper, cache, archive)
     return LocalShare(conn, share_root, selection, mapper, cache, archive, scanner, store,
                       reader)

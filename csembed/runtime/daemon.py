@@ -289,13 +289,19 @@ class Daemon:
 
     # ------------------------------------------------------------------ shares
 
+    def _bytes_in_all_shares(self) -> int:
+        """What every open share holds: the board's quota covers them together."""
+        return sum(share.local.cache.total_file_bytes()
+                   for share in self.shares.values() if share.local is not None)
+
     def _open_share(self, entry: ShareEntry, keys: ShareKeys, *, create: bool) -> OpenShare:
         share = OpenShare(entry, keys)
         self.shares[entry.share_id] = share
         board = self._share_board()
         try:
             local = open_local_share(entry.path, self.data.state_dir(entry.share_id), board,
-                                     create=create, rng=random.Random())
+                                     create=create, rng=random.Random(),
+                                     usage=self._bytes_in_all_shares)
         except (DirectoryError, OSError) as exc:
             share.error = f"cannot open {entry.path}: {exc}"
             log.error("share %s: %s", entry.path, share.error)
