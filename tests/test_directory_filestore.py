@@ -461,3 +461,159 @@ def test_encoded_names_round_trip_through_download_and_scan(tmp_path: Path) -> N
     assert again.scan_commit(share.settled_now() + 60).events == []
     with again.reader.open(hashlib.sha256(b"m").hexdigest()) as source:  # type: ignore[union-attr]
         assert source.origin == "/Q&A: part 1?/notes.txt"
+
+
+# -- batched commits: shared syncs -------------------------------------------------------
+
+
+def _verified(share, key: str, data: bytes):
+    download = share.store.begin(key, _value(data))
+    download.write(data)
+    download.verify()
+    return download
+
+
+def _batch(share, count: int) -> tuple[list, dict[str, bytes]]:
+    contents = {f"/d{i % 3}/f{i:02d}": os.urandom(300 + i) for i in range(count)}
+    return [_verified(share, key, data) for key, data in contents.items()], contents
+
+
+def _count_syncs(monkeypatch, syncfs) -> dict[str, int]:
+    calls = {"fsync": 0, "syncfs": 0}
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls["fsync"] += 1
+        real_fsync(fd)
+
+    def counted_syncfs(fd: int) -> int:
+        calls["syncfs"] += 1
+        return syncfs(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(filestore_module, "_syncfs", counted_syncfs if syncfs else None)
+    return calls
+
+
+def _check_landed(share, contents: dict[str, bytes], results) -> None:
+    for (key, data), result in zip(contents.items(), results, strict=True):
+        assert result.key == key and result.entry.sha256 == hashlib.sha256(data).hexdigest()
+        path = share.root / key[1:]
+        assert path.read_bytes() == data and path.stat().st_mtime_ns == MTIME
+        assert _temps(path.parent) == []
+    # The scanner sees our own writes (files and the folders made for them) as recorded.
+    assert [e.key for e in share.scan_commit().events] == ["/"]
+    assert reopen(share).cache.get("/d0/f00") is not None  # committed to the database
+
+
+@pytest.mark.skipif(filestore_module._syncfs is None, reason="libc has no syncfs")
+def test_batch_commit_pays_two_syncfs_for_many_files(tmp_path: Path, monkeypatch) -> None:
+    share = make_share(tmp_path)
+    downloads, contents = _batch(share, 24)
+    calls = _count_syncs(monkeypatch, filestore_module._syncfs)
+    results = share.store.commit_batch(downloads)
+    # one for the temps' data before the renames, one for the three folders after
+    assert calls == {"fsync": 0, "syncfs": 2}
+    _check_landed(share, contents, results)
+
+
+def test_batch_commit_without_syncfs_syncs_each_file_and_folder(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    share = make_share(tmp_path)
+    downloads, contents = _batch(share, 24)
+    calls = _count_syncs(monkeypatch, None)
+    results = share.store.commit_batch(downloads)
+    assert calls == {"fsync": 24 + 3, "syncfs": 0}
+    _check_landed(share, contents, results)
+
+
+def test_batch_commit_under_flash_policy_defers_the_folders(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    share = make_share(tmp_path, write_policy="flash")
+    downloads, contents = _batch(share, 12)
+    calls = _count_syncs(monkeypatch, None)
+    results = share.store.commit_batch(downloads)
+    assert calls["fsync"] == 12 and len(share.store._dirty) == 3  # data now, folders later
+    share.store.flush()
+    assert calls["fsync"] == 12 + 3
+    _check_landed(share, contents, results)
+
+
+def test_batch_commit_keeps_an_unseen_local_change_and_lands_the_rest(tmp_path: Path) -> None:
+    share = make_share(tmp_path)
+    (share.root / "notes.txt").write_bytes(b"v1")
+    share.scan_commit()
+    (share.root / "notes.txt").write_bytes(b"v1 edited locally")
+    first = _verified(share, "/a.bin", b"aaa")
+    clash = _verified(share, "/notes.txt", b"v2 from the peer")
+    last = _verified(share, "/b.bin", b"bbb")
+    results = share.store.commit_batch([first, clash, last])
+    assert isinstance(results[1], LocalChangeConflict)
+    assert (share.root / "notes.txt").read_bytes() == b"v1 edited locally"
+    assert (share.root / "a.bin").read_bytes() == b"aaa"
+    assert (share.root / "b.bin").read_bytes() == b"bbb"
+    # The verified temp is still open: the engine keeps it as a conflict copy.
+    aside = share.store.conflict_key("/notes.txt")
+    clash.commit(aside)
+    assert (share.root / aside[1:]).read_bytes() == b"v2 from the peer"
+    assert _temps(share.root) == []
+
+
+def test_verify_refuses_bad_content_before_any_batch(tmp_path: Path) -> None:
+    share = make_share(tmp_path)
+    (share.root / "doc").write_bytes(b"good")
+    share.scan_commit()
+    download = share.store.begin("/doc", _value(b"what the record says"))
+    download.write(b"something else here!")
+    with pytest.raises(VerificationError):
+        download.verify()
+    assert (share.root / "doc").read_bytes() == b"good" and _temps(share.root) == []
+
+
+_BATCH_CRASHER = """
+import hashlib, os, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_directory_support import reopen_at
+from csembed.directory.records import FileValue
+share = reopen_at(Path({root!r}), Path({state!r}))
+downloads = []
+for i, hexdata in enumerate(sys.argv[1:]):
+    data = bytes.fromhex(hexdata)
+    value = FileValue.for_file(len(data), hashlib.sha256(data).hexdigest(), None, 0o644)
+    download = share.store.begin(f"/doc{{i}}", value)
+    download.write(data)
+    download.verify()
+    downloads.append(download)
+share.store._sync_files([d.fd for d in downloads])
+os._exit(9)  # killed with the batch verified and durable, before any rename
+"""
+
+
+def test_process_killed_before_a_batch_lands(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    share = make_share(tmp_path)
+    for i in range(3):
+        (share.root / f"doc{i}").write_bytes(b"the good old version")
+    share.scan_commit()
+    datas = [os.urandom(5000) for _ in range(3)]
+    script = _BATCH_CRASHER.format(tests=str(Path(__file__).parent), root=str(share.root),
+                                   state=str(share.state))
+    done = subprocess.run([sys.executable, "-c", script, *(d.hex() for d in datas)],
+                          capture_output=True)
+    assert done.returncode == 9, done.stderr
+    for i in range(3):
+        assert (share.root / f"doc{i}").read_bytes() == b"the good old version"
+    assert len(_temps(share.root)) == 3
+    again = reopen(share)
+    downloads = []
+    for i, data in enumerate(datas):
+        download = again.store.begin(f"/doc{i}", _value(data, mode=0o644, mtime=None))
+        assert download.complete and download.offset == len(data)  # nothing to fetch again
+        download.verify()
+        downloads.append(download)
+    again.store.commit_batch(downloads)
+    assert [(share.root / f"doc{i}").read_bytes() for i in range(3)] == datas
+    assert _temps(share.root) == []

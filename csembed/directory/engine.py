@@ -67,6 +67,15 @@ against its SHA-256 before it replaces anything, and before it is put in
 place the record is looked up again, so a download made stale by a newer
 change is never committed.
 
+**Landing in batches.** A verified download waits briefly to be put in
+place together with others (:meth:`FileStore.commit_batch`: one data sync
+and one folder sync for the lot instead of two per file): the batch lands
+when it holds ``LANDING[write_policy][0]`` files, when no other transfer is
+running, or ``LANDING[write_policy][1]`` seconds after its first file
+(:meth:`next_deadline` asks for a tick then); ``flash`` boards batch more.
+Until then the file counts as still syncing, and the record is looked up
+again as it lands.
+
 **Conflicts.** The database picks a winner by its rule; the peer that wrote
 the losing version keeps the loser's content as a ``CONFLICT`` copy with
 ``conflict_source`` (the original ``uuid``) and syncs it like any file. Only
@@ -155,6 +164,9 @@ STALE_TEMP_SECONDS = 24 * 3600.0
 _MODE_BITS = 0o777  # permission bits a peer may set here (filestore applies the same)
 ABSENT_RETRY = 60.0  #: after directory.not_present, ask that peer again after this long
 FLUSH_DELAY = 1.0  #: seconds a deferred folder sync may wait (write policy ``flash``)
+#: verified downloads put in place together (shared syncs), by write policy:
+#: (most at once, longest wait in seconds while other transfers still run)
+LANDING = {"normal": (32, 0.05), "flash": (64, 0.25)}
 VALUE_CACHE = 1024  #: parsed record values kept (by uuid and version)
 SCAN_BATCH = 512  #: local changes written per database transaction
 DATABASE_BATCH = 256  #: received database messages applied per transaction
@@ -243,6 +255,9 @@ class ShareEngine:
         self._values: dict[tuple[str, tuple[str, int]], tuple[str, FileValue]] = {}
         self._kept: set[tuple[str, tuple[str, int]]] = set()  #: remote versions kept aside
         self._flush_at: float | None = None
+        self._landing: list[tuple[Download, Transfer | None]] = []  #: verified, not yet placed
+        self._landing_shas: set[str] = set()
+        self._land_at: float | None = None
         self._database_inbox: list[tuple[Any, Message]] = []
         # status
         self._error: str | None = None
@@ -454,6 +469,8 @@ class ShareEngine:
 
     def _after(self) -> None:
         """After any input: act on database events, plan, schedule."""
+        if self._landing and not self._active:
+            self._land()  # nothing else is coming soon to share the syncs with
         self._drain_events()
         self._plan_dirty()
         self._schedule()
@@ -1053,7 +1070,7 @@ class ShareEngine:
             if sha is None:
                 break
             want = self._wants.get(sha)
-            if want is None or sha in self._active:
+            if want is None or sha in self._active or sha in self._landing_shas:
                 continue
             candidates = [p for p in self._peers.values()
                           if p.directory and p.may_have(sha, now)
@@ -1217,16 +1234,24 @@ class ShareEngine:
             request.transfer = None
         want = self._wants.get(transfer.sha256)
         keys = list(want.keys) if want is not None else []
-        ok = self._commit(transfer.download, transfer.sha256, keys, transfer)
-        if ok:
-            self._counters["files_fetched"] += 1
-            self._counters["bytes_fetched"] += transfer.size
-            if transfer.kind == "rsync":
-                self._counters["files_rsync"] += 1
+        if self._commit(transfer.download, transfer.sha256, keys, transfer):
+            self._count_fetched(transfer)
+
+    def _count_fetched(self, transfer: Transfer) -> None:
+        self._counters["files_fetched"] += 1
+        self._counters["bytes_fetched"] += transfer.size
+        if transfer.kind == "rsync":
+            self._counters["files_rsync"] += 1
 
     def _commit(self, download: Download, sha: str, keys: list[str],
                 transfer: Transfer | None) -> bool:
-        """Verify and put the file in place at a key that still wants it."""
+        """Verify and put the file in place at a key that still wants it.
+
+        A download for its own key is only verified here and joins the
+        landing batch (:meth:`_land`): False then, and the batch does the rest.
+        """
+        if download.key in keys and sha not in self._landing_shas:
+            return self._queue_landing(download, sha, transfer)  # _land looks the record up
         targets = [k for k in keys if self._still_wants(k, sha)]
         if not targets:
             download.abort(keep_partial=False)
@@ -1253,10 +1278,15 @@ class ShareEngine:
             if want is not None:
                 self._retry_later(want)
             return False
+        self._placed(key, sha, targets, transfer)
+        return True
+
+    def _placed(self, key: str, sha: str, targets: list[str],
+                transfer: Transfer | None) -> None:
+        """``sha`` is in place at ``key``: announce it, fill the other keys wanting it."""
         self._failures.pop(key, None)
         if self._flush_at is None:
             self._flush_at = self._now + FLUSH_DELAY  # flash boards: folder syncs batched
-        want = self._wants.get(sha)
         self._drop_want(sha)
         self._announce(sha, transfer.conn_id if transfer is not None else None)
         for other in targets:
@@ -1266,7 +1296,82 @@ class ShareEngine:
                 if value is not None and record is not None and not self._copy_local(
                         other, value, record):
                     self._dirty.add(other)
-        return True
+
+    def _queue_landing(self, download: Download, sha: str, transfer: Transfer | None) -> bool:
+        """Verify now; put in place with the next batch (shared syncs)."""
+        try:
+            download.verify()
+        except VerificationError as exc:
+            self._verification_failed(sha, transfer, str(exc))
+            return False
+        except StorageLimitError as exc:
+            download.abort(keep_partial=False)
+            self._limit(download.key, exc)
+            self._drop_want(sha)
+            return False
+        except (DirectoryError, OSError) as exc:
+            download.abort(keep_partial=True)
+            self._fail(download.key, str(exc))
+            want = self._wants.get(sha)
+            if want is not None:
+                self._retry_later(want)
+            return False
+        self._landing.append((download, transfer))
+        self._landing_shas.add(sha)
+        most, wait = LANDING.get(self.local.store.write_policy, LANDING["normal"])
+        if len(self._landing) >= most or not self._active:
+            self._land()
+        elif self._land_at is None:
+            self._land_at = self._now + wait
+        return False
+
+    def _land(self) -> None:
+        """Put the verified downloads waiting in :attr:`_landing` in place, as one batch."""
+        self._land_at = None
+        if not self._landing:
+            return
+        batch, self._landing = self._landing, []
+        self._landing_shas.clear()
+        ready: list[tuple[Download, Transfer | None]] = []
+        for download, transfer in batch:
+            sha = download.sha256
+            if self._still_wants(download.key, sha):
+                ready.append((download, transfer))
+                continue
+            # The record moved on while the batch waited: another key, or nowhere.
+            want = self._wants.get(sha)
+            others = [k for k in (want.keys if want is not None else ()) if k != download.key]
+            if self._commit(download, sha, others, transfer) and transfer is not None:
+                self._count_fetched(transfer)
+        if not ready:
+            return
+        try:
+            results = self.local.store.commit_batch([d for d, _ in ready])
+        except OSError as exc:  # syncing the folders failed: retry them all
+            failed: list[DirectoryError | OSError] = [exc] * len(ready)
+            results = list(failed)
+        for (download, transfer), result in zip(ready, results, strict=True):
+            sha, key = download.sha256, download.key
+            want = self._wants.get(sha)
+            targets = [key] + [k for k in (want.keys if want is not None else ())
+                               if k != key and self._still_wants(k, sha)]
+            if isinstance(result, LocalChangeConflict):
+                if not self._keep_remote_as_conflict(download, key, sha):
+                    continue
+            elif isinstance(result, StorageLimitError):
+                download.abort(keep_partial=False)
+                self._limit(key, result)
+                self._drop_want(sha)
+                continue
+            elif isinstance(result, (DirectoryError, OSError)):
+                download.abort(keep_partial=True)
+                self._fail(key, str(result))
+                if want is not None:
+                    self._retry_later(want)
+                continue
+            self._placed(key, sha, targets, transfer)
+            if transfer is not None:
+                self._count_fetched(transfer)
 
     def _keep_remote_as_conflict(self, download: Download, key: str, sha: str) -> bool:
         """The target changed unseen: keep the remote version as a CONFLICT copy."""
@@ -1451,6 +1556,8 @@ class ShareEngine:
             if until <= now:
                 del self._bans[ban]
                 self._queue.wake(ban[1])
+        if self._land_at is not None and self._land_at <= now:
+            self._land()
         if self._flush_at is not None and self._flush_at <= now:
             self._flush_at = None
             self.local.store.flush()
@@ -1464,6 +1571,8 @@ class ShareEngine:
             times.append(self._next_scan)
         if self._flush_at is not None:
             times.append(self._flush_at)
+        if self._land_at is not None:
+            times.append(self._land_at)
         return min(times) if times else None
 
     # -- streaming -----------------------------------------------------------------------
@@ -1586,6 +1695,7 @@ class ShareEngine:
         """Abort transfers (partials kept) and stop any scan in progress."""
         for transfer in list(self._active.values()):
             self._abort_transfer(transfer)
+        self._land()
         self.local.store.flush()
         if self._scan is not None:
             self._scan.close()
