@@ -4,6 +4,7 @@ and a serial line (a real pty pair), plus the synchronous client."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import json
 import os
@@ -30,7 +31,16 @@ from csembed.control.errors import (
     ControlRequestError,
     DaemonRunningError,
 )
-from csembed.control.handler import AccessMode, ControlHandler, DaemonStatus, ShareInfo
+from csembed.control.handler import (
+    DEFAULT_CODE_LIFETIME,
+    DEFAULT_CODE_USES,
+    MAX_READ,
+    AccessMode,
+    ControlHandler,
+    DaemonStatus,
+    FileChunk,
+    ShareInfo,
+)
 from csembed.control.lines import Line, LineDecoder, LineTooLong, encode_line
 from csembed.control.serial_link import parse_serial_spec
 from csembed.control.server import ControlServer
@@ -38,6 +48,7 @@ from csembed.protocol.wire import NEED_DATA
 
 TIMEOUT = 10.0
 CODE = "SYNCAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+FILE_DATA = b"MThd\x00\x00\x00\x06" + bytes(range(256))
 
 
 # -- the handler at the edge of this layer: records calls, answers from a script --
@@ -86,8 +97,11 @@ class RecordingHandler(ControlHandler):
     async def remove_share(self, path: str) -> None:
         self._record("remove_share", path=path)
 
-    async def create_access_code(self, path: str, mode: AccessMode) -> str:
-        self._record("create_access_code", path=path, mode=mode)
+    async def create_access_code(self, path: str, mode: AccessMode, *,
+                                 max_uses: int | None = DEFAULT_CODE_USES,
+                                 expires: float | None = DEFAULT_CODE_LIFETIME) -> str:
+        self._record("create_access_code", path=path, mode=mode, max_uses=max_uses,
+                     expires=expires)
         assert isinstance(mode, AccessMode)
         return CODE
 
@@ -117,6 +131,16 @@ class RecordingHandler(ControlHandler):
         self._record("list_transfers")
         return []
 
+    async def rescan(self, path: str | None = None) -> int:
+        self._record("rescan", path=path)
+        return 1 if path is not None else 3
+
+    async def read_file(self, path: str, file: str, offset: int = 0,
+                        count: int = MAX_READ) -> FileChunk:
+        self._record("read_file", path=path, file=file, offset=offset, count=count)
+        data = FILE_DATA[offset:offset + count]
+        return FileChunk(len(FILE_DATA), offset, data, offset + len(data) >= len(FILE_DATA))
+
 
 # Every command: request, expected reply, expected call recorded by the handler.
 ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any]]]] = [
@@ -138,7 +162,18 @@ ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any
      ("remove_share", {"path": "/home/a/From Dave"})),
     ({"type": "create_access_code", "mode": "read_only", "path": "/home/a/Music"},
      {"access_code": CODE},
-     ("create_access_code", {"path": "/home/a/Music", "mode": AccessMode.READ_ONLY})),
+     ("create_access_code", {"path": "/home/a/Music", "mode": AccessMode.READ_ONLY,
+                             "max_uses": 1, "expires": 86400.0})),
+    ({"type": "create_access_code", "mode": "read_write", "path": "/home/a/Music",
+      "max_uses": None, "expires": 60},
+     {"access_code": CODE},
+     ("create_access_code", {"path": "/home/a/Music", "mode": AccessMode.READ_WRITE,
+                             "max_uses": None, "expires": 60.0})),
+    ({"type": "create_access_code", "mode": "untrusted", "path": "/s", "max_uses": 5,
+      "expires": None},
+     {"access_code": CODE},
+     ("create_access_code", {"path": "/s", "mode": AccessMode.UNTRUSTED, "max_uses": 5,
+                             "expires": None})),
     ({"type": "get_config"}, {"config": {"upload_limit": 123, "use_dht": False}},
      ("get_config", {})),
     ({"type": "set_config", "config": {"use_dht": True}}, {},
@@ -150,6 +185,18 @@ ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any
     ({"type": "list_peers"}, {"peers": [{"peer": "ab" * 16, "address": "tcp:192.0.2.1:40121"}]},
      ("list_peers", {})),
     ({"type": "list_transfers"}, {"transfers": []}, ("list_transfers", {})),
+    ({"type": "rescan"}, {"shares": 3}, ("rescan", {"path": None})),
+    ({"type": "rescan", "path": "/home/a/Music"}, {"shares": 1},
+     ("rescan", {"path": "/home/a/Music"})),
+    ({"type": "read_file", "path": "/home/a/Music", "file": "take1.mid"},
+     {"size": 264, "offset": 0, "data": base64.b64encode(FILE_DATA).decode(), "eof": True},
+     ("read_file", {"path": "/home/a/Music", "file": "take1.mid", "offset": 0,
+                    "count": 1 << 20})),
+    ({"type": "read_file", "path": "/home/a/Music", "file": "/sub/take1.mid", "offset": 4,
+      "count": 4},
+     {"size": 264, "offset": 4, "data": "AAAABg==", "eof": False},
+     ("read_file", {"path": "/home/a/Music", "file": "/sub/take1.mid", "offset": 4,
+                    "count": 4})),
 ]
 
 BAD_REQUESTS: list[tuple[bytes, str, str]] = [
@@ -172,6 +219,54 @@ BAD_REQUESTS: list[tuple[bytes, str, str]] = [
     (b'{"type":"set_config","config":[1]}', "invalid_argument", "must be an object"),
     (b'{"type":"set_config_value","key":"k"}', "invalid_argument", "'value' is required"),
     (b'{"type":"add_share","code":null,"path":"/x"}', "invalid_argument", "not null"),
+    # create_access_code's options
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","max_uses":0}',
+     "invalid_argument", "'max_uses' must be an integer from 1 up or null, got 0"),
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","max_uses":"2"}',
+     "invalid_argument", "'max_uses' must be an integer from 1 up or null, not a string"),
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","max_uses":2.5}',
+     "invalid_argument", "'max_uses' must be an integer from 1 up or null, not a number"),
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","max_uses":true}',
+     "invalid_argument", "'max_uses' must be an integer from 1 up or null, not a boolean"),
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","expires":"1h"}',
+     "invalid_argument", "'expires' must be a number of seconds or null, not a string"),
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","expires":false}',
+     "invalid_argument", "'expires' must be a number of seconds or null, not a boolean"),
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","expires":0}',
+     "invalid_argument", "'expires' must be more than 0"),
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","expires":-5}',
+     "invalid_argument", "'expires' must be more than 0"),
+    (b'{"type":"create_access_code","path":"/x","mode":"read_only","expires":1e12}',
+     "invalid_argument", "less than 1000000000 seconds"),
+    (b'{"type":"create_access_code","path":"/x","max_uses":3}', "invalid_argument",
+     "'mode' is required"),
+    # rescan
+    (b'{"type":"rescan","path":5}', "invalid_argument", "'path' must be a string, not a number"),
+    (b'{"type":"rescan","path":null}', "invalid_argument", "'path' must be a string, not null"),
+    (b'{"type":"rescan","path":"music"}', "invalid_argument", "absolute path"),
+    # read_file
+    (b'{"type":"read_file","path":"/x"}', "invalid_argument", "read_file: 'file' is required"),
+    (b'{"type":"read_file","file":"a"}', "invalid_argument", "read_file: 'path' is required"),
+    (b'{"type":"read_file","path":"/x","file":["a"]}', "invalid_argument",
+     "'file' must be a string, not an array"),
+    (b'{"type":"read_file","path":"/x","file":""}', "invalid_argument",
+     "'file' must not be empty"),
+    (b'{"type":"read_file","path":"/x","file":"a\\u0000b"}', "invalid_argument",
+     "'file' must not contain control characters"),
+    (b'{"type":"read_file","path":"/x","file":"a","offset":-1}', "invalid_argument",
+     "'offset' must be an integer from 0 to 9223372036854775807, got -1"),
+    (b'{"type":"read_file","path":"/x","file":"a","offset":"0"}', "invalid_argument",
+     "'offset' must be an integer from 0 to 9223372036854775807, not a string"),
+    (b'{"type":"read_file","path":"/x","file":"a","offset":null}', "invalid_argument",
+     "'offset' must be an integer from 0 to 9223372036854775807, not null"),
+    (b'{"type":"read_file","path":"/x","file":"a","offset":1.5}', "invalid_argument",
+     "'offset' must be an integer"),
+    (b'{"type":"read_file","path":"/x","file":"a","count":0}', "invalid_argument",
+     "'count' must be an integer from 1 to 1048576, got 0"),
+    (b'{"type":"read_file","path":"/x","file":"a","count":1048577}', "invalid_argument",
+     "'count' must be an integer from 1 to 1048576, got 1048577"),
+    (b'{"type":"read_file","path":"/x","file":"a","count":true}', "invalid_argument",
+     "'count' must be an integer from 1 to 1048576, not a boolean"),
 ]
 
 
@@ -237,6 +332,35 @@ def test_parse_request_types_its_arguments() -> None:
     request = parse_request(b'{"type":"create_access_code","path":"/s","mode":"untrusted"}')
     assert request.command.name == "create_access_code"
     assert request.args == {"path": "/s", "mode": AccessMode.UNTRUSTED}
+
+
+def test_optional_arguments_are_passed_only_when_given() -> None:
+    options = parse_request(b'{"type":"create_access_code","path":"/s","mode":"read_only",'
+                            b'"max_uses":null,"expires":90}')
+    assert options.args == {"path": "/s", "mode": AccessMode.READ_ONLY, "max_uses": None,
+                            "expires": 90.0}
+    assert isinstance(options.args["expires"], float)
+    assert parse_request(b'{"type":"rescan"}').args == {}
+    assert parse_request(b'{"type":"read_file","path":"/s","file":"a/b",'
+                         b'"offset":0,"count":1048576}').args == {
+        "path": "/s", "file": "a/b", "offset": 0, "count": MAX_READ}
+    assert parse_request(b'{"type":"read_file","path":"/s","file":"a"}').args == {
+        "path": "/s", "file": "a"}
+
+
+def test_a_handler_without_the_options_still_serves_requests_without_them() -> None:
+    class Plain(ControlHandler):
+        async def create_access_code(self, path: str, mode: AccessMode,  # type: ignore[override]
+                                     ) -> str:
+            return CODE
+
+    async def main() -> None:
+        server = ControlServer(Plain())
+        plain = await server.dispatch(b'{"type":"create_access_code","path":"/s",'
+                                      b'"mode":"read_only"}')
+        assert json.loads(plain) == {"access_code": CODE}
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("line, code, fragment", BAD_REQUESTS)

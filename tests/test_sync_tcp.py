@@ -10,6 +10,7 @@ subprocess (``tools/bench/sync.py peer``) and SIGKILLs it mid-transfer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hashlib
 import json
@@ -26,10 +27,10 @@ from test_sync_support import SHARE, Node, tree
 from csembed import native
 from csembed.access_code import AccessCode
 from csembed.board_profile import load_board
-from csembed.protocol.core import CredentialRegistry, Grant
+from csembed.protocol.core import CredentialRegistry, Grant, PeerConnection
 from csembed.runtime.peer_link import connect_link, core_config, link_handler
 from csembed.runtime.rate_limit import RateLimiter
-from csembed.runtime.session_stream import serve
+from csembed.runtime.session_stream import SessionStream, serve
 from csembed.runtime.share_runtime import ShareRuntime
 from csembed.security.keys import READ_ONLY, READ_WRITE
 
@@ -325,6 +326,50 @@ def test_transfer_through_gzip_and_throttled_upload(tmp_path, gzip):
             assert tree(a.root) == tree(b.root)
             assert time.monotonic() - started >= 4.8 * MiB / (20 * MiB) * 0.5
             assert ("gzip" in pair.link.ready.extensions) == bool(gzip)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("rate", [0, 64 * MiB])
+def test_upload_flushes_each_unit_only_while_the_limiter_limits(tmp_path, monkeypatch, rate):
+    # 64 KiB chunks: one writer batch (1 MiB) holds many units, so per-unit and
+    # per-batch flushing differ by an order of magnitude.
+    base = board()
+    small = dataclasses.replace(base, memory=dataclasses.replace(base.memory,
+                                                                 chunk_size=64 * 1024))
+    a = Node(tmp_path, "a", board=small, seed=1)
+    b = Node(tmp_path, "b", board=small, seed=2)
+    size = 4 * MiB
+    a.write("take.bin", os.urandom(size))
+    sent: collections.Counter[int] = collections.Counter()
+    flushed: collections.Counter[int] = collections.Counter()
+    send_encoded, flush = PeerConnection.send_encoded, SessionStream.flush
+
+    def counting_send(machine, unit):
+        sent[id(machine)] += 1
+        return send_encoded(machine, unit)
+
+    async def counting_flush(stream):
+        flushed[id(stream.machine)] += 1
+        return await flush(stream)
+
+    monkeypatch.setattr(PeerConnection, "send_encoded", counting_send)
+    monkeypatch.setattr(SessionStream, "flush", counting_flush)
+    upload = RateLimiter(rate)
+
+    async def scenario():
+        async with Pair(a, b, upload=upload) as pair:
+            await pair.converged()
+            assert tree(a.root) == tree(b.root)
+            uploader = next(key for key in sent if key != id(pair.link.stream.machine))
+            assert upload.meter.total >= size  # measured even when unlimited
+            assert upload.throughput() > 0
+            units, flushes = sent[uploader], flushed[uploader]
+            assert units >= size // (64 * 1024)
+            if rate:
+                assert flushes >= units
+            else:
+                assert flushes * 2 <= units, (flushes, units)
 
     run(scenario())
 

@@ -18,7 +18,10 @@ with one of these codes:
 
 Keys a command does not know are ignored (control.md: "unrecognized keys
 should be ignored"). Paths must be absolute: the daemon's working directory
-means nothing to the client.
+means nothing to the client. An optional argument that is absent is not
+passed to the handler, whose method signature holds its default; an explicit
+``null`` is checked like any other value (for ``max_uses`` and ``expires`` it
+means "no limit").
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from csembed.control.errors import ControlRequestError
-from csembed.control.handler import AccessMode, DaemonStatus, ShareInfo
+from csembed.control.handler import MAX_READ, AccessMode, DaemonStatus, FileChunk, ShareInfo
 from csembed.control.lines import parse_json_line
 
 __all__ = ["COMMANDS", "Arg", "Command", "Request", "parse_request"]
 
 MAX_PATH: Final = 4096
 MAX_TEXT: Final = 1024
+MAX_OFFSET: Final = (1 << 63) - 1  # the largest 64-bit off_t
+MAX_SECONDS: Final = 1e9  # ~31 years: beyond that "expires" is a mistake, not a plan
 
 
 def _bad(command: str, name: str, why: str) -> ControlRequestError:
@@ -76,6 +81,41 @@ def _object(command: str, name: str, value: Any) -> dict[str, Any]:
 
 def _any(command: str, name: str, value: Any) -> Any:
     return value
+
+
+def _file(command: str, name: str, value: Any) -> str:
+    # A path inside a share, relative to its root (a leading "/" is allowed).
+    return _text(command, name, value, MAX_PATH)
+
+
+def _integer(low: int, high: int | None = None, *,
+             nullable: bool = False) -> Callable[[str, str, Any], int | None]:
+    """A check for a JSON integer in ``low..high`` (``None``: no upper bound)."""
+    span = f"from {low}" + (f" to {high}" if high is not None else " up")
+    wanted = f"an integer {span}" + (" or null" if nullable else "")
+
+    def check(command: str, name: str, value: Any) -> int | None:
+        if value is None and nullable:
+            return None
+        # bool is an int subclass, but true is not a count.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(command, name, f"must be {wanted}, not {_json_type(value)}")
+        if value < low or (high is not None and value > high):
+            raise _bad(command, name, f"must be {wanted}, got {value}")
+        return value
+    return check
+
+
+def _seconds(command: str, name: str, value: Any) -> float | None:
+    """A positive number of seconds, or ``null`` for never."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(command, name, f"must be a number of seconds or null, not {_json_type(value)}")
+    if not 0 < value < MAX_SECONDS:
+        raise _bad(command, name, f"must be more than 0 and less than {int(MAX_SECONDS)} "
+                   f"seconds, got {value:.6g}")
+    return float(value)
 
 
 def _json_type(value: Any) -> str:
@@ -133,6 +173,18 @@ def _access_code(result: Any) -> dict[str, Any]:
     return {"access_code": result}
 
 
+def _rescan(result: Any) -> dict[str, Any]:
+    if isinstance(result, bool) or not isinstance(result, int):
+        raise TypeError(f"rescan returned {type(result).__name__}, expected int")
+    return {"shares": result}
+
+
+def _chunk(result: Any) -> dict[str, Any]:
+    if not isinstance(result, FileChunk):
+        raise TypeError(f"read_file returned {type(result).__name__}, expected FileChunk")
+    return result.to_reply()
+
+
 def _config(result: Any) -> dict[str, Any]:
     if not isinstance(result, Mapping):
         raise TypeError(f"get_config returned {type(result).__name__}, expected a mapping")
@@ -177,8 +229,11 @@ COMMANDS: Final[dict[str, Command]] = _table([
     Command("add_share", (Arg("code", _text), Arg("path", _path)), _empty,
             "join a remote share with an access code"),
     Command("remove_share", (Arg("path", _path),), _empty, "stop sharing a directory"),
-    Command("create_access_code", (Arg("path", _path), Arg("mode", _mode)), _access_code,
-            "make an access code for a share"),
+    Command("create_access_code",
+            (Arg("path", _path), Arg("mode", _mode),
+             Arg("max_uses", _integer(1, nullable=True), required=False),
+             Arg("expires", _seconds, required=False)),
+            _access_code, "make an access code for a share"),
     Command("get_config", (), _config, "the whole configuration"),
     Command("set_config", (Arg("config", _object),), _empty, "set several configuration keys"),
     Command("get_config_value", (Arg("key", _text),), _value, "one configuration value"),
@@ -186,6 +241,13 @@ COMMANDS: Final[dict[str, Command]] = _table([
             "set one configuration value"),
     Command("list_peers", (), _listing("peers"), "known peers"),
     Command("list_transfers", (), _listing("transfers"), "transfers in progress"),
+    Command("rescan", (Arg("path", _path, required=False),), _rescan,
+            "look for local changes now, in one share or all"),
+    Command("read_file",
+            (Arg("path", _path), Arg("file", _file),
+             Arg("offset", _integer(0, MAX_OFFSET), required=False),
+             Arg("count", _integer(1, MAX_READ), required=False)),
+            _chunk, "read part of a share's file, from a peer if need be"),
 ])
 """Every command this daemon understands, by ``type``."""
 

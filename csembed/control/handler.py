@@ -13,18 +13,42 @@ its errno (``"EPERM"``, as in control.md's example); anything else becomes
 Every method of this base class refuses with ``"not_supported"``, so a
 partial daemon (or a test double) overrides only what it implements, and a
 command added to the table later does not break existing handlers.
+
+Optional arguments absent from a request are not passed at all, so the
+defaults in these method signatures are the protocol's defaults
+(``protocol/control.md``), and an override that leaves out an optional
+argument still serves every request that does not use it.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from csembed.control.errors import ControlRequestError
 
-__all__ = ["AccessMode", "ControlHandler", "DaemonStatus", "ShareInfo"]
+__all__ = [
+    "DEFAULT_CODE_LIFETIME",
+    "DEFAULT_CODE_USES",
+    "MAX_READ",
+    "AccessMode",
+    "ControlHandler",
+    "DaemonStatus",
+    "FileChunk",
+    "ShareInfo",
+]
+
+DEFAULT_CODE_USES: Final = 1
+"""``create_access_code``: how many times a code may be redeemed when ``max_uses`` is absent."""
+
+DEFAULT_CODE_LIFETIME: Final = 24 * 3600.0
+"""``create_access_code``: seconds a code stays valid when ``expires`` is absent."""
+
+MAX_READ: Final = 1 << 20
+"""``read_file``: the largest ``count`` (bytes), and the default."""
 
 
 class AccessMode(StrEnum):
@@ -72,6 +96,28 @@ class ShareInfo:
         return reply
 
 
+@dataclass(frozen=True)
+class FileChunk:
+    """The ``read_file`` reply: ``data`` read at ``offset`` of a file of ``size`` bytes.
+
+    ``eof`` is true when the read reached the end of the file.
+    """
+
+    size: int
+    offset: int
+    data: bytes
+    eof: bool
+
+    def __post_init__(self) -> None:
+        if self.size < 0 or self.offset < 0 or len(self.data) > MAX_READ:
+            raise ValueError(f"bad FileChunk: size {self.size}, offset {self.offset}, "
+                             f"{len(self.data)} bytes of data")
+
+    def to_reply(self) -> dict[str, Any]:
+        return {"size": self.size, "offset": self.offset,
+                "data": base64.b64encode(self.data).decode("ascii"), "eof": self.eof}
+
+
 def _unsupported(command: str) -> ControlRequestError:
     return ControlRequestError("not_supported", f"this daemon does not support {command!r}")
 
@@ -116,8 +162,14 @@ class ControlHandler:
         """Stop sharing ``path`` (files stay on disk)."""
         raise _unsupported("remove_share")
 
-    async def create_access_code(self, path: str, mode: AccessMode) -> str:
-        """A new access code for the share at ``path`` granting ``mode``."""
+    async def create_access_code(self, path: str, mode: AccessMode, *,
+                                 max_uses: int | None = DEFAULT_CODE_USES,
+                                 expires: float | None = DEFAULT_CODE_LIFETIME) -> str:
+        """A new access code for the share at ``path`` granting ``mode``.
+
+        It may be redeemed ``max_uses`` times (``None``: any number) within
+        ``expires`` seconds (``None``: no expiry).
+        """
         raise _unsupported("create_access_code")
 
     async def get_config(self) -> Mapping[str, Any]:
@@ -143,3 +195,16 @@ class ControlHandler:
     async def list_transfers(self) -> Sequence[Mapping[str, Any]]:
         """Transfers in progress, one JSON object each."""
         raise _unsupported("list_transfers")
+
+    async def rescan(self, path: str | None = None) -> int:
+        """Look for local changes now in the share at ``path`` (``None``: every share).
+
+        Returns how many shares will rescan.
+        """
+        raise _unsupported("rescan")
+
+    async def read_file(self, path: str, file: str, offset: int = 0,
+                        count: int = MAX_READ) -> FileChunk:
+        """Up to ``count`` bytes at ``offset`` of ``file`` (a path inside the share at
+        ``path``), from this device's copy or streamed from a peer that has it."""
+        raise _unsupported("read_file")

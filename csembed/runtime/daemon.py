@@ -53,6 +53,7 @@ from csembed import __version__
 from csembed.access_code import AccessCode, AccessCodeError
 from csembed.board_profile import BoardProfile
 from csembed.control.errors import ControlRequestError
+from csembed.control.handler import MAX_READ  # largest read_file reply, in bytes
 from csembed.database import Replica, Store, ed25519_signer, ed25519_verifier
 from csembed.directory.engine import ShareEngine
 from csembed.directory.errors import DirectoryError
@@ -83,7 +84,6 @@ log = logging.getLogger("csembed.daemon")
 
 MAINTENANCE_INTERVAL = 30.0
 STREAM_IDLE = 60.0  #: an open remote stream unused this long is closed
-MAX_READ = 1 << 20  #: largest read_file reply, in bytes
 
 
 class DaemonError(CsembedError):
@@ -149,7 +149,8 @@ class Daemon:
 
     async def start(self) -> None:
         """Open everything and start serving; raises :class:`DaemonError` on failure."""
-        from csembed.runtime.control_handler import DaemonControl, DaemonControlServer
+        from csembed.control.server import ControlServer
+        from csembed.runtime.control_handler import DaemonControl
         self.data.create()
         self.config = self.data.load_config()
         self._apply_rates()
@@ -175,7 +176,7 @@ class Daemon:
             self.listen_address = await self.manager.listen(host, port)
         except OSError as exc:
             raise DaemonError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        self._control = DaemonControlServer(DaemonControl(self))
+        self._control = ControlServer(DaemonControl(self))
         try:
             self._unix = await self._control.start_unix(self.data.control_path)
         except CsembedError:

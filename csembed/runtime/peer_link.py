@@ -22,12 +22,19 @@ connection is for:
    down by TCP itself. The *writer* waits for the runtime's wake-up, pulls
    framed wire units from the engine (produced lazily: file data is read as
    the socket drains), passes each through the upload limiter and the core
-   (gzip, encryption) and waits for the socket to drain.
+   (gzip, encryption) and waits for the socket to drain. While the upload
+   limiter limits (``rate > 0``) it drains after every unit, so the bytes
+   leave the way the limiter spaces them; otherwise -- no limiter, or an
+   unlimited one kept only for its throughput meter -- it drains once per
+   batch of units, which keeps the socket's buffer full and the flush
+   overhead off each unit.
 
 The peer's access level is the level the connection authenticated with
 (``Ready.access_level``); anything but ``read_write`` makes it a read-only
-peer for the engine. Limiters are any object with ``async acquire(n)``
-(:class:`csembed.runtime.rate_limit.RateLimiter`).
+peer for the engine. Limiters are any object with ``async acquire(n)`` and
+a ``rate`` (bytes per second, 0 for unlimited), such as
+:class:`csembed.runtime.rate_limit.RateLimiter`; the rate is read per unit,
+so a limit changed at run time takes effect at once.
 """
 
 from __future__ import annotations
@@ -63,6 +70,11 @@ SYNC_EXTENSIONS = ("database", "directory", "rsync")
 
 class Limiter(Protocol):
     """A rate limiter: wait until ``n`` bytes may move."""
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second allowed; 0 means unlimited."""
+        ...
 
     async def acquire(self, n: int) -> None: ...
 
@@ -206,11 +218,13 @@ class PeerLink:
             if not units:
                 await asyncio.sleep(0)  # the engine did work without output; let others run
                 continue
+            upload = self.upload
             for unit in units:
-                if self.upload is not None:
-                    await self.upload.acquire(len(unit))
+                if upload is not None:
+                    # Even when unlimited: the limiter's meter feeds status's rates.
+                    await upload.acquire(len(unit))
                 machine.send_encoded(unit)
-                if self.upload is not None:
+                if upload is not None and upload.rate > 0:
                     await self.stream.flush()
             self.units_out += len(units)
             await self.stream.flush()
