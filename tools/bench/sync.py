@@ -160,7 +160,9 @@ def peer_main(argv: list[str]) -> None:
     parser.add_argument("--no-fsync", action="store_true", help="diagnostics only")
     args = parser.parse_args(argv)
     if args.no_fsync:
+        from csembed.directory import filestore
         os.fsync = lambda fd: None
+        filestore._syncfs = lambda fd: 0  # batched data syncs go through syncfs(2)
     asyncio.run(run_peer(args))
 
 
