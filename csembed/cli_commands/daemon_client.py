@@ -151,12 +151,19 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=1, sort_keys=True))
 
 
-def _simple(args: argparse.Namespace, command: str, done: str, **params: Any) -> int:
+def _query(args: argparse.Namespace, command: str, **params: Any) -> dict[str, Any] | None:
+    """Send one command; with ``--json`` print the reply and return ``None``,
+    otherwise return the reply for the caller to render as text."""
     with connected(args) as daemon:
-        reply = daemon.call(command, **params)
+        reply: dict[str, Any] = daemon.call(command, **params)
     if args.json:
         _print_json(reply)
-    else:
+        return None
+    return reply
+
+
+def _simple(args: argparse.Namespace, command: str, done: str, **params: Any) -> int:
+    if _query(args, command, **params) is not None:
         print(done)
     return 0
 
@@ -235,10 +242,8 @@ def run_attach(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with connected(args) as daemon:
-        reply = daemon.call("list_shares")
-    if args.json:
-        _print_json(reply)
+    reply = _query(args, "list_shares")
+    if reply is None:
         return 0
     shares = reply["shares"]
     if not shares:
@@ -332,10 +337,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_peers(args: argparse.Namespace) -> int:
-    with connected(args) as daemon:
-        reply = daemon.call("list_peers")
-    if args.json:
-        _print_json(reply)
+    reply = _query(args, "list_peers")
+    if reply is None:
         return 0
     if not reply["peers"]:
         print("no peers known yet")
@@ -354,10 +357,8 @@ def run_peers(args: argparse.Namespace) -> int:
 
 
 def run_transfers(args: argparse.Namespace) -> int:
-    with connected(args) as daemon:
-        reply = daemon.call("list_transfers")
-    if args.json:
-        _print_json(reply)
+    reply = _query(args, "list_transfers")
+    if reply is None:
         return 0
     if not reply["transfers"]:
         print("no transfers in progress")
@@ -386,11 +387,8 @@ def run_detach(args: argparse.Namespace) -> int:
 
 def run_rescan(args: argparse.Namespace) -> int:
     params = {} if args.path is None else {"path": _abs(args.path)}
-    with connected(args) as daemon:
-        reply = daemon.call("rescan", **params)
-    if args.json:
-        _print_json(reply)
-    else:
+    reply = _query(args, "rescan", **params)
+    if reply is not None:
         print(f"rescanning {reply['shares']} share(s)")
     return 0
 
