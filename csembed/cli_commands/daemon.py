@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -53,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="UDP port of LAN announcements (default %(default)s)")
     p.add_argument("--control-serial", default=None, metavar="DEVICE[,BAUD]",
                    help="also serve the control protocol on a serial line")
+    p.add_argument("--web", default=None, metavar="HOST:PORT",
+                   help="serve the status and pairing page (e.g. 127.0.0.1:8384; another "
+                        "address needs --web-password); overrides the 'web' setting")
+    p.add_argument("--web-password", default=os.environ.get("CSEMBED_WEB_PASSWORD"),
+                   metavar="PASSWORD", help="password of the web page (default: "
+                   "$CSEMBED_WEB_PASSWORD, else the 'web_password' setting)")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"), help="default %(default)s")
     p.set_defaults(handler=run)
@@ -73,6 +80,8 @@ def options_from(args: argparse.Namespace) -> DaemonOptions:
         lan_port=args.lan_port,
         control_serial=None if args.control_serial is None
         else parse_serial_spec(args.control_serial),
+        web=None if args.web is None else parse_host_port(args.web, "--web"),
+        web_password=args.web_password,
     )
 
 
@@ -95,8 +104,9 @@ async def _serve(options: DaemonOptions) -> None:
         await daemon.start()
         assert daemon.listen_address is not None
         host, port = daemon.listen_address
+        web = "" if daemon.web is None else f", web page {daemon.web.url}"
         print(f"csembed daemon ready: listening on {host}:{port}, control socket "
-              f"{daemon.data.control_path}", flush=True)
+              f"{daemon.data.control_path}{web}", flush=True)
         await daemon.wait_stopped()
     finally:
         await daemon.close()

@@ -104,6 +104,8 @@ class DaemonOptions:
     lan_port: int = LAN_PORT
     control_serial: tuple[str, int] | None = None
     scan_budget: float | None = None  #: override the board's (benchmarks)
+    web: tuple[str, int] | None = None  #: the web page's address (overrides the 'web' setting)
+    web_password: str | None = None  #: overrides the 'web_password' setting
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Daemon:
         self.listen_address: tuple[str, int] | None = None
         self.finder = PeerFinder(self)
         self._control: Any = None
+        self.web: Any = None  #: the web page (csembed.web.server.WebServer) when on
         self._serial_task: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._streams: dict[tuple[str, str], tuple[RemoteStream, float]] = {}
@@ -168,6 +171,8 @@ class Daemon:
             self.pending[attach.access_id] = attach
             self._hold(attach)
         self._load_codes()
+        from csembed.web.server import start_web, web_options
+        web = web_options(self.options.web, self.options.web_password, self.config)
         self.manager = ConnectionManager(self, self.registry, self._core_config(),
                                          limits=self.limits,
                                          max_connections=self.board.memory.max_connections)
@@ -179,7 +184,11 @@ class Daemon:
         self._control = ControlServer(DaemonControl(self))
         try:
             self._unix = await self._control.start_unix(self.data.control_path)
+            if web is not None:
+                self.web = await start_web(web, self._control)
         except CsembedError:
+            if getattr(self, "_unix", None) is not None:
+                await self._unix.close()
             await self.manager.close()
             raise
         if self.options.control_serial is not None:
@@ -212,6 +221,8 @@ class Daemon:
     async def close(self) -> None:
         """Shut everything down cleanly (see the module docstring)."""
         log.info("stopping")
+        if self.web is not None:
+            await self.web.close()
         for task in (self._maintenance, self._serial_task):
             if task is not None:
                 task.cancel()

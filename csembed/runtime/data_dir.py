@@ -130,6 +130,12 @@ def _seconds(key: str, value: Any) -> float:
     return float(value)
 
 
+def _secret(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not 8 <= len(value) <= 256:
+        raise DataDirError(f"{key} must be a string of 8 to 256 characters")
+    return value
+
+
 CONFIG_KEYS: Final[Mapping[str, tuple[Callable[[str, Any], Any], Any, str]]] = {
     "device_name": (_optional(_name), None, "name sent to peers in the greeting"),
     "upload_limit": (_optional(_rate), None, "bytes/s up, 0 = none, null = board's"),
@@ -138,6 +144,8 @@ CONFIG_KEYS: Final[Mapping[str, tuple[Callable[[str, Any], Any], Any, str]]] = {
     "lan_broadcast": (_optional(_flag), None, "LAN broadcast on/off, null = board's"),
     "peers": (_addresses, [], "manual peers, HOST:PORT each"),
     "scan_interval": (_optional(_seconds), None, "seconds between rescans, null = board's"),
+    "web": (_optional(_address), None, "web page HOST:PORT (read at start), null = off"),
+    "web_password": (_optional(_secret), None, "web page password (8-256 characters)"),
 }
 """Every configuration key: check, default, one-line meaning."""
 
