@@ -127,6 +127,7 @@ class Daemon(Proc):
         super().__init__(args, self.root / f"{self.name}.log", self.prefix)
         line = self.first_line()
         assert line.startswith("csembed daemon ready: listening on "), line
+        self.ready_line = line
         self.address = line.split("listening on ", 1)[1].split(",", 1)[0]
         self.port = int(self.address.rsplit(":", 1)[1])
 
