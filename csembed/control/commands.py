@@ -118,6 +118,14 @@ def _seconds(command: str, name: str, value: Any) -> float | None:
     return float(value)
 
 
+def _epoch(command: str, name: str, value: Any) -> float:
+    """A time as seconds since the epoch (UTC)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not 0 <= value < 1e11:
+        raise _bad(command, name, "must be a time in seconds since 1970 (UTC)")
+    return float(value)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -248,6 +256,12 @@ COMMANDS: Final[dict[str, Command]] = _table([
              Arg("offset", _integer(0, MAX_OFFSET), required=False),
              Arg("count", _integer(1, MAX_READ), required=False)),
             _chunk, "read part of a share's file, from a peer if need be"),
+    Command("versions", (Arg("path", _path),), _empty,
+            "archived versions of a share's file (the file's absolute path)"),
+    Command("restore",
+            (Arg("path", _path), Arg("version", _integer(1), required=False),
+             Arg("at", _epoch, required=False), Arg("to", _path, required=False)),
+            _empty, "put an archived version of a file back (or at 'to')"),
 ])
 """Every command this daemon understands, by ``type``."""
 

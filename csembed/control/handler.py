@@ -208,3 +208,15 @@ class ControlHandler:
         """Up to ``count`` bytes at ``offset`` of ``file`` (a path inside the share at
         ``path``), from this device's copy or streamed from a peer that has it."""
         raise _unsupported("read_file")
+
+    async def versions(self, path: str) -> Mapping[str, Any]:
+        """The archived versions of the file at absolute ``path`` (inside a share):
+        ``{"share", "file", "versions": [{"version", "archived_at", "mtime", "size",
+        "sha256"}, ...]}``, newest first."""
+        raise _unsupported("versions")
+
+    async def restore(self, path: str, version: int | None = None, at: float | None = None,
+                      to: str | None = None) -> Mapping[str, Any]:
+        """Put an archived version of ``path`` back (at ``to`` if given): version number
+        ``version``, or the one in place at time ``at``, else the newest."""
+        raise _unsupported("restore")

@@ -123,3 +123,12 @@ class DaemonControl(ControlHandler):
         got = await self.daemon.read_file(path, file, offset, count)
         return FileChunk(size=got["size"], offset=got["offset"], data=got["data"],
                          eof=got["eof"])
+
+    async def versions(self, path: str) -> Mapping[str, Any]:
+        from csembed.runtime.share_versions import list_versions
+        return list_versions(self.daemon, path)
+
+    async def restore(self, path: str, version: int | None = None, at: float | None = None,
+                      to: str | None = None) -> Mapping[str, Any]:
+        from csembed.runtime.share_versions import restore_version
+        return await restore_version(self.daemon, path, version=version, at=at, to=to)
