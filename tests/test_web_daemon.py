@@ -128,6 +128,16 @@ def test_a_lan_page_needs_a_password(procs: Procs) -> None:
     assert fetch(port, "GET", "/api/status", headers=good)[0] == 200
 
 
+def test_the_web_setting_turns_the_page_on_at_the_next_start(procs: Procs) -> None:
+    a = procs.daemon("a")
+    assert "web page" not in a.ready_line
+    bad = a.cli("config", "web_password", '"short"', check=False)
+    assert bad.returncode == 2 and "8 to 256" in bad.stderr
+    a.cli("config", "web", '"127.0.0.1:0"')
+    a.restart()
+    assert fetch(web_port(a), "GET", "/")[0] == 200
+
+
 # -- Chromium -------------------------------------------------------------------------
 
 
@@ -222,6 +232,9 @@ def test_chromium_loads_the_page_clicks_and_sees_a_code_and_qr(procs: Procs,
     share = procs.root / "Piano recordings"
     share.mkdir()
     (share / "take01.wav").write_bytes(os.urandom(1000))
+    # a hostile file name that the page lists as a problem (symlinks are not followed)
+    hostile = "<img src=x onerror=window.__pwned=1>.wav"
+    (share / hostile).symlink_to("/etc/hostname")
     a.cli("share", share, "--json")
     url = f"http://127.0.0.1:{web_port(a)}/"
 
@@ -232,7 +245,7 @@ def test_chromium_loads_the_page_clicks_and_sees_a_code_and_qr(procs: Procs,
         session = browser.call("Target.attachToTarget",
                                {"targetId": target, "flatten": True})["sessionId"]
         browser.call("Emulation.setDeviceMetricsOverride",
-                     {"width": 900, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+                     {"width": 900, "height": 1300, "deviceScaleFactor": 1, "mobile": False},
                      session)
         browser.call("Page.navigate", {"url": url}, session)
 
@@ -247,6 +260,12 @@ def test_chromium_loads_the_page_clicks_and_sees_a_code_and_qr(procs: Procs,
             "the page to list the share")
         wait_for(lambda: evaluate("!document.getElementById('issue-code').disabled"),
                  "the button to be enabled")
+        wait_for(lambda: "symbolic link not followed" in evaluate(
+            "document.getElementById('problems').textContent"), "the problem to be listed")
+        # the name is shown as text, never parsed as HTML
+        assert hostile in evaluate("document.getElementById('problems').textContent")
+        assert evaluate("document.querySelectorAll('#problems img').length") == 0
+        assert evaluate("window.__pwned === undefined")
         evaluate("document.getElementById('issue-code').click()")
         code = wait_for(lambda: evaluate(
             "document.getElementById('code-result').hidden ? '' : "

@@ -124,6 +124,7 @@ function size(n) {
 function fill(id, rows) {
   const body = document.querySelector("#" + id + " tbody");
   body.replaceChildren(...rows);
+  document.getElementById(id).hidden = rows.length === 0;
   document.getElementById("no-" + id).hidden = rows.length > 0;
 }
 
