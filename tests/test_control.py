@@ -141,6 +141,15 @@ class RecordingHandler(ControlHandler):
         data = FILE_DATA[offset:offset + count]
         return FileChunk(len(FILE_DATA), offset, data, offset + len(data) >= len(FILE_DATA))
 
+    async def versions(self, path: str) -> Mapping[str, Any]:
+        self._record("versions", path=path)
+        return {"file": "/take1.mid", "versions": []}
+
+    async def restore(self, path: str, version: int | None = None, at: float | None = None,
+                      to: str | None = None) -> Mapping[str, Any]:
+        self._record("restore", path=path, version=version, at=at, to=to)
+        return {"path": to or path, "version": version or 1}
+
 
 # Every command: request, expected reply, expected call recorded by the handler.
 ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any]]]] = [
@@ -197,6 +206,18 @@ ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any
      {"size": 264, "offset": 4, "data": "AAAABg==", "eof": False},
      ("read_file", {"path": "/home/a/Music", "file": "/sub/take1.mid", "offset": 4,
                     "count": 4})),
+    ({"type": "versions", "path": "/home/a/Music/take1.mid"},
+     {"file": "/take1.mid", "versions": []}, ("versions", {"path": "/home/a/Music/take1.mid"})),
+    ({"type": "restore", "path": "/home/a/Music/take1.mid"},
+     {"path": "/home/a/Music/take1.mid", "version": 1},
+     ("restore", {"path": "/home/a/Music/take1.mid", "version": None, "at": None,
+                  "to": None})),
+    ({"type": "restore", "path": "/m/a", "version": 3, "to": "/tmp/a"},
+     {"path": "/tmp/a", "version": 3},
+     ("restore", {"path": "/m/a", "version": 3, "at": None, "to": "/tmp/a"})),
+    ({"type": "restore", "path": "/m/a", "at": 1796398200},
+     {"path": "/m/a", "version": 1},
+     ("restore", {"path": "/m/a", "version": None, "at": 1796398200.0, "to": None})),
 ]
 
 BAD_REQUESTS: list[tuple[bytes, str, str]] = [
@@ -267,6 +288,17 @@ BAD_REQUESTS: list[tuple[bytes, str, str]] = [
      "'count' must be an integer from 1 to 1048576, got 1048577"),
     (b'{"type":"read_file","path":"/x","file":"a","count":true}', "invalid_argument",
      "'count' must be an integer from 1 to 1048576, not a boolean"),
+    # versions / restore
+    (b'{"type":"versions","path":"rel/a"}', "invalid_argument",
+     "versions: 'path' must be an absolute path"),
+    (b'{"type":"restore","path":"/m/a","version":0}', "invalid_argument",
+     "restore: 'version' must be an integer from 1 up, got 0"),
+    (b'{"type":"restore","path":"/m/a","at":"yesterday"}', "invalid_argument",
+     "restore: 'at' must be a time in seconds since 1970"),
+    (b'{"type":"restore","path":"/m/a","at":-5}', "invalid_argument",
+     "restore: 'at' must be a time in seconds since 1970"),
+    (b'{"type":"restore","path":"/m/a","to":"b"}', "invalid_argument",
+     "restore: 'to' must be an absolute path"),
 ]
 
 
