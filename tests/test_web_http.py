@@ -144,6 +144,9 @@ def test_loopback_page_refuses_foreign_host_names() -> None:
     for host in ("evil.example:8000", "127.0.0.1:9999", "127.0.0.1", "localhost.evil:8000"):
         assert status_of(guard, request(host=host)) == 403
     assert status_of(guard, parse(b"GET / HTTP/1.0\r\n\r\n")) == 400
+    other = Guard(WebOptions("127.0.0.2", 0), 8000, b"k" * 32, lambda: 0.0)
+    assert status_of(other, request(host="127.0.0.2:8000")) == 200
+    assert status_of(other, request(host="127.0.0.3:8000")) == 403
 
 
 def test_post_needs_the_csrf_token_json_and_same_origin() -> None:

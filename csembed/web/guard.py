@@ -6,7 +6,7 @@ Theory of operation
 
 1. **Host** (against DNS rebinding): when the page is bound to a loopback
    address, the ``Host`` header must name a loopback host (``127.0.0.1``,
-   ``localhost``, ``[::1]``) and our port. A page on evil.example whose name
+   ``localhost``, ``[::1]`` or the bound address) and our port. A page on evil.example whose name
    was re-pointed at 127.0.0.1 sends ``Host: evil.example`` and is refused.
    When bound elsewhere, a password is required, and a rebinding page cannot
    supply it (the browser keeps credentials per origin), so any Host is let
@@ -125,7 +125,8 @@ class Guard:
         self.port = port
         self.loopback = is_loopback(options.host)
         self.csrf_token = hmac.new(secret, b"csembed web csrf", hashlib.sha256).hexdigest()
-        self._hosts = frozenset(f"{name}:{port}" for name in _LOOPBACK_NAMES)
+        bound = f"[{options.host}]" if ":" in options.host else options.host
+        self._hosts = frozenset(f"{name}:{port}".lower() for name in (*_LOOPBACK_NAMES, bound))
         self._failures = FailureBudget(clock)
 
     def check(self, request: Request, client: str) -> None:
