@@ -42,6 +42,8 @@ __all__ = ["READ_TIMEOUT", "WRITE_TIMEOUT", "WebError", "WebServer", "control_of
 
 READ_TIMEOUT: Final = 10.0  #: seconds for a whole request to arrive
 WRITE_TIMEOUT: Final = 10.0  #: seconds for the client to take the answer
+LINGER_TIMEOUT: Final = 1.0  #: after an error, seconds to drain what the client still sends
+LINGER_BYTES: Final = 256 * 1024  #: ... and at most this much
 _READ_SIZE: Final = 4096
 
 _SECURITY_HEADERS: Final = (
@@ -71,8 +73,10 @@ class WebServer:
     """The listening page; :meth:`close` stops it and ends open connections."""
 
     def __init__(self, options: WebOptions, control: Control, *,
-                 limits: Limits | None = None, max_connections: int = 16) -> None:
+                 limits: Limits | None = None, max_connections: int = 16,
+                 read_timeout: float = READ_TIMEOUT) -> None:
         self.options = options
+        self.read_timeout = read_timeout
         self.control = control
         self.limits = limits or Limits()
         self.max_connections = max_connections
@@ -114,12 +118,14 @@ class WebServer:
         self._tasks.add(task)
         try:
             if len(self._tasks) > self.max_connections:
-                await self._write(writer, _error(503, "too many connections"), False)
-                return
-            peer = writer.get_extra_info("peername")
-            client = str(peer[0]) if isinstance(peer, tuple) else "?"
-            response, head_only = await self._answer(reader, client)
+                response, head_only = _error(503, "too many connections"), False
+            else:
+                peer = writer.get_extra_info("peername")
+                client = str(peer[0]) if isinstance(peer, tuple) else "?"
+                response, head_only = await self._answer(reader, client)
             await self._write(writer, response, head_only)
+            if response.status >= 400:
+                await _linger(reader, writer)
         except (ConnectionError, OSError, TimeoutError) as exc:
             log.debug("web connection ended: %s", exc)
         except asyncio.CancelledError:
@@ -157,7 +163,7 @@ class WebServer:
     async def _read(self, reader: asyncio.StreamReader) -> Request:
         parser = RequestParser(self.limits)
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
+            async with asyncio.timeout(self.read_timeout):
                 while True:
                     event = parser.next_event()
                     if event is not NEED_DATA:
@@ -168,7 +174,8 @@ class WebServer:
                         raise HttpError(400, "connection closed mid-request")
                     parser.receive_data(data)
         except TimeoutError:
-            raise HttpError(408, f"request not complete within {READ_TIMEOUT:g} s") from None
+            raise HttpError(408, f"request not complete within {self.read_timeout:g} "
+                            "s") from None
 
     async def _write(self, writer: asyncio.StreamWriter, response: Response,
                      head_only: bool) -> None:
@@ -178,6 +185,21 @@ class WebServer:
                                      head_only=head_only))
         async with asyncio.timeout(WRITE_TIMEOUT):
             await writer.drain()
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then read and drop what the client still sends (briefly, boundedly).
+
+    Closing a socket with unread input makes the kernel send a reset, which can
+    destroy our error reply before the client reads it.
+    """
+    if writer.can_write_eof():
+        writer.write_eof()
+    dropped = 0
+    with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+        async with asyncio.timeout(LINGER_TIMEOUT):
+            while dropped < LINGER_BYTES and (chunk := await reader.read(_READ_SIZE)):
+                dropped += len(chunk)
 
 
 def _error(status: int, message: str, code: str | None = None) -> Response:
