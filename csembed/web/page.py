@@ -171,7 +171,9 @@ function render(data) {
     const bar = el("progress");
     bar.max = Math.max(1, Number(t.total) || 0);
     bar.value = Number(t.done) || 0;
-    return row([(t.share || "") + t.key, bar, size(t.done) + " / " + size(t.total)]);
+    const percent = Math.floor(100 * bar.value / bar.max);
+    return row([(t.share || "") + t.key, bar,
+                size(t.done) + " / " + size(t.total) + " (" + percent + "%)"]);
   }));
   fill("peers", (data.peers || []).map(p =>
     row([(p.name || "") + " " + String(p.peer_id || "?").slice(0, 12), p.state || "",
