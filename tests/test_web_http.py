@@ -73,6 +73,7 @@ def test_bytes_after_the_request_are_ignored_not_served() -> None:
     (b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", 400),              # obs-fold
     (b"GET / HTTP/1.1\r\nBad Name: a\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nnocolon\r\n\r\n", 400),
+    (b"GET /?" + b"&".join([b"a=1"] * 17) + b" HTTP/1.1\r\n\r\n", 400),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # a TLS ClientHello
 ])
 def test_malformed_requests_get_the_right_status(data: bytes, status: int) -> None:

@@ -25,7 +25,7 @@ refused. The parser never looks at the clock: the server bounds time.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, unquote
 
@@ -33,6 +33,8 @@ from csembed.errors import CsembedError
 from csembed.protocol.wire import NEED_DATA, NeedData
 
 __all__ = ["NEED_DATA", "HttpError", "Limits", "Request", "RequestParser", "encode_response"]
+
+MAX_QUERY_FIELDS: Final = 16
 
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -82,13 +84,11 @@ class Request:
     query: tuple[tuple[str, str], ...]
     headers: tuple[tuple[str, str], ...]
     body: bytes = b""
-    _index: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def header(self, name: str) -> str | None:
         """The value of header ``name`` (case-insensitive), ``None`` if absent."""
-        if not self._index:
-            self._index.update((k, v) for k, v in self.headers)
-        return self._index.get(name.lower())
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
 
 
 # Fields that must not appear twice: two Host or Content-Length values are
@@ -135,8 +135,12 @@ class RequestParser:
         method, target, headers = self._head
         self._done = True
         path, _, query = target.partition("?")
+        try:
+            fields = tuple(parse_qsl(query, max_num_fields=MAX_QUERY_FIELDS))
+        except ValueError:
+            raise HttpError(400, f"more than {MAX_QUERY_FIELDS} query fields") from None
         return Request(method=method, target=target, path=unquote(path, errors="strict"),
-                       query=tuple(parse_qsl(query, max_num_fields=16)), headers=headers,
+                       query=fields, headers=headers,
                        body=bytes(self._buffer[: self._body_length]))
 
     # -- head ----------------------------------------------------------------------

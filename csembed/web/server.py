@@ -141,6 +141,11 @@ class WebServer:
             request = await self._read(reader)
         except HttpError as exc:
             return _error(exc.status, exc.message), False
+        except (ConnectionError, OSError):
+            raise
+        except Exception:
+            log.exception("web request could not be read")
+            return _error(400, "unreadable request"), False
         head_only = request.method == "HEAD"
         if self.guard is None:
             return _error(503, "starting up"), head_only
