@@ -310,7 +310,7 @@ def render_status(reply: dict[str, Any]) -> str:
 def run_status(args: argparse.Namespace) -> int:
     with connected(args) as daemon:
         if not args.watch:
-            reply = daemon.call("status")
+            reply = daemon.call("status_detail")
             if args.json:
                 _print_json(reply)
             else:
@@ -319,7 +319,7 @@ def run_status(args: argparse.Namespace) -> int:
         tty = sys.stdout.isatty()
         try:
             while True:
-                reply = daemon.call("status")
+                reply = daemon.call("status_detail")
                 if args.json:
                     print(json.dumps(reply, sort_keys=True), flush=True)
                 else:
