@@ -123,6 +123,7 @@ class DaemonOptions:
     lan_port: int = LAN_PORT
     control_serial: tuple[str, int] | None = None
     scan_budget: float | None = None  #: override the board's (benchmarks)
+    data_dir_source: str = "command line or default"  #: shown by ``config``
 
 
 def _loop_time() -> float:
@@ -351,8 +352,7 @@ class Daemon:
             "stored setting" if config.get("device_name") else "default (none)")
         if self.listen_address is not None:
             add("listen", hostport(self.listen_address), "command line (--listen)")
-        add("data_dir", str(self.data.root), os.environ.get("CSEMBED_DATA_DIR_SOURCE")
-            or "command line or default")
+        add("data_dir", str(self.data.root), options.data_dir_source)
         add("board", board.name, "command line (--board)")
         for key, value in (("quota", board.storage.quota),
                            ("max_file_size", board.storage.max_file_size),
@@ -685,8 +685,7 @@ class Daemon:
             raise NoSuchPeer(f"no connected peer {peer[:40]!r} in {share.entry.path}")
         for record in found:
             record.link.stream.abort()
-        log.info("closed the link of peer %s for %s", found[0].ready.peer_id[:8]  # type: ignore[union-attr]
-                 , share.entry.path)
+        log.info("closed the link of peer %s for %s", peer[:8], share.entry.path)
         return {"closed": len(found)}
 
     # ------------------------------------------------------------------ status
