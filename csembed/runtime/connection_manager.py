@@ -195,7 +195,7 @@ class ConnectionManager:
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Accept peer connections on ``host:port``; returns the bound address."""
-        self._server = await serve(host, port, self.registry, self._accepted, self.core,
+        self._server = await serve(host, port, self.registry, self._accepted, lambda: self.core,
                                    limiter=self._auth_limiter)
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])

@@ -600,11 +600,13 @@ class Daemon:
         if record is None:
             outcome = {"state": "unreachable", "where": where,
                        "message": f"no answer at {where}"}
-        elif record.ready is None:
+        elif record.ready is None and "authentication failed" in (record.ended or ""):
             outcome = {"state": "refused", "where": record.address,
-                       "message": f"{record.address} refused the code ({record.ended}): it "
-                                  "has expired, was already used or revoked, or was never "
-                                  "issued there"}
+                       "message": f"{record.address} refused the code: it has expired, was "
+                                  "already used or revoked, or was never issued there"}
+        elif record.ready is None:
+            outcome = {"state": "unreachable", "where": record.address,
+                       "message": f"{record.address}: {record.ended}"}
         else:
             return
         dials = self.attach_dials.setdefault(target.club, {})

@@ -47,6 +47,8 @@ class _Meta:
     share_id: str
     created_at: float  #: wall clock
     uses_before: int  #: uses counted before this run's table entry was made
+    mode: str = ""
+    max_uses: int | None = None  #: in all, as issued
 
 
 class IssuedCodes:
@@ -75,7 +77,7 @@ class IssuedCodes:
         code = AccessCode.generate()
         self.table.issue(code, keys, mode, peer_id, now=self._clock(), lifetime=lifetime,
                          max_uses=max_uses, tag=("share", share_id))
-        self._meta[code.access_id] = _Meta(code.text, share_id, self._wall(), 0)
+        self._meta[code.access_id] = _Meta(code.text, share_id, self._wall(), 0, mode, max_uses)
         self.save()
         return code
 
@@ -102,7 +104,8 @@ class IssuedCodes:
                 changed = True
                 continue
             self._meta[code.access_id] = _Meta(stored.code, stored.share_id,
-                                               stored.created_at, stored.uses)
+                                               stored.created_at, stored.uses,
+                                               stored.access_level, stored.max_uses)
         if changed:
             self.save()
 
@@ -129,8 +132,11 @@ class IssuedCodes:
         self.data.save_codes(stored)
 
     def _remember(self, meta: _Meta, stored: StoredCode | None, why: str) -> None:
-        entry = {"code": meta.text, "share_id": meta.share_id, "state": why,
-                 "created_at": meta.created_at, "ended_at": self._wall()}
+        entry: dict[str, Any] = {
+            "code": meta.text, "share_id": meta.share_id, "state": why, "mode": meta.mode,
+            "max_uses": meta.max_uses, "created_at": meta.created_at, "ended_at": self._wall()}
+        if why == "used":
+            entry["uses"] = meta.max_uses
         if stored is not None:
             entry.update(mode=stored.access_level, uses=stored.uses, max_uses=stored.max_uses,
                          expires_at=stored.expires_at)

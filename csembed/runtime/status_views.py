@@ -48,22 +48,24 @@ class Contact:
     changes_seen: int = 0
     reached: bool = False
 
-    def observe(self, local_changes: int, links: int) -> bool:
+    def observe(self, local_changes: int, links: int, holds_files: bool) -> bool:
+        """True if a peer was connected since the last local change (an empty share
+        has nothing to send); a restart forgets, until a peer connects again."""
         if local_changes != self.changes_seen:
             self.changes_seen = local_changes
             self.reached = False
         if links > 0:
             self.reached = True
-        return self.reached or local_changes == 0
+        return self.reached or not holds_files
 
 
 def _notice_kind(reason: str) -> str:
     text = reason.lower()
+    if "read-only share" in text:
+        return "read_only_reverted"
     if "conflict" in text or "changed locally while a new version" in text \
             or "changed here before the version from a peer" in text:
         return "conflict"
-    if "read-only share" in text:
-        return "read_only_reverted"
     if "symbolic link" in text:
         return "symlink_skipped"
     if "special file" in text:
@@ -149,7 +151,8 @@ def share_view(share: OpenShare, *, links: int, paused: bool,
     state = engine.status()
     stats = engine.stats()
     problems = problems_of(state)
-    reached = contact.observe(int(stats.get("local_changes", 0)), links)
+    holds = share.local is not None and share.local.cache.total_file_bytes() > 0
+    reached = contact.observe(int(stats.get("local_changes", 0)), links, holds)
     missing = _missing(state, problems, links, reached)
     complete = state.get("complete")
     word = {"idle": "synced", "syncing": "syncing", "scanning": "scanning",
