@@ -557,7 +557,16 @@ def run_stop(args: argparse.Namespace) -> int:
 
 def run_detach(args: argparse.Namespace) -> int:
     path = _abs(args.path)
-    return _simple(args, "remove_share", f"stopped syncing {path} (its files stay)", path=path)
+    with connected(args) as daemon:
+        entry = _entry_at(daemon, path)
+        daemon.call("remove_share", path=path)
+    if args.json:
+        _print_json({})
+    elif entry is not None and entry["status"] in ("attaching", "attach_failed"):
+        print(f"cancelled the attach of {path}")
+    else:
+        print(f"stopped syncing {path} (its files stay)")
+    return 0
 
 
 def run_rescan(args: argparse.Namespace) -> int:
