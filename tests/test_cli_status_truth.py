@@ -92,7 +92,7 @@ def test_status_names_problems_and_says_synced_only_when_it_is(procs: Procs) -> 
     b.cli("resume")
 
     def conflict_line() -> str | None:
-        for daemon, path in ((a, pa), (b, pb)):
+        for daemon in (a, b):
             text = daemon.cli("status").stdout
             line = next((ln for ln in text.splitlines()
                          if "conflict: /notes.txt" in ln), None)
