@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from csembed.access_code import AccessCode
-from csembed.cli_commands.status_text import RateMeter, render_status, transfer_line
+from csembed.cli_commands.status_text import (
+    RateMeter,
+    render_status,
+    share_progress,
+    transfer_line,
+)
 from csembed.control.client import ControlClient
 from csembed.control.errors import ControlClientError, ControlReplyError
 from csembed.errors import CsembedError
@@ -513,10 +518,10 @@ def _watch_transfers(args: argparse.Namespace) -> int:
                     tenth = 10 if total <= 0 else min(10, done * 10 // total)
                     lines.append((key, tenth, transfer_line(t, meter.rate(key, done))))
                 for share in shares:
-                    if share.get("files_to_sync"):
+                    progress = share_progress(share)
+                    if progress:
                         lines.append((f"share:{share['path']}", 0,
-                                      f"  {share['path']}: {share['files_to_sync']} file(s), "
-                                      f"{format_size(share.get('bytes_to_sync', 0))} to go"))
+                                      f"  {share['path']}: {progress}"))
                 if tty:
                     if shown:
                         sys.stdout.write(f"\x1b[{shown}F")

@@ -18,7 +18,8 @@ from typing import Any
 
 from csembed.units import format_rate, format_size
 
-__all__ = ["RateMeter", "render_problems", "render_share", "render_status", "transfer_line"]
+__all__ = ["RateMeter", "render_problems", "render_share", "render_status", "share_progress",
+           "transfer_line"]
 
 MAX_SHOWN = 8  #: problems listed per share on the terminal (the count is exact)
 
@@ -96,6 +97,14 @@ def render_problems(share: dict[str, Any], limit: int = MAX_SHOWN) -> list[str]:
     if count > limit:
         lines.append(f"    … and {count - limit} more (csembed status --json)")
     return lines
+
+
+def share_progress(share: dict[str, Any]) -> str:
+    """``3 file(s), 1.2 MiB to go, 40% of 2 MiB``; empty when nothing is to sync."""
+    if not share.get("files_to_sync"):
+        return ""
+    return (f"{share['files_to_sync']} file(s), {format_size(share.get('bytes_to_sync', 0))}"
+            f" to go{_percent(share)}")
 
 
 def _percent(share: dict[str, Any]) -> str:
