@@ -45,41 +45,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from csembed import __version__
 from csembed.access_code import AccessCode, AccessCodeError
-from csembed.board_profile import BoardProfile
-from csembed.discovery.lan_broadcast import LAN_PORT
 from csembed.errors import CsembedError
 from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
 from csembed.protocol.core_access import CredentialRegistry, GrantKind
+from csembed.runtime.attach_watch import AttachWatch, check_folder
 from csembed.runtime.connection_manager import ConnectionManager, LinkRecord, Target
-from csembed.runtime.data_dir import (
-    CONFIG_KEYS,
-    DataDir,
-    DataDirError,
-    PendingAttach,
-    ShareEntry,
-    check_config_value,
-    parse_host_port,
-)
+from csembed.runtime.data_dir import DataDir, DataDirError, PendingAttach, ShareEntry
 from csembed.runtime.errors import (
     BadAccessCode,
-    BadSetting,
     DaemonError,
-    FolderNotEmpty,
     ModeNotSupported,
     NoSuchPeer,
-    NoSuchSetting,
     NoSuchShare,
     NotPermitted,
     ShareExists,
@@ -89,6 +74,7 @@ from csembed.runtime.peer_finder import Club, DiscoverySettings, PeerFinder
 from csembed.runtime.peer_link import core_config
 from csembed.runtime.rate_limit import DaemonRateLimits
 from csembed.runtime.remote_reads import RemoteReads
+from csembed.runtime.settings import DaemonOptions, Settings
 from csembed.runtime.share_runtime import ShareRuntime
 from csembed.runtime.share_set import OpenShare, ShareSet
 from csembed.runtime.status_views import (
@@ -96,6 +82,7 @@ from csembed.runtime.status_views import (
     attach_view,
     board_view,
     hostport,
+    peer_views,
     share_view,
     transfer_views,
     unloadable_view,
@@ -107,23 +94,6 @@ __all__ = ["Daemon", "DaemonError", "DaemonOptions"]
 log = logging.getLogger("csembed.daemon")
 
 MAINTENANCE_INTERVAL = 30.0
-
-
-@dataclass
-class DaemonOptions:
-    """How a daemon is started (``csembed daemon``'s options)."""
-
-    data_dir: Path
-    board: BoardProfile
-    listen: tuple[str, int] = ("0.0.0.0", 40121)
-    tracker: tuple[str, int] | None = None  #: overrides the configured tracker
-    peers: list[tuple[str, int]] = field(default_factory=list)  #: on top of the configured
-    lan: bool = True  #: False: no LAN broadcast whatever the board or config say
-    lan_address: str = "255.255.255.255"
-    lan_port: int = LAN_PORT
-    control_serial: tuple[str, int] | None = None
-    scan_budget: float | None = None  #: override the board's (benchmarks)
-    data_dir_source: str = "command line or default"  #: shown by ``config``
 
 
 def _loop_time() -> float:
@@ -138,10 +108,10 @@ class Daemon:
         self.options = options
         self.board = options.board
         self.data = DataDir(options.data_dir)
-        self.config: dict[str, Any] = {}
+        self.settings = Settings(options, self.data)
         self.codes = IssuedCodes(self.data, clock=_loop_time)
         self.registry = CredentialRegistry(self.codes.table)
-        self.share_set = ShareSet(self.data, self.registry, self._share_board,
+        self.share_set = ShareSet(self.data, self.registry, self.settings.share_board,
                                   options.scan_budget)
         self.limits = DaemonRateLimits.from_board(self.board)
         self.manager: ConnectionManager | None = None
@@ -149,14 +119,18 @@ class Daemon:
         self.finder = PeerFinder(self)
         self.reads = RemoteReads(self.share_set.shares.get)
         self.contacts: dict[str, Contact] = {}
-        self.attach_dials: dict[str, dict[tuple[str, str, str], dict[str, str]]] = {}
-        self.attach_results: dict[str, dict[str, Any]] = {}  #: path -> why it ended
+        self.attaches = AttachWatch()
         self._control: Any = None
         self._unix: Any = None
         self._serial_task: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.started_at = time.time()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The stored configuration."""
+        return self.settings.config
 
     @property
     def shares(self) -> dict[str, OpenShare]:
@@ -175,7 +149,7 @@ class Daemon:
         from csembed.control.server import ControlServer
         from csembed.runtime.control_handler import DaemonControl
         self.data.create()
-        self.config = self.data.load_config()
+        self.settings.load()
         self._apply_rates()
         shares, pending = self.data.load_shares()
         for entry in shares:
@@ -265,32 +239,14 @@ class Daemon:
         return core_config(self.board, name=self.config.get("device_name"))
 
     def _apply_rates(self) -> None:
-        up = self.config.get("upload_limit")
-        down = self.config.get("download_limit")
-        self.limits.upload.set_rate(self.board.network.upload_rate if up is None else up)
-        self.limits.download.set_rate(self.board.network.download_rate if down is None
-                                      else down)
-
-    def _share_board(self) -> BoardProfile:
-        interval = self.config.get("scan_interval")
-        if interval is None:
-            return self.board
-        return dataclasses.replace(self.board, cpu=dataclasses.replace(
-            self.board.cpu, scan_interval=float(interval)))
+        up, down = self.settings.rates()
+        self.limits.upload.set_rate(up)
+        self.limits.download.set_rate(down)
 
     async def set_config(self, values: Mapping[str, Any]) -> None:
         """Check every value first, then apply and persist them together."""
-        checked = {}
-        for key, value in values.items():
-            if key not in CONFIG_KEYS:
-                raise NoSuchSetting(f"no configuration key {key[:80]!r}; known keys: "
-                                    + ", ".join(CONFIG_KEYS))
-            try:
-                checked[key] = check_config_value(key, value)
-            except DataDirError as exc:
-                raise BadSetting(str(exc)) from None
-        self.config.update(checked)
-        self.data.save_config(self.config)
+        checked = self.settings.check(values)
+        self.settings.store(checked)
         if {"upload_limit", "download_limit"} & checked.keys():
             self._apply_rates()
         if "device_name" in checked and self.manager is not None:
@@ -299,7 +255,7 @@ class Daemon:
             for share_id in list(self.shares):
                 self.manager.close_share(share_id)
         if "scan_interval" in checked:
-            board = self._share_board()
+            board = self.settings.share_board()
             for share in self.shares.values():
                 if share.runtime is not None:
                     share.runtime.engine.board = board
@@ -312,72 +268,15 @@ class Daemon:
 
     def get_config_value(self, key: str) -> Any:
         """One setting; :class:`NoSuchSetting` for a key we do not know."""
-        if key not in self.config:
-            raise NoSuchSetting(f"no configuration key {key[:80]!r}; known keys: "
-                                + ", ".join(self.config))
-        return self.config[key]
+        return self.settings.get(key)
 
     def effective_config(self) -> list[dict[str, Any]]:
         """Every setting's value in force now and where it comes from."""
-        options, config, board = self.options, self.config, self.board
-        out = []
-
-        def add(key: str, value: Any, source: str) -> None:
-            out.append({"key": key, "value": value, "source": source})
-
-        for key, board_value in (("upload_limit", board.network.upload_rate),
-                                 ("download_limit", board.network.download_rate)):
-            if config.get(key) is None:
-                add(key, board_value, f"board {board.name}")
-            else:
-                add(key, config[key], "stored setting")
-        if config.get("scan_interval") is None:
-            add("scan_interval", board.cpu.scan_interval, f"board {board.name}")
-        else:
-            add("scan_interval", config["scan_interval"], "stored setting")
-        if options.tracker is not None:
-            add("tracker", hostport(options.tracker), "command line (--tracker)")
-        else:
-            add("tracker", config.get("tracker"),
-                "stored setting" if config.get("tracker") else "default (none)")
-        settings = self.discovery_settings()
-        lan_source = "command line (--no-lan)" if not options.lan else (
-            "stored setting" if config.get("lan_broadcast") is not None
-            else f"board {board.name}")
-        add("lan_broadcast", settings.lan, lan_source)
-        add("peers", [hostport(a) for a in settings.manual],
-            "command line (--peer) and stored setting" if options.peers
-            else "stored setting")
-        add("device_name", config.get("device_name"),
-            "stored setting" if config.get("device_name") else "default (none)")
-        if self.listen_address is not None:
-            add("listen", hostport(self.listen_address), "command line (--listen)")
-        add("data_dir", str(self.data.root), options.data_dir_source)
-        add("board", board.name, "command line (--board)")
-        for key, value in (("quota", board.storage.quota),
-                           ("max_file_size", board.storage.max_file_size),
-                           ("max_connections", board.memory.max_connections),
-                           ("max_open_transfers", board.memory.max_open_transfers)):
-            add(key, value, f"board {board.name}")
-        return out
+        return self.settings.sources(self.listen_address)
 
     def discovery_settings(self) -> DiscoverySettings:
-        """Where to look for peers: command line over settings over the board
-        (peer-finder hook)."""
-        options, config = self.options, self.config
-        configured_lan = config.get("lan_broadcast")
-        lan = options.lan and (self.board.network.lan_broadcast if configured_lan is None
-                               else bool(configured_lan))
-        tracker = options.tracker
-        if tracker is None and config.get("tracker") is not None:
-            tracker = parse_host_port(config["tracker"], "tracker")
-        manual = list(options.peers)
-        for text in config.get("peers") or []:
-            address = parse_host_port(text, "peers")
-            if address not in manual:
-                manual.append(address)
-        return DiscoverySettings(lan, tracker, tuple(manual), options.lan_address,
-                                 options.lan_port)
+        """Where to look for peers (peer-finder hook)."""
+        return self.settings.discovery()
 
     # ------------------------------------------------------------------ peer-finder hooks
 
@@ -473,20 +372,11 @@ class Daemon:
         real = self.share_set.check_new_path(path)
         if os.path.exists(real) and not os.path.isdir(real):
             raise NotADirectoryError(errno.ENOTDIR, "Not a directory", path)
-        if not merge and os.path.isdir(real):
-            held = _count_entries(real)
-            if held:
-                raise FolderNotEmpty(
-                    f"{real} already holds {held} file(s) or folder(s). Attaching merges "
-                    "them into the share: they stay, and are sent to the share's other "
-                    "members (read-write) or left unsent (read-only); where the share has "
-                    "a different file under the same name, both are kept, one renamed "
-                    "NAME.CONFLICT.xxxxxxxx.ext. Attach with --merge to go ahead, or "
-                    "choose an empty folder.")
+        check_folder(real, merge)
         os.makedirs(real, exist_ok=True)
         attach = PendingAttach(code.text, code.access_id, real, new_peer_id(), time.time())
         self.pending[attach.access_id] = attach
-        self.attach_results.pop(real, None)
+        self.attaches.clear(real)
         self.share_set.save()
         self._hold(attach)
         self.finder.update()
@@ -499,7 +389,7 @@ class Daemon:
 
     def _drop_attach(self, attach: PendingAttach) -> None:
         del self.pending[attach.access_id]
-        self.attach_dials.pop(attach.access_id, None)
+        self.attaches.forget(attach.access_id)
         self.registry.drop_held_code(attach.access_id)
         self.share_set.save()
         self.finder.update()
@@ -508,7 +398,7 @@ class Daemon:
         """Stop sharing ``path`` (or cancel its attach): forget keys, records and codes;
         files stay."""
         real = os.path.realpath(path)
-        if self.attach_results.pop(real, None) is not None:
+        if self.attaches.clear(real):
             return
         attach = self.share_set.pending_at(path)
         if attach is not None:
@@ -555,14 +445,12 @@ class Daemon:
             self._drop_attach(attach)
             message = (f"this device is already a member of that share (at {other}); "
                        "nothing was attached")
-            self.attach_results[attach.path] = {
-                "path": attach.path, "status": "attach_failed", "attach_state": "member",
-                "reason": message}
+            self.attaches.failed(attach.path, message)
             raise DaemonError(f"gave up attaching {attach.path}: {message}")
         self.data.write_keys(share_id, keys)
         entry = ShareEntry(share_id, attach.path, attach.peer_id, event.access_level)
         del self.pending[access_id]
-        self.attach_dials.pop(access_id, None)
+        self.attaches.forget(access_id)
         self.registry.drop_held_code(access_id)
         self._open_share(entry, keys, create=True)
         self.share_set.save()
@@ -593,48 +481,12 @@ class Daemon:
                                tag=("share", share.entry.share_id))
 
     def dial_ended(self, target: Target, record: LinkRecord | None) -> None:
-        """Remember what an attach's dial found (connection-manager hook)."""
-        if target.kind != "attach" or target.club not in self.pending:
-            return
-        where = ", ".join(hostport(a) for a in target.addresses)
-        if record is None:
-            outcome = {"state": "unreachable", "where": where,
-                       "message": f"no answer at {where}"}
-        elif record.ready is None and "authentication failed" in (record.ended or ""):
-            outcome = {"state": "refused", "where": record.address,
-                       "message": f"{record.address} refused the code: it has expired, was "
-                                  "already used or revoked, or was never issued there"}
-        elif record.ready is None:
-            outcome = {"state": "unreachable", "where": record.address,
-                       "message": f"{record.address}: {record.ended}"}
-        else:
-            return
-        dials = self.attach_dials.setdefault(target.club, {})
-        if dials.get(target.key) != outcome:
-            log.info("attaching %s: %s", self.pending[target.club].path, outcome["message"])
-        dials[target.key] = outcome
-
-    def attach_outcome(self, attach: PendingAttach) -> dict[str, Any]:
-        """What the attach's dials found so far, as ``attach_state`` and ``reason``."""
-        dials = self.attach_dials.get(attach.access_id, {})
-        wanted = {t.key for t in self.manager.targets()
-                  if t.kind == "attach" and t.club == attach.access_id} if self.manager else set()
-        current = [o for k, o in dials.items() if k in wanted]
-        if not wanted:
-            return {"attach_state": "looking",
-                    "reason": "the sharer is not reachable yet: no peer found under this "
-                              "code (tracker, LAN or --peer); still looking"}
-        if current and len(current) == len(wanted) and \
-                all(o["state"] == "refused" for o in current):
-            return {"attach_state": "refused",
-                    "reason": "; ".join(o["message"] for o in current)}
-        unreachable = [o for o in current if o["state"] == "unreachable"]
-        if unreachable and len(current) == len(wanted):
-            return {"attach_state": "unreachable",
-                    "reason": "the sharer is not reachable yet ("
-                              + "; ".join(o["message"] for o in unreachable)
-                              + "); still trying"}
-        return {"attach_state": "dialling", "reason": "contacting the sharer"}
+        """Note what an attach's dial found (connection-manager hook)."""
+        attach = self.pending.get(target.club) if target.kind == "attach" else None
+        if attach is not None:
+            news = self.attaches.dial_ended(target, record)
+            if news is not None:
+                log.info("attaching %s: %s", attach.path, news)
 
     # ------------------------------------------------------------------ access codes
 
@@ -722,8 +574,9 @@ class Daemon:
             contact = self.contacts.setdefault(share.entry.share_id, Contact())
             out.append(share_view(share, links=links, paused=self.paused, contact=contact))
         for attach in self.pending.values():
-            out.append(attach_view(attach, self.attach_outcome(attach)))
-        out.extend(self.attach_results.values())
+            targets = self.manager.targets() if self.manager is not None else []
+            out.append(attach_view(attach, self.attaches.outcome(attach.access_id, targets)))
+        out.extend(self.attaches.results.values())
         for entry, reason in self.share_set.unloadable.values():
             out.append(unloadable_view(entry, reason))
         return out
@@ -732,7 +585,7 @@ class Daemon:
         """The active board and the limits the daemon enforces."""
         return board_view(self.board, upload_limit=self.limits.upload.rate,
                           download_limit=self.limits.download.rate,
-                          scan_interval=self._share_board().cpu.scan_interval)
+                          scan_interval=self.settings.share_board().cpu.scan_interval)
 
     def summary(self) -> dict[str, Any]:
         """The few fields ``status`` adds to control.md's five (kept well under 1 KiB)."""
@@ -765,25 +618,8 @@ class Daemon:
     def peers(self) -> list[dict[str, Any]]:
         """Connected peers and the ones we are trying to reach."""
         assert self.manager is not None
-        paths = {sid: s.entry.path for sid, s in self.shares.items()}
-        out = []
-        connected = set()
-        for record in self.manager.records():
-            item = record.describe()
-            item["share"] = paths.get(record.share_id or "")
-            out.append(item)
-            if record.ready is not None and record.share_id is not None:
-                connected.add((record.share_id, record.ready.peer_id))
-        for target in self.manager.targets():
-            peer = self.manager.peer_for(target)
-            if target.kind == "share" and (target.club, peer) in connected:
-                continue
-            out.append({"peer_id": peer, "state": "dialling", "source": target.source,
-                        "share": paths.get(target.club) if target.kind == "share" else None,
-                        "attaching": self.pending[target.club].path
-                        if target.kind == "attach" and target.club in self.pending else None,
-                        "addresses": [hostport(a) for a in target.addresses]})
-        return out
+        return peer_views(self.manager, {sid: s.entry.path for sid, s in self.shares.items()},
+                          {aid: a.path for aid, a in self.pending.items()})
 
     def transfers(self) -> list[dict[str, Any]]:
         """Every file being fetched (or sent), in every share."""
@@ -809,12 +645,3 @@ class Daemon:
         """Up to ``count`` bytes of a share's file at ``offset`` (from a peer if needed)."""
         return await self.reads.read(self.running_share(path), file, offset, count)
 
-
-def _count_entries(path: str, limit: int = 10_000) -> int:
-    """How many entries a folder holds (counting stops at ``limit``)."""
-    count = 0
-    for _root, dirs, files in os.walk(path):
-        count += len(dirs) + len(files)
-        if count >= limit:
-            break
-    return count

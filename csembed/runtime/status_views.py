@@ -29,10 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from csembed.board_profile import BoardProfile
+from csembed.runtime.connection_manager import ConnectionManager
 from csembed.runtime.data_dir import PendingAttach, ShareEntry
 from csembed.runtime.share_set import OpenShare
 
-__all__ = ["Contact", "board_view", "problems_of", "share_view", "transfer_views"]
+__all__ = [
+    "Contact", "attach_view", "board_view", "hostport", "peer_views", "problems_of",
+    "share_view", "transfer_views", "unloadable_view",
+]
 
 MAX_PROBLEMS = 50  #: problems listed per share (the count is always exact)
 
@@ -228,3 +232,29 @@ def hostport(address: tuple[str, int]) -> str:
     """``host:port``, with an IPv6 host in brackets."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer_views(manager: ConnectionManager, paths: Mapping[str, str],
+               attaching: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Connected peers (with the device name each sent) and the ones being dialled.
+
+    ``paths``: share ID -> path; ``attaching``: access ID -> path of the attach.
+    """
+    out = []
+    connected = set()
+    for record in manager.records():
+        item = record.describe()
+        item["share"] = paths.get(record.share_id or "")
+        out.append(item)
+        if record.ready is not None and record.share_id is not None:
+            connected.add((record.share_id, record.ready.peer_id))
+    for target in manager.targets():
+        peer = manager.peer_for(target)
+        if target.kind == "share" and (target.club, peer) in connected:
+            continue
+        out.append({"peer_id": peer, "state": "dialling", "source": target.source,
+                    "share": paths.get(target.club) if target.kind == "share" else None,
+                    "attaching": attaching.get(target.club) if target.kind == "attach"
+                    else None,
+                    "addresses": [hostport(a) for a in target.addresses]})
+    return out
