@@ -11,15 +11,18 @@ event). Every record passes through :class:`CollapsingHandler`, which:
   line (``ConnectionResetError: [Errno 104] Connection reset by peer``);
 * shows **no Python reprs**: an exception or an object whose repr is the
   default ``<...>`` given as a logging argument is written as plain text;
-* **collapses repeats**: the same message template from the same logger is
-  written at most ``BURST`` times in ``WINDOW`` seconds; the rest are counted
-  and, once the window is over (at the next record or at close), summed up in
-  one line: ``authentication failed for 10.0.0.5:40121 ×12 in 60 s``.
+* **collapses repeats**: the same message from the same logger -- compared
+  with its numbers blanked, so that one host failing from ever new source
+  ports is one message -- is written at most ``BURST`` times in ``WINDOW``
+  seconds; the rest are counted and, once the window is over (at the next
+  record or at close), summed up in one line:
+  ``connection 10.0.0.5:40312 ended: authentication failed ×12 more in 60 s``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +34,7 @@ __all__ = ["BURST", "WINDOW", "CollapsingHandler", "setup_logging"]
 WINDOW: Final = 60.0  #: seconds over which repeats are counted
 BURST: Final = 3  #: occurrences of one message written in full per window
 FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_NUMBERS: Final = re.compile(r"\d+")
 
 
 class _Plain:
@@ -83,7 +87,8 @@ class CollapsingHandler(logging.Handler):
         self.clock = clock
         self.window = window
         self.burst = burst
-        # (logger, level, template) -> [window start, written, suppressed, last record]
+        # (logger, level, message without numbers) -> [window start, written, suppressed,
+        # last record]
         self._seen: dict[tuple[str, int, str], list[Any]] = {}
 
     def _summarise(self, now: float, *, everything: bool = False) -> None:
@@ -109,7 +114,11 @@ class CollapsingHandler(logging.Handler):
             record.args = tuple(_plain(a) for a in record.args)
         now = self.clock()
         self._summarise(now)
-        key = (record.name, record.levelno, str(record.msg))
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string: let the target report it
+            text = str(record.msg)
+        key = (record.name, record.levelno, _NUMBERS.sub("#", text))
         entry = self._seen.setdefault(key, [now, 0, 0, record])
         entry[3] = record
         if entry[1] < self.burst:
