@@ -107,6 +107,10 @@ def test_attach_answers_expired_used_unknown_member_unreachable_and_cancel(
     assert background.returncode == 1, (out, err)
     assert f"the attach of {procs.root / 'C2'} was cancelled" in out, out
     c.cli("attach", "--cancel", procs.root / "C1")
+    nowait = c.cli("attach", AccessCode.generate().text, procs.root / "C3", "--timeout", "0")
+    assert "the daemon keeps looking" in nowait.stdout and "cancelled" not in nowait.stdout
+    assert c.share(procs.root / "C3")["status"] == "attaching"
+    c.cli("detach", procs.root / "C3")
     assert "no shares" in c.cli("list").stdout
     none = c.cli("attach", "--cancel", procs.root / "C1", check=False)
     assert none.returncode == 2 and "no attach is waiting at" in none.stderr

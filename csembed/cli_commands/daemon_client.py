@@ -315,12 +315,19 @@ def run_attach(args: argparse.Namespace) -> int:
             if not _ask(f"{exc.message}\nMerge?"):
                 raise UsageError(exc.message) from None
             daemon.call("add_share", code=args.code, path=path, merge=True)
+        if args.timeout <= 0:
+            if args.json:
+                _print_json(_entry_at(daemon, path) or {"path": path, "status": "attaching"})
+            else:
+                print(f"attaching {path}; the daemon keeps looking for the share's creator "
+                      "(see `csembed list`)")
+            return 0
         if not args.json:
             print(f"attaching {path}; looking for the share's creator…", flush=True)
         deadline = time.monotonic() + args.timeout
         entry: dict[str, Any] | None = None
         said = ""
-        while args.timeout > 0:
+        while True:
             entry = _entry_at(daemon, path)
             if entry is None or entry["status"] != "attaching":
                 break
