@@ -1,5 +1,6 @@
 """``csembed transfers --watch`` shows progress (issue 13.4): on a terminal one line per
-transfer rewritten in place (bar, percentage, rate, ETA); plain lines otherwise.
+transfer rewritten in place (bar, percentage, rate, ETA); plain lines otherwise;
+the sending side shows what it sends.
 
 A sends one 1.5 MB take to B at 300 kB/s (its upload limit), so the transfer
 takes a few seconds; two watchers run on B meanwhile, one on a pseudo-terminal."""
@@ -32,6 +33,8 @@ def test_transfer_progress_on_a_terminal_and_in_plain_lines(procs: Procs) -> Non
     watch = [sys.executable, "-m", "csembed", "transfers", "--watch", "--until-idle",
              "--interval", "0.2", "--data-dir", str(b.data)]
     plain = subprocess.Popen(watch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sender = subprocess.Popen(watch[:-2] + ["--data-dir", str(a.data)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     master, slave = os.openpty()
     tty = subprocess.Popen(watch, stdout=slave, stderr=subprocess.PIPE)
     os.close(slave)
@@ -53,8 +56,10 @@ def test_transfer_progress_on_a_terminal_and_in_plain_lines(procs: Procs) -> Non
         b.cli("attach", code, pb)
         out, err = plain.communicate(timeout=120)
         assert tty.wait(120) == 0, tty.stderr.read() if tty.stderr else ""
+        sender.terminate()
+        sent, _ = sender.communicate(timeout=60)
     finally:
-        for proc in (plain, tty):
+        for proc in (plain, tty, sender):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -73,3 +78,6 @@ def test_transfer_progress_on_a_terminal_and_in_plain_lines(procs: Procs) -> Non
     assert "\x1b[1F" in text or "\x1b[2F" in text, text[-2000:]
     assert "all transfers done" in text
     assert (pb / "take.wav").stat().st_size == 1_500_000
+    # The sending side sees its upload too (per share: the engine counts what it sends).
+    assert any(ln.startswith("↑ sending ") and ln.endswith(f"sent  {pa}")
+               for ln in sent.splitlines()), sent

@@ -25,6 +25,7 @@ from typing import Any
 from csembed.access_code import AccessCode
 from csembed.cli_commands.status_text import (
     RateMeter,
+    UploadMeter,
     render_status,
     share_progress,
     transfer_line,
@@ -510,6 +511,7 @@ def _watch_transfers(args: argparse.Namespace) -> int:
     """One updating line per transfer on a terminal; plain lines otherwise."""
     tty = sys.stdout.isatty()
     meter = RateMeter()
+    uploads = UploadMeter()
     shown = 0
     last_plain: dict[str, int] = {}
     seen_any = False
@@ -529,6 +531,9 @@ def _watch_transfers(args: argparse.Namespace) -> int:
                     if progress:
                         lines.append((f"share:{share['path']}", 0,
                                       f"  {share['path']}: {progress}"))
+                    line = uploads.line(share)
+                    if line is not None:
+                        lines.append(line)
                 if tty:
                     if shown:
                         sys.stdout.write(f"\x1b[{shown}F")

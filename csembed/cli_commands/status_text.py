@@ -18,8 +18,8 @@ from typing import Any
 
 from csembed.units import format_rate, format_size
 
-__all__ = ["RateMeter", "render_problems", "render_share", "render_status", "share_progress",
-           "transfer_line"]
+__all__ = ["RateMeter", "UploadMeter", "render_problems", "render_share", "render_status",
+           "share_progress", "transfer_line"]
 
 MAX_SHOWN = 8  #: problems listed per share on the terminal (the count is exact)
 
@@ -70,6 +70,37 @@ class RateMeter:
         if elapsed < 0.5 or done < first[1]:
             return None
         return (done - first[1]) / elapsed
+
+
+class UploadMeter:
+    """What each share has sent to its peers lately, from its ``payload_sent`` counter:
+    the sending side's view (the engine reports uploads per share, not per file)."""
+
+    HOLD = 3.0  #: seconds a sending line stays after the counter last moved
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._moved: dict[str, tuple[float, int]] = {}  #: path -> when it last grew, to what
+        self._shown: dict[str, tuple[float, str]] = {}
+
+    def line(self, share: dict[str, Any]) -> tuple[str, int, str] | None:
+        """``(key, step, text)`` while the share is sending, else ``None``."""
+        sent = int((share.get("stats") or {}).get("payload_sent", 0))
+        path = str(share.get("path"))
+        now = self._clock()
+        moved = self._moved.get(path)
+        if moved is None:
+            self._moved[path] = (now, sent)
+        elif sent > moved[1]:
+            rate = (sent - moved[1]) / max(now - moved[0], 1e-3)
+            self._moved[path] = (now, sent)
+            self._shown[path] = (now, f"↑ sending {format_size(int(rate))}/s to "
+                                      f"{share.get('peers', 0)} peer(s), {format_size(sent)} "
+                                      f"sent  {path}")
+        shown = self._shown.get(path)
+        if shown is None or now - shown[0] > self.HOLD:
+            return None
+        return (f"up:{path}", sent >> 20, shown[1])
 
 
 def transfer_line(transfer: dict[str, Any], rate: float | None) -> str:
