@@ -112,5 +112,11 @@ def test_attach_answers_expired_used_unknown_member_unreachable_and_cancel(
     assert c.share(procs.root / "C3")["status"] == "attaching"
     c.cli("detach", procs.root / "C3")
     assert "no shares" in c.cli("list").stdout
+    # No tracker, no LAN, no --peer: nobody to ask yet.
+    d = procs.daemon("d")
+    alone = d.cli("attach", late, procs.root / "D1", "--timeout", "1", check=False)
+    assert alone.returncode == 1
+    assert "the sharer is not reachable yet: no peer found under this code (tracker, LAN or " \
+        "--peer); still looking" in alone.stdout, alone.stdout
     none = c.cli("attach", "--cancel", procs.root / "C1", check=False)
     assert none.returncode == 2 and "no attach is waiting at" in none.stderr
