@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from test_daemon_support import (  # noqa: F401  (fixtures)
     Procs,
     code_of,
@@ -24,6 +25,7 @@ REFUSED = "refused the code: it has expired, was already used or revoked, or was
           "issued there"
 
 
+@pytest.mark.once
 def test_attach_answers_expired_used_unknown_member_unreachable_and_cancel(
         procs: Procs) -> None:
     a = procs.daemon("a")

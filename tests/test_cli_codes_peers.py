@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_daemon_support import (  # noqa: F401  (fixtures)
     Procs,
     code_of,
@@ -16,6 +17,7 @@ from test_daemon_support import (  # noqa: F401  (fixtures)
 )
 
 
+@pytest.mark.once
 def test_codes_list_and_revoke_and_peer_names_travel(procs: Procs) -> None:
     a = procs.daemon("a")
     b = procs.daemon("b", "--peer", a.address)

@@ -30,6 +30,7 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ER
                   r"[\w.]+: \S")
 
 
+@pytest.mark.once
 def test_data_dir_from_the_environment_units_sources_and_clear_errors(
         procs: Procs, monkeypatch: pytest.MonkeyPatch) -> None:
     data = procs.root / "env-data"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 from test_daemon_support import (  # noqa: F401  (fixtures)
     Procs,
     code_of,
@@ -21,6 +22,7 @@ from test_daemon_support import (  # noqa: F401  (fixtures)
 )
 
 
+@pytest.mark.once
 def test_transfer_progress_on_a_terminal_and_in_plain_lines(procs: Procs) -> None:
     a = procs.daemon("a")
     b = procs.daemon("b", "--peer", a.address)

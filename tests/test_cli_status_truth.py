@@ -14,6 +14,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 from test_daemon_support import (  # noqa: F401  (fixtures)
     Procs,
     code_of,
@@ -36,6 +37,7 @@ def _board_with_quota(root: Path) -> Path:
     return path
 
 
+@pytest.mark.once
 def test_status_names_problems_and_says_synced_only_when_it_is(procs: Procs) -> None:
     a = procs.daemon("a")
     b = procs.daemon("b", "--peer", a.address, board=str(_board_with_quota(procs.root)))
