@@ -6,6 +6,8 @@ Theory of operation
 
 * the **data directory** (:mod:`csembed.runtime.data_dir`): configuration,
   shares and their keys, issued codes, attaches waiting for keys;
+* the **settings** in force (:mod:`csembed.runtime.settings`): command line
+  over stored configuration over board profile, with where each comes from;
 * the **share set** (:mod:`csembed.runtime.share_set`): one
   :class:`~csembed.runtime.share_runtime.ShareRuntime` per share, the attaches
   waiting for keys, the shares that cannot be loaded, path checks;
@@ -31,10 +33,11 @@ every link (``network.*_rate``, overridable with ``upload_limit`` /
 ``download_limit``), ``memory.max_connections`` links at most, and the board
 handed to every engine and to the core.
 
-An attach reports what its dials found (:meth:`Daemon.dial_ended`): no
-answer (still trying), or refused by every peer tried (the code is expired,
-used, revoked or not theirs); one that ends without joining (this device is
-already a member) stays listed with its reason until detached.
+An attach reports what its dials found (:mod:`csembed.runtime.attach_watch`,
+fed by :meth:`Daemon.dial_ended`): no answer (still trying), or refused by
+every peer tried (the code is expired, used, revoked or not theirs); one that
+ends without joining (this device is already a member) stays listed with its
+reason until detached.
 
 A stop (``stop`` command, SIGTERM, SIGINT) closes the links, stops each
 runtime and closes its engine (partial downloads stay on disk and resume at
