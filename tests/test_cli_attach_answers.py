@@ -7,11 +7,15 @@ unless the attach was cancelled.
 
 from __future__ import annotations
 
+import os
+import select
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_daemon_support import (  # noqa: F401  (fixtures)
+    Daemon,
     Procs,
     code_of,
     procs_fixture,
@@ -20,6 +24,40 @@ from test_daemon_support import (  # noqa: F401  (fixtures)
 )
 
 from csembed.access_code import AccessCode
+
+
+def _attach_on_a_terminal(daemon: Daemon, code: str, path: Path, answer: str) -> str:
+    """Run ``csembed attach`` with a pseudo-terminal as stdin and stdout; answer its
+    question; return what it wrote."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "csembed", "attach", code, str(path),
+                             "--data-dir", str(daemon.data)],
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    seen = bytearray()
+    try:
+        answered = False
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, f"attach wrote nothing for 60 s: {seen.decode(errors='replace')}"
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the other end closed: the command ended
+                break
+            if not data:
+                break
+            seen.extend(data)
+            if not answered and b"[y/N]" in seen:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+        assert proc.wait(60) == 0, seen.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return seen.decode(errors="replace")
+
 
 REFUSED = "refused the code: it has expired, was already used or revoked, or was never " \
           "issued there"
@@ -83,6 +121,15 @@ def test_attach_answers_expired_used_unknown_member_unreachable_and_cancel(
     assert "joined" in b.cli("attach", merge_code, bm, "--merge").stdout
     wait_for(lambda: (pm / "mine.txt").exists() and (bm / "from-a.txt").exists(),
              "the merged folders to meet")
+
+    # On a terminal it asks instead.
+    pq, bq = procs.root / "Q", procs.root / "BQ"
+    pq.mkdir()
+    bq.mkdir()
+    (bq / "already-here.txt").write_text("c")
+    asked = _attach_on_a_terminal(b, code_of(a.cli("share", pq, "--json").stdout), bq, "y")
+    assert "Merge? [y/N]" in asked and "joined" in asked, asked
+    wait_for(lambda: (pq / "already-here.txt").exists(), "the merged file to reach A")
 
     # Not reachable: says so, keeps waiting, and can be cancelled from elsewhere.
     c = procs.daemon("c", "--peer", "127.0.0.1:1")
