@@ -1,7 +1,8 @@
 """Access codes and devices from the CLI (issue 13.3, 10.13): ``csembed codes`` lists
 issued codes with mode, uses and expiry; ``codes revoke`` stops one at once;
 ``csembed peers`` shows each device's name -- set before or after the link is up --
-and ``peers remove`` closes a device's connection to a share."""
+and ``peers remove`` stops this device syncing a share with a device (kept across a
+restart; ``peers allow`` undoes it)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,26 @@ def test_codes_list_and_revoke_and_peer_names_travel(procs: Procs) -> None:
     laptop = next(p for p in peers if p.get("name") == "laptop")
     assert laptop["share"] == str(pa)
 
-    closed = a.cli("peers", "remove", pa, laptop["peer_id"][:8]).stdout
-    assert f"closed 1 connection(s) of peer {laptop['peer_id'][:8]} for {pa}" in closed
+    who = laptop["peer_id"][:8]
+    removed = a.cli("peers", "remove", pa, who).stdout
+    assert f"removed peer {laptop['peer_id'][:12]} from {pa}: closed 1 connection(s)" \
+        in removed, removed
+    # B keeps dialling A; A refuses it for this share, and says so.
+    (pa / "after.mid").write_bytes(b"MThd after")
+    a.rescan_until_scanned(pa)
+    wait_for(lambda: "removed from share" in (procs.root / "a.log").read_text(),
+             "A to refuse B's reconnection")
+    listing = a.cli("peers").stdout
+    assert f"{laptop['peer_id'][:12]}  removed    from {pa}" in listing, listing
+    assert not (pb / "after.mid").exists()
+    assert json.loads(a.cli("peers", "--json").stdout)["peers"] == \
+        [{"peer_id": laptop["peer_id"], "state": "removed", "share": str(pa)}]
+    # ... across a restart, until allowed again.
+    a.restart()
+    b.cli("config", "peers", json.dumps([a.address]))  # A listens on a new port now
+    assert f"{laptop['peer_id'][:12]}  removed" in a.cli("peers").stdout
+    assert f"peer {laptop['peer_id'][:12]} may sync {pa} again" in \
+        a.cli("peers", "allow", pa, who).stdout
+    wait_for(lambda: (pb / "after.mid").exists(), "B to sync again once allowed")
     nobody = a.cli("peers", "remove", pa, "ffffffff", check=False)
-    assert nobody.returncode == 2 and "no connected peer" in nobody.stderr
+    assert nobody.returncode == 2 and "no known peer" in nobody.stderr

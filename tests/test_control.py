@@ -99,6 +99,10 @@ class RecordingHandler(ControlHandler):
         self._record("remove_peer", path=path, peer=peer)
         return {"closed": 1}
 
+    async def allow_peer(self, path: str, peer: str) -> Mapping[str, Any] | None:
+        self._record("allow_peer", path=path, peer=peer)
+        return None
+
     async def create_share(self, path: str) -> None:
         self._record("create_share", path=path)
         if path == "/forbidden":
@@ -186,6 +190,8 @@ ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any
      ("config_sources", {})),
     ({"type": "remove_peer", "path": "/home/a/Music", "peer": "abcd"}, {"closed": 1},
      ("remove_peer", {"path": "/home/a/Music", "peer": "abcd"})),
+    ({"type": "allow_peer", "path": "/home/a/Music", "peer": "abcd"}, {},
+     ("allow_peer", {"path": "/home/a/Music", "peer": "abcd"})),
     ({"type": "add_share", "code": CODE, "path": "/home/b", "merge": False}, {},
      ("add_share", {"code": CODE, "path": "/home/b", "merge": False})),
     ({"type": "create_share", "path": "/home/a/Documents"}, {},

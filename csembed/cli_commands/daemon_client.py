@@ -86,10 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = subparsers.add_parser("peers", help="list peers, or remove one from a share",
                               description="Without arguments: connected and known peers, "
-                              "with their device names. 'peers remove SHARE_PATH PEER': close "
-                              "that peer's connection for the share (PEER: its ID or the "
-                              "start of it, as listed).")
-    p.add_argument("action", nargs="?", choices=("remove",))
+                              "with their device names. 'peers remove SHARE_PATH PEER': this "
+                              "device closes that peer's connection and never syncs the "
+                              "share with it again (PEER: its ID or the start of it, as "
+                              "listed; it keeps its copy and keys, and other members may "
+                              "still sync with it). 'peers allow SHARE_PATH PEER' undoes it.")
+    p.add_argument("action", nargs="?", choices=("remove", "allow"))
     p.add_argument("share_path", nargs="?")
     p.add_argument("peer", nargs="?")
     _common(p)
@@ -426,14 +428,21 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_peers(args: argparse.Namespace) -> int:
-    if args.action == "remove":
+    if args.action is not None:
         if not args.share_path or not args.peer:
-            raise UsageError("peers remove needs SHARE_PATH and PEER (see `csembed peers`)")
+            raise UsageError(f"peers {args.action} needs SHARE_PATH and PEER "
+                             "(see `csembed peers`)")
         path = _abs(args.share_path)
-        reply = _query(args, "remove_peer", path=path, peer=args.peer)
-        if reply is not None:
-            print(f"closed {reply.get('closed', 0)} connection(s) of peer {args.peer} for "
-                  f"{path}")
+        reply = _query(args, f"{args.action}_peer", path=path, peer=args.peer)
+        if reply is None:
+            return 0
+        who = reply["peer_id"][:12]
+        if args.action == "remove":
+            print(f"removed peer {who} from {path}: closed {reply.get('closed', 0)} "
+                  "connection(s); this device will not sync the share with it again "
+                  f"(`csembed peers allow {path} {who}` undoes it)")
+        else:
+            print(f"peer {who} may sync {path} again")
         return 0
     reply = _query(args, "list_peers")
     if reply is None:
@@ -442,7 +451,9 @@ def run_peers(args: argparse.Namespace) -> int:
         print("no peers known yet")
     for peer in reply["peers"]:
         who = (peer.get("peer_id") or "?")[:12]
-        if peer.get("state") == "dialling":
+        if peer.get("state") == "removed":
+            print(f"{who:<12}  removed    from {peer.get('share')} (csembed peers allow)")
+        elif peer.get("state") == "dialling":
             where = ", ".join(peer.get("addresses", []))
             what = peer.get("share") or f"attaching {peer.get('attaching')}"
             print(f"{who:<12}  dialling   {where}  ({peer.get('source')}) for {what}")

@@ -212,8 +212,13 @@ class ControlHandler:
         raise _unsupported("list_peers")
 
     async def remove_peer(self, path: str, peer: str) -> Mapping[str, Any] | None:
-        """Close the links of ``peer`` (a peer ID or its start) for the share at ``path``."""
+        """Remove ``peer`` (a peer ID or its start) from the share at ``path``: close its
+        links and sync that share with it no more."""
         raise _unsupported("remove_peer")
+
+    async def allow_peer(self, path: str, peer: str) -> Mapping[str, Any] | None:
+        """Undo ``remove_peer``."""
+        raise _unsupported("allow_peer")
 
     async def list_transfers(self) -> Sequence[Mapping[str, Any]]:
         """Transfers in progress, one JSON object each."""

@@ -168,6 +168,10 @@ class DaemonControl(ControlHandler):
     async def remove_peer(self, path: str, peer: str) -> Mapping[str, Any]:
         return await self.daemon.remove_peer(path, peer)
 
+    @_translated
+    async def allow_peer(self, path: str, peer: str) -> Mapping[str, Any]:
+        return await self.daemon.allow_peer(path, peer)
+
     async def list_transfers(self) -> Sequence[Mapping[str, Any]]:
         return self.daemon.transfers()
 

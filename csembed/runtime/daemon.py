@@ -77,6 +77,7 @@ from csembed.runtime.peer_finder import Club, DiscoverySettings, PeerFinder
 from csembed.runtime.peer_link import core_config
 from csembed.runtime.rate_limit import DaemonRateLimits
 from csembed.runtime.remote_reads import RemoteReads
+from csembed.runtime.removed_peers import RemovedPeers
 from csembed.runtime.settings import DaemonOptions, Settings
 from csembed.runtime.share_runtime import ShareRuntime
 from csembed.runtime.share_set import OpenShare, ShareSet
@@ -123,6 +124,7 @@ class Daemon:
         self.reads = RemoteReads(self.share_set.shares.get)
         self.contacts: dict[str, Contact] = {}
         self.attaches = AttachWatch()
+        self.removed = RemovedPeers(self.data)
         self._control: Any = None
         self._unix: Any = None
         self._serial_task: asyncio.Task[None] | None = None
@@ -153,6 +155,7 @@ class Daemon:
         from csembed.runtime.control_handler import DaemonControl
         self.data.create()
         self.settings.load()
+        self.removed.load()
         self._apply_rates()
         shares, pending = self.data.load_shares()
         for entry in shares:
@@ -420,6 +423,7 @@ class Daemon:
         share_id = share.entry.share_id
         await self._close_share(share)
         self.codes.drop_share(share_id)
+        self.removed.drop_share(share_id)
         self.data.remove_share_files(share_id)
         self.share_set.save()
         self.finder.update()
@@ -462,7 +466,18 @@ class Daemon:
         return share_id
 
     def link_ready(self, ready: Ready) -> None:
-        """A link carries its share; persist a code it spent (connection-manager hook)."""
+        """A link carries its share; persist a code it spent, close a removed peer's
+        link (connection-manager hook)."""
+        tag = ready.grant.tag
+        share_id = tag[1] if isinstance(tag, tuple) and tag[0] == "share" else None
+        if share_id is not None and self.removed.is_removed(share_id, ready.peer_id):
+            assert self.manager is not None
+            for record in self.manager.links_of(share_id):
+                if record.ready is not None and record.ready.peer_id == ready.peer_id:
+                    record.link.stream.abort()
+            log.info("closed a link of peer %s: removed from share %s", ready.peer_id[:8],
+                     share_id[:8])
+            return
         if ready.grant.kind is GrantKind.CODE_CREATOR:
             log.info("access code %s… redeemed by peer %s", ready.grant.id_hex[:12],
                      ready.peer_id[:8])
@@ -478,7 +493,8 @@ class Daemon:
             return Grant.code_holder(AccessCode.parse(attach.code), attach.peer_id,
                                      tag=("attach", attach.access_id))
         share = self.shares.get(target.club)
-        if share is None or share.runtime is None or target.level is None:
+        if share is None or share.runtime is None or target.level is None \
+                or self.removed.is_removed(target.club, target.peer_id):
             return None
         return Grant.share_key(share.keys, target.level, share.entry.peer_id,
                                tag=("share", share.entry.share_id))
@@ -528,22 +544,38 @@ class Daemon:
     # ------------------------------------------------------------------ peers
 
     async def remove_peer(self, path: str, peer: str) -> dict[str, Any]:
-        """Close the links of ``peer`` (a peer ID or its start) for the share at ``path``.
-
-        The share's keys are not changed, so a member holding them can come
-        back; this stops the current connection and the dialling of that peer.
-        """
+        """Remove ``peer`` (a peer ID or its start) from the share at ``path``: close its
+        links and never sync this share with it again (see
+        :mod:`csembed.runtime.removed_peers`)."""
         share = self.running_share(path)
         assert self.manager is not None
+        share_id = share.entry.share_id
         wanted = peer.strip().lower()
-        found = [r for r in self.manager.links_of(share.entry.share_id)
-                 if r.ready is not None and r.ready.peer_id.startswith(wanted)]
-        if len(wanted) < 4 or not found:
-            raise NoSuchPeer(f"no connected peer {peer[:40]!r} in {share.entry.path}")
-        for record in found:
-            record.link.stream.abort()
-        log.info("closed the link of peer %s for %s", peer[:8], share.entry.path)
-        return {"closed": len(found)}
+        known = {r.ready.peer_id for r in self.manager.links_of(share_id)
+                 if r.ready is not None}
+        known |= {p for t in self.manager.targets() if t.kind == "share"
+                  and t.club == share_id and (p := self.manager.peer_for(t)) is not None}
+        found = [p for p in known if p.startswith(wanted)] if len(wanted) >= 4 else []
+        if len(found) != 1:
+            raise NoSuchPeer(f"no known peer {peer[:40]!r} in {share.entry.path}" if not found
+                             else f"{len(found)} peers match {peer[:40]!r}; give more of it")
+        peer_id = found[0]
+        self.removed.remove(share_id, peer_id)
+        closed = 0
+        for record in self.manager.links_of(share_id):
+            if record.ready is not None and record.ready.peer_id == peer_id:
+                record.link.stream.abort()
+                closed += 1
+        log.info("removed peer %s from %s", peer_id[:8], share.entry.path)
+        return {"peer_id": peer_id, "closed": closed}
+
+    async def allow_peer(self, path: str, peer: str) -> dict[str, Any]:
+        """Undo :meth:`remove_peer`."""
+        share = self.running_share(path)
+        peer_id = self.removed.allow(share.entry.share_id, peer)
+        self.finder.reconcile()
+        log.info("peer %s may sync %s again", peer_id[:8], share.entry.path)
+        return {"peer_id": peer_id}
 
     # ------------------------------------------------------------------ status
 
@@ -621,8 +653,12 @@ class Daemon:
     def peers(self) -> list[dict[str, Any]]:
         """Connected peers and the ones we are trying to reach."""
         assert self.manager is not None
-        return peer_views(self.manager, {sid: s.entry.path for sid, s in self.shares.items()},
-                          {aid: a.path for aid, a in self.pending.items()})
+        paths = {sid: s.entry.path for sid, s in self.shares.items()}
+        removed = [{"peer_id": peer, "state": "removed", "share": path}
+                   for sid, path in paths.items() for peer in self.removed.of(sid)]
+        gone = {(r["share"], r["peer_id"]) for r in removed}
+        views = peer_views(self.manager, paths, {aid: a.path for aid, a in self.pending.items()})
+        return [v for v in views if (v.get("share"), v.get("peer_id")) not in gone] + removed
 
     def transfers(self) -> list[dict[str, Any]]:
         """Every file being fetched (or sent), in every share."""

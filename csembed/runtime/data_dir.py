@@ -10,6 +10,7 @@ directory (``--data-dir``; default ``$XDG_DATA_HOME/clearskies``, or
     shares.json              the shares (path, share ID, our peer ID, level) and the
                              attaches still waiting for their keys (they hold a code)
     codes.json               access codes we issued and their remaining uses
+    removed_peers.json       peers the user removed from a share (never synced with again)
     keys/<share id>.json     each share's keys
     shares/<share id>/       each share's local state (scan cache, archive, partials)
     databases/<share id>.sqlite3   each share's replicated records
@@ -54,6 +55,7 @@ __all__ = [
 
 SHARES_FORMAT: Final = "csembed-shares"
 CODES_FORMAT: Final = "csembed-codes"
+REMOVED_FORMAT: Final = "csembed-removed-peers"
 FILE_VERSION: Final = 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -272,6 +274,10 @@ class DataDir:
     def codes_path(self) -> Path:
         return self.root / "codes.json"
 
+    @property
+    def removed_path(self) -> Path:
+        return self.root / "removed_peers.json"
+
     def keys_path(self, share_id: str) -> Path:
         """Where a share's keys are kept (mode 0600)."""
         return self.root / "keys" / f"{share_id}.json"
@@ -404,3 +410,29 @@ class DataDir:
     def save_codes(self, codes: list[StoredCode]) -> None:
         self._write(self.codes_path, {"format": CODES_FORMAT, "version": FILE_VERSION,
                                       "codes": [asdict(c) for c in codes]})
+
+    # -- removed peers
+
+    def load_removed(self) -> dict[str, set[str]]:
+        """Share ID -> peer IDs the user removed from that share."""
+        data = self._read(self.removed_path, REMOVED_FORMAT)
+        if data is None:
+            return {}
+        removed = data.get("removed")
+        where = str(self.removed_path)
+        if not isinstance(removed, dict):
+            raise DataDirError(f"{where}: 'removed' must be an object")
+        out: dict[str, set[str]] = {}
+        for share_id, peers in removed.items():
+            if not _HEX64.fullmatch(str(share_id)) or not isinstance(peers, list):
+                raise DataDirError(f"{where}: malformed entry for {str(share_id)[:80]!r}")
+            try:
+                out[share_id] = {check_peer_id(p, where) for p in peers}
+            except KeyFormatError as exc:
+                raise DataDirError(str(exc)) from None
+        return out
+
+    def save_removed(self, removed: Mapping[str, set[str]]) -> None:
+        self._write(self.removed_path, {
+            "format": REMOVED_FORMAT, "version": FILE_VERSION,
+            "removed": {sid: sorted(peers) for sid, peers in removed.items() if peers}})
