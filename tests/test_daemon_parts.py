@@ -153,3 +153,29 @@ def test_the_peer_finder_does_not_know_the_daemon() -> None:
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                  for alias in node.names}
     assert not any(name and ("daemon" in name or "control" in name) for name in imported)
+
+
+def test_removed_peers_persist_and_refuse_bad_files(tmp_path: Path) -> None:
+    from csembed.runtime.data_dir import DataDirError
+    from csembed.runtime.removed_peers import RemovedPeers
+
+    data = DataDir(tmp_path)
+    data.create()
+    share_id = ShareKeys.generate().level(READ_ONLY).key_id_hex
+    assert share_id is not None
+    peer = new_peer_id()
+    removed = RemovedPeers(data)
+    removed.remove(share_id, peer)
+    again = RemovedPeers(data)
+    again.load()
+    assert again.is_removed(share_id, peer) and not again.is_removed(share_id, None)
+    with pytest.raises(errors.NoSuchPeer):
+        again.allow(share_id, "zz")
+    assert again.allow(share_id, peer[:6]) == peer
+    assert not again.is_removed(share_id, peer)
+    data.save_removed({share_id: {peer}})
+    data.removed_path.write_text('{"format": "csembed-removed-peers", "version": 1, '
+                                 '"removed": {"' + share_id + '": ["NOT-A-PEER"]}}')
+    data.removed_path.chmod(0o600)
+    with pytest.raises(DataDirError, match="hex digits"):
+        RemovedPeers(data).load()
