@@ -70,6 +70,10 @@ def test_data_dir_from_the_environment_units_sources_and_clear_errors(
 
     cli("stop")
     assert daemon.proc.wait(30) == 0
+    bad_log = cli("daemon", "--listen", "127.0.0.1:0", "--no-lan", "--log-file",
+                  "/proc/no/such/dir/daemon.log", check=False)
+    assert bad_log.returncode == 2 and "--log-file /proc/no/such/dir/daemon.log" in \
+        bad_log.stderr and "Traceback" not in bad_log.stderr, bad_log.stderr
     lines = log_file.read_text().splitlines()
     assert any("started: board wifi-piano" in line for line in lines), lines
     assert any("stopped" in line for line in lines)

@@ -29,12 +29,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["BURST", "WINDOW", "CollapsingHandler", "setup_logging"]
+from csembed.errors import CsembedError
+
+__all__ = ["BURST", "WINDOW", "CollapsingHandler", "LogFileError", "setup_logging"]
 
 WINDOW: Final = 60.0  #: seconds over which repeats are counted
 BURST: Final = 3  #: occurrences of one message written in full per window
 FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _NUMBERS: Final = re.compile(r"\d+")
+
+
+class LogFileError(CsembedError):
+    """The log file cannot be opened."""
 
 
 class _Plain:
@@ -141,8 +147,11 @@ def setup_logging(level: str, log_file: Path | None) -> CollapsingHandler:
     formatter = _OneLine(verbose=numeric <= logging.DEBUG)
     targets: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        targets.append(logging.FileHandler(log_file, encoding="utf-8"))
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            targets.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise LogFileError(f"--log-file {log_file}: {exc.strerror or exc}") from None
     for target in targets:
         target.setFormatter(formatter)
     handler = CollapsingHandler(targets)
