@@ -68,7 +68,8 @@ def test_cli_output_board_limits_and_cat_streaming_from_a_peer(procs: Procs) -> 
     assert not (pb / "big.wav").exists()
     text = b.cli("status").stdout
     assert "board tiny:" in text and "max file 64 KiB" in text
-    assert "not downloaded:" in text
+    assert "held back: over the size limit: /big.wav" in text, text
+    assert "1 file held back: over the size limit" in text, text
     status = json.loads(b.cli("status", "--json").stdout)
     assert status["board"]["max_file_size"] == 64 * 1024
 
@@ -91,7 +92,7 @@ def test_cli_output_board_limits_and_cat_streaming_from_a_peer(procs: Procs) -> 
     assert a.cli("transfers").stdout.strip() == "no transfers in progress"
     assert b.cli("config", "upload_limit", "2000000").stdout.strip() == "upload_limit = 2000000"
     assert b.cli("config", "upload_limit").stdout.strip() == "2000000"
-    assert "upload_limit = 2000000" in b.cli("config").stdout
+    assert "upload_limit       = 2000000 (2 MB/s)  (stored setting)" in b.cli("config").stdout
     bad = b.cli("config", "no_such_thing", "1", check=False)
     assert bad.returncode == 2 and "no_such_key" in bad.stderr
     assert b.cli("pause").stdout.strip() == "paused"

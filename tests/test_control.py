@@ -77,6 +77,32 @@ class RecordingHandler(ControlHandler):
                             upload_rate=12834, download_rate=1049292,
                             extra={"board": "wifi-piano"})
 
+    async def status_detail(self) -> DaemonStatus:
+        self._record("status_detail")
+        return DaemonStatus(paused=False, tracking=True, nat_punctured=False,
+                            upload_rate=1, download_rate=2,
+                            extra={"board": {"name": "wifi-piano"}})
+
+    async def list_codes(self) -> Sequence[Mapping[str, Any]]:
+        self._record("list_codes")
+        return [{"code": CODE, "mode": "read_only", "uses": 0}]
+
+    async def revoke_code(self, code: str) -> Mapping[str, Any] | None:
+        self._record("revoke_code", code=code)
+        return None
+
+    async def config_sources(self) -> Sequence[Mapping[str, Any]]:
+        self._record("config_sources")
+        return [{"key": "upload_limit", "value": 123, "source": "stored setting"}]
+
+    async def remove_peer(self, path: str, peer: str) -> Mapping[str, Any] | None:
+        self._record("remove_peer", path=path, peer=peer)
+        return {"closed": 1}
+
+    async def allow_peer(self, path: str, peer: str) -> Mapping[str, Any] | None:
+        self._record("allow_peer", path=path, peer=peer)
+        return None
+
     async def create_share(self, path: str) -> None:
         self._record("create_share", path=path)
         if path == "/forbidden":
@@ -91,8 +117,11 @@ class RecordingHandler(ControlHandler):
         return [ShareInfo("/home/a/Music", "synced", {"files": 350, "synced": True}),
                 ShareInfo("/home/a/From Dave", "syncing")]
 
-    async def add_share(self, code: str, path: str) -> None:
-        self._record("add_share", code=code, path=path)
+    async def add_share(self, code: str, path: str, merge: bool = True) -> None:
+        if merge:
+            self._record("add_share", code=code, path=path)
+        else:
+            self._record("add_share", code=code, path=path, merge=merge)
 
     async def remove_share(self, path: str) -> None:
         self._record("remove_share", path=path)
@@ -159,6 +188,21 @@ ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any
     ({"type": "status"},
      {"paused": False, "tracking": True, "nat_punctured": False, "upload_rate": 12834,
       "download_rate": 1049292, "board": "wifi-piano"}, ("status", {})),
+    ({"type": "status_detail"},
+     {"paused": False, "tracking": True, "nat_punctured": False, "upload_rate": 1,
+      "download_rate": 2, "board": {"name": "wifi-piano"}}, ("status_detail", {})),
+    ({"type": "list_codes"}, {"codes": [{"code": CODE, "mode": "read_only", "uses": 0}]},
+     ("list_codes", {})),
+    ({"type": "revoke_code", "code": "SYNCABC"}, {}, ("revoke_code", {"code": "SYNCABC"})),
+    ({"type": "config_sources"},
+     {"settings": [{"key": "upload_limit", "value": 123, "source": "stored setting"}]},
+     ("config_sources", {})),
+    ({"type": "remove_peer", "path": "/home/a/Music", "peer": "abcd"}, {"closed": 1},
+     ("remove_peer", {"path": "/home/a/Music", "peer": "abcd"})),
+    ({"type": "allow_peer", "path": "/home/a/Music", "peer": "abcd"}, {},
+     ("allow_peer", {"path": "/home/a/Music", "peer": "abcd"})),
+    ({"type": "add_share", "code": CODE, "path": "/home/b", "merge": False}, {},
+     ("add_share", {"code": CODE, "path": "/home/b", "merge": False})),
     ({"type": "create_share", "path": "/home/a/Documents"}, {},
      ("create_share", {"path": "/home/a/Documents"})),
     ({"type": "list_shares"},

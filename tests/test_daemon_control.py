@@ -75,6 +75,10 @@ def _exercise(chan: LineChannel, root: Path, tag: str) -> None:
     status = chan.ask({"type": "status"})
     for key in ("paused", "tracking", "nat_punctured", "upload_rate", "download_rate"):
         assert key in status, status
+    assert "board" not in status  # the detail has its own command
+    status = chan.ask({"type": "status_detail"})
+    for key in ("paused", "tracking", "nat_punctured", "upload_rate", "download_rate"):
+        assert key in status, status
     assert status["board"]["name"] == "wifi-piano"
     assert status["board"]["upload_limit"] == 1_000_000
     assert status["board"]["max_connections"] == 4
@@ -115,9 +119,9 @@ def _exercise(chan: LineChannel, root: Path, tag: str) -> None:
     assert chan.ask({"type": "set_config", "config": {"upload_limit": 12345,
                                                       "device_name": "piano"}}) == {}
     assert chan.ask({"type": "get_config_value", "key": "upload_limit"}) == {"value": 12345}
-    assert chan.ask({"type": "status"})["board"]["upload_limit"] == 12345
+    assert chan.ask({"type": "status_detail"})["board"]["upload_limit"] == 12345
     assert chan.ask({"type": "set_config_value", "key": "upload_limit", "value": None}) == {}
-    assert chan.ask({"type": "status"})["board"]["upload_limit"] == 1_000_000
+    assert chan.ask({"type": "status_detail"})["board"]["upload_limit"] == 1_000_000
     assert chan.ask({"type": "set_config_value", "key": "colour", "value": 1}
                     )["error"] == "no_such_key"
     assert chan.ask({"type": "get_config_value", "key": "colour"})["error"] == "no_such_key"

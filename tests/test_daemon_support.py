@@ -144,7 +144,7 @@ class Daemon(Proc):
             return client.call(command, **params)
 
     def status(self) -> dict[str, Any]:
-        return self.call("status")
+        return self.call("status_detail")
 
     def share(self, path: Path) -> dict[str, Any] | None:
         for share in self.call("list_shares")["shares"]:

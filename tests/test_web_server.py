@@ -16,7 +16,7 @@ from csembed.web.server import WebServer
 
 
 async def _control(request: dict[str, Any]) -> dict[str, Any]:
-    replies = {"status": {"paused": False, "shares": [{"path": "/m", "status": "synced"}]},
+    replies = {"status_detail": {"paused": False, "shares": [{"path": "/m", "status": "synced"}]},
                "list_peers": {"peers": []}, "list_transfers": {"transfers": []}}
     return replies.get(request["type"], {"error": "not_supported", "message": "no"})
 

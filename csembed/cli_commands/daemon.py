@@ -1,7 +1,11 @@
 """``csembed daemon``: run the sync daemon in the foreground.
 
-Logs go to stderr in a plain ``time level name: message`` format (journald
-adds its own time stamps; ``--log-level`` picks the detail). Once the daemon
+Logs go to stderr in a plain ``time level name: message`` format, one line
+per event with repeats collapsed (:mod:`csembed.cli_commands.daemon_log`;
+journald adds its own time stamps; ``--log-level`` picks the detail,
+``--log-file`` also appends them to a file). The data directory is
+``--data-dir``, else ``$CSEMBED_DATA_DIR``, else ``$XDG_DATA_HOME/clearskies``.
+Once the daemon
 listens and its control socket is ready it prints one line on stdout::
 
     csembed daemon ready: listening on 127.0.0.1:40121, control socket /…/control
@@ -15,15 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from csembed.board_profile import DEFAULT_BOARD, load_board
-from csembed.runtime.data_dir import default_data_dir, parse_host_port
+from csembed.cli_commands.daemon_log import setup_logging
+from csembed.runtime.data_dir import data_dir_source, default_data_dir, parse_host_port
 
 if TYPE_CHECKING:  # the daemon's modules load only when it runs: the CLI stays quick
     from csembed.runtime.daemon import DaemonOptions
@@ -37,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Run the csembed daemon: sync every share, answer peers and the "
                     "control socket, until stopped (SIGTERM, SIGINT or 'csembed stop').")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                   help="shares, keys, config and the control socket "
-                        f"(default {default_data_dir()})")
+                   help="shares, keys, config and the control socket (default "
+                        "$CSEMBED_DATA_DIR, else $XDG_DATA_HOME/clearskies)")
     p.add_argument("--board", default=DEFAULT_BOARD, metavar="NAME|FILE",
                    help="board profile whose limits to obey (default %(default)s)")
     p.add_argument("--listen", default="0.0.0.0:40121", metavar="HOST:PORT",
@@ -62,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    "$CSEMBED_WEB_PASSWORD, else the 'web_password' setting)")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"), help="default %(default)s")
+    p.add_argument("--log-file", type=Path, default=None, metavar="FILE",
+                   help="also append the log to FILE (one line per event)")
     p.set_defaults(handler=run)
 
 
@@ -82,14 +87,17 @@ def options_from(args: argparse.Namespace) -> DaemonOptions:
         else parse_serial_spec(args.control_serial),
         web=None if args.web is None else parse_host_port(args.web, "--web"),
         web_password=args.web_password,
+        data_dir_source=data_dir_source(args.data_dir),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(options))
+    handler = setup_logging(args.log_level, args.log_file)
+    try:
+        asyncio.run(_serve(options))
+    finally:
+        handler.close()
     return 0
 
 

@@ -1,8 +1,8 @@
 """The CLI commands that drive a running daemon through its control socket.
 
-``share``, ``attach``, ``list``, ``status``, ``peers``, ``transfers``,
-``pause``, ``resume``, ``stop``, ``detach``, ``cat``, ``rescan`` and
-``config``. Each takes ``--data-dir`` (to find ``<data dir>/control``) and
+``share``, ``attach``, ``list``, ``status``, ``peers``, ``codes``,
+``transfers``, ``pause``, ``resume``, ``stop``, ``detach``, ``cat``,
+``rescan`` and ``config``. Each takes ``--data-dir`` (to find ``<data dir>/control``) and
 ``--json`` (print the daemon's reply as JSON instead of text). Nothing here
 touches shares directly: every action is a control command, so what the CLI
 can do, a GUI or a host on a serial line can do too.
@@ -23,22 +23,34 @@ from pathlib import Path
 from typing import Any
 
 from csembed.access_code import AccessCode
+from csembed.cli_commands.status_text import (
+    RateMeter,
+    UploadMeter,
+    render_status,
+    share_progress,
+    transfer_line,
+)
 from csembed.control.client import ControlClient
 from csembed.control.errors import ControlClientError, ControlReplyError
 from csembed.errors import CsembedError
 from csembed.runtime.data_dir import default_data_dir
 from csembed.units import format_rate, format_size, parse_duration
 
-__all__ = ["NoDaemonError", "register"]
+__all__ = ["NoDaemonError", "UsageError", "register", "render_status"]
 
 
 class NoDaemonError(CsembedError):
     """No daemon answers on the control socket."""
 
 
+class UsageError(CsembedError):
+    """A command-line value that cannot be used; the message says what is expected."""
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                   help=f"the daemon's data directory (default {default_data_dir()})")
+                   help="the daemon's data directory (default $CSEMBED_DATA_DIR, else "
+                        "$XDG_DATA_HOME/clearskies)")
     p.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
 
 
@@ -59,17 +71,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("attach", help="join a share with an access code",
                               description="Join the share an access code was made for, "
                               "syncing it into PATH.")
-    p.add_argument("code", help="the access code (or its clearskies:// URL)")
-    p.add_argument("path", help="where to keep the share (created if missing)")
+    p.add_argument("code", help="the access code (or its clearskies:// URL); with "
+                   "--cancel, the path of the attach to cancel")
+    p.add_argument("path", nargs="?", help="where to keep the share (created if missing)")
+    p.add_argument("--cancel", action="store_true",
+                   help="cancel the attach waiting at the path given")
     p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                    help="how long to wait for the share's keys (default %(default)s; "
                         "0: do not wait)")
+    p.add_argument("--merge", action="store_true",
+                   help="PATH may already hold files: they stay and join the share")
     _common(p)
     p.set_defaults(handler=run_attach)
 
+    p = subparsers.add_parser("peers", help="list peers, or remove one from a share",
+                              description="Without arguments: connected and known peers, "
+                              "with their device names. 'peers remove SHARE_PATH PEER': this "
+                              "device closes that peer's connection and never syncs the "
+                              "share with it again (PEER: its ID or the start of it, as "
+                              "listed; it keeps its copy and keys, and other members may "
+                              "still sync with it). 'peers allow SHARE_PATH PEER' undoes it.")
+    p.add_argument("action", nargs="?", choices=("remove", "allow"))
+    p.add_argument("share_path", nargs="?")
+    p.add_argument("peer", nargs="?")
+    _common(p)
+    p.set_defaults(handler=run_peers)
+
+    p = subparsers.add_parser("codes", help="list issued access codes, or revoke one",
+                              description="Without arguments: the access codes this daemon "
+                              "issued (mode, uses, expiry) and the last ones that ended. "
+                              "'codes revoke CODE': stop CODE (or the start of it) working now.")
+    p.add_argument("action", nargs="?", choices=("revoke",))
+    p.add_argument("code", nargs="?")
+    _common(p)
+    p.set_defaults(handler=run_codes)
+
+    p = subparsers.add_parser("transfers", help="list transfers in progress",
+                              description="List transfers in progress (downloads and "
+                              "uploads). With --watch: one updating line per transfer "
+                              "on a terminal, plain lines otherwise.")
+    p.add_argument("--watch", action="store_true", help="keep showing progress until "
+                   "interrupted (or, with --until-idle, until nothing is moving)")
+    p.add_argument("--until-idle", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    _common(p)
+    p.set_defaults(handler=run_transfers)
+
     for name, help_text in (("list", "list the shares"),
-                            ("peers", "list connected and known peers"),
-                            ("transfers", "list transfers in progress"),
                             ("pause", "suspend syncing"), ("resume", "resume syncing"),
                             ("stop", "stop the daemon")):
         p = subparsers.add_parser(name, help=help_text, description=help_text.capitalize()
@@ -87,7 +135,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run_status)
 
     p = subparsers.add_parser("detach", help="stop syncing a share (its files stay)",
-                              description="Stop syncing the share at PATH; its files stay.")
+                              description="Stop syncing the share at PATH (or cancel the "
+                              "attach waiting there); its files stay.")
     p.add_argument("path")
     _common(p)
     p.set_defaults(handler=run_detach)
@@ -99,7 +148,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("share_path")
     p.add_argument("file", help="path of the file inside the share")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                   help=f"the daemon's data directory (default {default_data_dir()})")
+                   help="the daemon's data directory (default $CSEMBED_DATA_DIR, else "
+                        "$XDG_DATA_HOME/clearskies)")
     p.set_defaults(handler=run_cat, json=False)
 
     p = subparsers.add_parser("rescan", help="look for local changes now",
@@ -109,8 +159,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run_rescan)
 
     p = subparsers.add_parser("config", help="show or change the daemon's settings",
-                              description="Without KEY: every setting. With KEY: its value. "
-                              "With KEY VALUE: set it (VALUE is JSON, or a plain string).")
+                              description="Without KEY: every setting in force and where it "
+                              "comes from (command line, board or stored setting). With KEY: "
+                              "its value. With KEY VALUE: set it (VALUE is JSON or plain "
+                              "text; rates take units, e.g. '500KB' or '1 MB/s', durations "
+                              "e.g. '5 min'; 'null' restores the board's).")
     p.add_argument("key", nargs="?")
     p.add_argument("value", nargs="?")
     _common(p)
@@ -171,12 +224,24 @@ def _simple(args: argparse.Namespace, command: str, done: str, **params: Any) ->
 # -- commands -----------------------------------------------------------------------------
 
 
+def _expires(text: str) -> float | None:
+    """``--expires``: a duration, or never."""
+    if text.strip().lower() in ("never", "none", "0"):
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise UsageError(f"--expires {text[:40]!r}: expected a duration such as 30min, 24h "
+                         "or 7d, or 'never'") from None
+    if not 0 < seconds < 1e9:
+        raise UsageError(f"--expires {text[:40]!r}: must be more than 0 and less than about "
+                         "31 years (or 'never')")
+    return seconds
+
+
 def run_share(args: argparse.Namespace) -> int:
     path = _abs(args.path)
-    if args.expires.strip().lower() in ("never", "none", "0"):
-        expires = None
-    else:
-        expires = parse_duration(args.expires)
+    expires = _expires(args.expires)
     mode = args.mode.replace("-", "_")
     with connected(args) as daemon:
         shares = daemon.call("list_shares")["shares"]
@@ -209,33 +274,98 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+def _entry_at(daemon: ControlClient, path: str) -> dict[str, Any] | None:
+    shares = daemon.call("list_shares")["shares"]
+    return next((s for s in shares if s["path"] == os.path.realpath(path)), None)
+
+
+def _ask(question: str) -> bool:
+    """Ask on the terminal; ``False`` when there is no one to ask."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _cancel_attach(args: argparse.Namespace, path: str) -> int:
+    with connected(args) as daemon:
+        entry = _entry_at(daemon, path)
+        if entry is None or entry["status"] not in ("attaching", "attach_failed"):
+            raise UsageError(f"no attach is waiting at {path}" + (
+                " (it is a share; `csembed detach` stops syncing it)" if entry else ""))
+        daemon.call("remove_share", path=path)
+    if args.json:
+        _print_json({"path": path, "status": "cancelled"})
+    else:
+        print(f"cancelled the attach of {path}")
+    return 0
+
+
 def run_attach(args: argparse.Namespace) -> int:
+    if args.cancel:
+        return _cancel_attach(args, _abs(args.path or args.code))
+    if args.path is None:
+        raise UsageError("attach needs a CODE and a PATH")
     path = _abs(args.path)
     with connected(args) as daemon:
-        daemon.call("add_share", code=args.code, path=path)
+        try:
+            daemon.call("add_share", code=args.code, path=path, merge=args.merge)
+        except ControlReplyError as exc:
+            if exc.code != "folder_not_empty":
+                raise
+            if not _ask(f"{exc.message}\nMerge?"):
+                raise UsageError(exc.message) from None
+            daemon.call("add_share", code=args.code, path=path, merge=True)
+        if args.timeout <= 0:
+            if args.json:
+                _print_json(_entry_at(daemon, path) or {"path": path, "status": "attaching"})
+            else:
+                print(f"attaching {path}; the daemon keeps looking for the share's creator "
+                      "(see `csembed list`)")
+            return 0
         if not args.json:
             print(f"attaching {path}; looking for the share's creator…", flush=True)
         deadline = time.monotonic() + args.timeout
         entry: dict[str, Any] | None = None
-        while args.timeout > 0:
-            shares = daemon.call("list_shares")["shares"]
-            entry = next((s for s in shares if s["path"] == os.path.realpath(path)), None)
+        said = ""
+        while True:
+            entry = _entry_at(daemon, path)
             if entry is None or entry["status"] != "attaching":
                 break
+            state, reason = entry.get("attach_state"), entry.get("reason") or ""
+            if state == "refused":
+                daemon.call("remove_share", path=path)
+                if args.json:
+                    _print_json(entry)
+                else:
+                    print(f"attach failed: {reason}; gave up (nothing was attached)")
+                return 1
+            if reason and reason != said and state in ("unreachable", "looking") \
+                    and not args.json:
+                print(f"  {reason}", flush=True)
+                said = reason
             if time.monotonic() > deadline:
                 if args.json:
-                    _print_json({"path": path, "status": "attaching"})
+                    _print_json(entry)
                 else:
                     print(f"still waiting for the share's keys after {args.timeout:g} s; "
-                          "the daemon keeps trying (see `csembed list`)")
+                          "the daemon keeps trying (see `csembed list`; "
+                          f"`csembed attach --cancel {path}` gives up)")
                 return 1
             time.sleep(0.2)
     if args.json:
-        _print_json(entry or {"path": path, "status": "attaching"})
-    elif entry is None:
-        print("the attach was cancelled")
+        _print_json(entry or {"path": path, "status": "cancelled"})
+        return 0 if entry is not None and entry["status"] != "attach_failed" else 1
+    if entry is None:
+        print(f"the attach of {path} was cancelled (by `csembed attach --cancel` or "
+              "`csembed detach`)")
         return 1
-    elif entry["status"] != "attaching":
+    if entry["status"] == "attach_failed":
+        print(f"attach failed: {entry.get('reason')}")
+        return 1
+    if entry["status"] != "attaching":
         print(f"joined: {path} ({entry.get('access_level', '?').replace('_', '-')}); "
               "syncing — see `csembed status`")
     return 0
@@ -250,67 +380,28 @@ def run_list(args: argparse.Namespace) -> int:
         print("no shares; `csembed share PATH` starts one, `csembed attach CODE PATH` "
               "joins one")
         return 0
-    print(f"{'STATUS':<10} {'ACCESS':<11} {'PEERS':>5} {'TO SYNC':>16}  PATH")
+    print(f"{'STATUS':<14} {'ACCESS':<11} {'PEERS':>5} {'TO SYNC':>16}  PATH")
     for share in shares:
         todo = ""
         if share.get("files_to_sync"):
             todo = f"{share['files_to_sync']} / {format_size(share.get('bytes_to_sync', 0))}"
         level = str(share.get("access_level", "")).replace("_", "-")
-        print(f"{share['status']:<10} {level:<11} {share.get('peers', 0):>5} {todo:>16}  "
-              f"{share['path']}")
+        line = (f"{share['status']:<14} {level:<11} {share.get('peers', 0):>5} {todo:>16}  "
+                f"{share['path']}")
+        why = "; ".join(share.get("missing") or [])
+        if not why and share["status"] in ("attaching", "attach_failed", "error"):
+            why = share.get("reason") or ""
+        if share.get("problem_count"):
+            why = "; ".join(filter(None, [why, f"{share['problem_count']} problem(s), "
+                                               "see `csembed status`"]))
+        print(line + (f"  ({why})" if why else ""))
     return 0
-
-
-def _bar(done: int, total: int, width: int = 24) -> str:
-    fraction = 1.0 if total <= 0 else min(1.0, done / total)
-    filled = int(round(fraction * width))
-    return "[" + "#" * filled + "-" * (width - filled) + f"] {fraction * 100:5.1f}%"
-
-
-def render_status(reply: dict[str, Any]) -> str:
-    """The ``status`` reply as text for people."""
-    lines = []
-    board = reply.get("board", {})
-    state = "paused" if reply.get("paused") else "running"
-    tracker = reply.get("tracker")
-    lines.append(f"daemon {state}, {reply.get('software', '')}, listening on "
-                 f"{reply.get('listen', '?')}, {reply.get('connections', 0)} connection(s)")
-    track = "no tracker" if not tracker else (
-        f"tracker {tracker['address']} ({tracker['state']})")
-    lines.append(f"discovery: {track}; LAN broadcast "
-                 f"{'on' if reply.get('lan_broadcast') else 'off'}")
-    lines.append(f"measured rates: up {format_size(reply.get('upload_rate', 0))}/s, "
-                 f"down {format_size(reply.get('download_rate', 0))}/s")
-    if board:
-        limits = ", ".join(f"{k} {v}" for k, v in board.get("summary", {}).items())
-        lines.append(f"board {board.get('name')}: {limits}")
-        lines.append(f"  limits now: up {format_rate(board.get('upload_limit', 0))}, "
-                     f"down {format_rate(board.get('download_limit', 0))}, "
-                     f"{board.get('max_connections')} connections, "
-                     f"{board.get('max_open_transfers')} transfers")
-    for share in reply.get("shares", []):
-        line = f"share {share['path']}: {share['status']}"
-        if share.get("peers") is not None:
-            line += f", {share['peers']} peer(s)"
-        if share.get("files_to_sync"):
-            line += (f", {share['files_to_sync']} file(s) / "
-                     f"{format_size(share.get('bytes_to_sync', 0))} to sync")
-        if share.get("reason"):
-            line += f" ({share['reason']})"
-        lines.append(line)
-        for transfer in share.get("transfers", []):
-            lines.append(f"    {_bar(transfer['done'], transfer['total'])} "
-                         f"{format_size(transfer['done'])} / {format_size(transfer['total'])}"
-                         f"  {transfer['key']}")
-        for limit in share.get("limits", [])[:5]:
-            lines.append(f"    not downloaded: {limit['message']}")
-    return "\n".join(lines)
 
 
 def run_status(args: argparse.Namespace) -> int:
     with connected(args) as daemon:
         if not args.watch:
-            reply = daemon.call("status")
+            reply = daemon.call("status_detail")
             if args.json:
                 _print_json(reply)
             else:
@@ -319,7 +410,7 @@ def run_status(args: argparse.Namespace) -> int:
         tty = sys.stdout.isatty()
         try:
             while True:
-                reply = daemon.call("status")
+                reply = daemon.call("status_detail")
                 if args.json:
                     print(json.dumps(reply, sort_keys=True), flush=True)
                 else:
@@ -337,6 +428,22 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_peers(args: argparse.Namespace) -> int:
+    if args.action is not None:
+        if not args.share_path or not args.peer:
+            raise UsageError(f"peers {args.action} needs SHARE_PATH and PEER "
+                             "(see `csembed peers`)")
+        path = _abs(args.share_path)
+        reply = _query(args, f"{args.action}_peer", path=path, peer=args.peer)
+        if reply is None:
+            return 0
+        who = reply["peer_id"][:12]
+        if args.action == "remove":
+            print(f"removed peer {who} from {path}: closed {reply.get('closed', 0)} "
+                  "connection(s); this device will not sync the share with it again "
+                  f"(`csembed peers allow {path} {who}` undoes it)")
+        else:
+            print(f"peer {who} may sync {path} again")
+        return 0
     reply = _query(args, "list_peers")
     if reply is None:
         return 0
@@ -344,28 +451,124 @@ def run_peers(args: argparse.Namespace) -> int:
         print("no peers known yet")
     for peer in reply["peers"]:
         who = (peer.get("peer_id") or "?")[:12]
-        if peer.get("state") == "dialling":
+        if peer.get("state") == "removed":
+            print(f"{who:<12}  removed    from {peer.get('share')} (csembed peers allow)")
+        elif peer.get("state") == "dialling":
             where = ", ".join(peer.get("addresses", []))
             what = peer.get("share") or f"attaching {peer.get('attaching')}"
             print(f"{who:<12}  dialling   {where}  ({peer.get('source')}) for {what}")
         else:
             level = str(peer.get("access_level") or "").replace("_", "-")
-            print(f"{who:<12}  {peer.get('state', ''):<10} {peer.get('address')} "
+            name = f'"{peer["name"]}" ' if peer.get("name") else ""
+            print(f"{who:<12}  {name}{peer.get('state', '')} {peer.get('address')} "
                   f"{peer.get('direction')} {level} {peer.get('software') or ''} "
                   f"for {peer.get('share')}")
     return 0
 
 
-def run_transfers(args: argparse.Namespace) -> int:
-    reply = _query(args, "list_transfers")
+def _when(wall: float | None) -> str:
+    if wall is None:
+        return "never expires"
+    left = wall - time.time()
+    if left <= 0:
+        return "expired"
+    if left < 60:
+        return f"expires in {left:.0f} s"
+    return f"expires in {_duration(round(left / 60) * 60)}"
+
+
+def run_codes(args: argparse.Namespace) -> int:
+    if args.action == "revoke":
+        if not args.code:
+            raise UsageError("codes revoke needs a CODE (or the start of one; see "
+                             "`csembed codes`)")
+        reply = _query(args, "revoke_code", code=args.code)
+        if reply is not None:
+            print(f"revoked {reply['code']} ({reply['mode'].replace('_', '-')}); it no longer "
+                  "works")
+        return 0
+    reply = _query(args, "list_codes")
     if reply is None:
         return 0
-    if not reply["transfers"]:
-        print("no transfers in progress")
-    for transfer in reply["transfers"]:
-        print(f"{_bar(transfer['done'], transfer['total'])}  {transfer['share']}"
-              f"{transfer['key']}")
+    codes = reply["codes"]
+    if not codes:
+        print("no access codes issued; `csembed share PATH` makes one")
+    for code in codes:
+        mode = str(code.get("mode") or "").replace("_", "-")
+        if code.get("state") == "live":
+            uses = f"used {code['uses']} of " + (
+                "unlimited" if code.get("max_uses") is None else str(code["max_uses"]))
+            print(f"{code['code']}  {mode:<10} {uses}, {_when(code.get('expires_at'))}  "
+                  f"{code.get('path') or ''}")
+        else:
+            print(f"{code['code']}  {mode:<10} {code.get('state')}  {code.get('path') or ''}")
     return 0
+
+
+def run_transfers(args: argparse.Namespace) -> int:
+    if not args.watch:
+        reply = _query(args, "list_transfers")
+        if reply is None:
+            return 0
+        if not reply["transfers"]:
+            print("no transfers in progress")
+        for transfer in reply["transfers"]:
+            print(transfer_line(transfer, None))
+        return 0
+    return _watch_transfers(args)
+
+
+def _watch_transfers(args: argparse.Namespace) -> int:
+    """One updating line per transfer on a terminal; plain lines otherwise."""
+    tty = sys.stdout.isatty()
+    meter = RateMeter()
+    uploads = UploadMeter()
+    shown = 0
+    last_plain: dict[str, int] = {}
+    seen_any = False
+    with connected(args) as daemon:
+        try:
+            while True:
+                transfers = daemon.call("list_transfers")["transfers"]
+                shares = daemon.call("list_shares")["shares"]
+                lines: list[tuple[str, int, str]] = []
+                for t in transfers:
+                    key = f"{t.get('direction')}:{t.get('share')}{t.get('key')}"
+                    done, total = int(t.get("done", 0)), int(t.get("total", 0))
+                    tenth = 10 if total <= 0 else min(10, done * 10 // total)
+                    lines.append((key, tenth, transfer_line(t, meter.rate(key, done))))
+                for share in shares:
+                    progress = share_progress(share)
+                    if progress:
+                        lines.append((f"share:{share['path']}", 0,
+                                      f"  {share['path']}: {progress}"))
+                    line = uploads.line(share)
+                    if line is not None:
+                        lines.append(line)
+                if tty:
+                    if shown:
+                        sys.stdout.write(f"\x1b[{shown}F")
+                    width = shutil.get_terminal_size().columns
+                    for _, _, text in lines:
+                        sys.stdout.write("\x1b[2K" + text[:width - 1] + "\n")
+                    for _ in range(shown - len(lines)):
+                        sys.stdout.write("\x1b[2K\n")
+                    shown = max(shown, len(lines))
+                else:
+                    for key, tenth, text in lines:
+                        # A plain line when a transfer starts and at each tenth done.
+                        if last_plain.get(key) != tenth:
+                            last_plain[key] = tenth
+                            sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+                seen_any = seen_any or bool(transfers)
+                if args.until_idle and seen_any and not transfers and \
+                        not any(s.get("files_to_sync") for s in shares):
+                    print("all transfers done")
+                    return 0
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
 
 
 def run_pause(args: argparse.Namespace) -> int:
@@ -382,7 +585,16 @@ def run_stop(args: argparse.Namespace) -> int:
 
 def run_detach(args: argparse.Namespace) -> int:
     path = _abs(args.path)
-    return _simple(args, "remove_share", f"stopped syncing {path} (its files stay)", path=path)
+    with connected(args) as daemon:
+        entry = _entry_at(daemon, path)
+        daemon.call("remove_share", path=path)
+    if args.json:
+        _print_json({})
+    elif entry is not None and entry["status"] in ("attaching", "attach_failed"):
+        print(f"cancelled the attach of {path}")
+    else:
+        print(f"stopped syncing {path} (its files stay)")
+    return 0
 
 
 def run_rescan(args: argparse.Namespace) -> int:
@@ -412,28 +624,40 @@ def run_cat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def run_config(args: argparse.Namespace) -> int:
     with connected(args) as daemon:
         if args.key is None:
-            reply = daemon.call("get_config")
+            reply = daemon.call("config_sources")
             if args.json:
+                reply["stored"] = daemon.call("get_config")["config"]
                 _print_json(reply)
-            else:
-                for key, value in sorted(reply["config"].items()):
-                    print(f"{key} = {json.dumps(value)}")
+                return 0
+            width = max(len(s["key"]) for s in reply["settings"])
+            for setting in reply["settings"]:
+                value = setting["value"]
+                if setting["key"] in ("upload_limit", "download_limit") and \
+                        isinstance(value, int):
+                    value = f"{value} ({format_rate(value)})"
+                elif value is None:
+                    value = "none"
+                print(f"{setting['key']:<{width}} = {_shown(value)}  ({setting['source']})")
             return 0
         if args.value is None:
             value = daemon.call("get_config_value", key=args.key)["value"]
-            print(json.dumps(value) if args.json else (
-                value if isinstance(value, str) else json.dumps(value)))
+            print(json.dumps(value) if args.json else _shown(value))
             return 0
         try:
             parsed = json.loads(args.value)
         except ValueError:
             parsed = args.value
         daemon.call("set_config_value", key=args.key, value=parsed)
+        stored = daemon.call("get_config_value", key=args.key)["value"]
     if args.json:
-        _print_json({})
+        _print_json({"key": args.key, "value": stored})
     else:
-        print(f"{args.key} = {json.dumps(parsed)}")
+        print(f"{args.key} = {json.dumps(stored)}")
     return 0

@@ -213,7 +213,7 @@ def _scenario(demo: _Demo, base: Path) -> bool:
     last = [""]
 
     def progress() -> None:
-        status = demo.call("laptop", "status")
+        status = demo.call("laptop", "status_detail")
         for share in status["shares"]:
             if share.get("transfers"):
                 line = ", ".join(f"{t['key'].rsplit('/', 1)[-1]}: {t['done']:,} of "

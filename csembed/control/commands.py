@@ -83,6 +83,12 @@ def _any(command: str, name: str, value: Any) -> Any:
     return value
 
 
+def _flag(command: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(command, name, f"must be true or false, not {_json_type(value)}")
+    return value
+
+
 def _file(command: str, name: str, value: Any) -> str:
     # A path inside a share, relative to its root (a leading "/" is allowed).
     return _text(command, name, value, MAX_PATH)
@@ -231,10 +237,14 @@ COMMANDS: Final[dict[str, Command]] = _table([
     Command("stop", (), _empty, "shut the daemon down"),
     Command("pause", (), _empty, "suspend syncing"),
     Command("resume", (), _empty, "resume syncing"),
-    Command("status", (), _status, "paused, tracking, nat_punctured, upload/download rates"),
+    Command("status", (), _status, "paused, tracking, nat_punctured, upload/download rates "
+            "and a few counts (a reply well under 1 KiB)"),
+    Command("status_detail", (), _status, "status plus board, discovery and every share's "
+            "progress and problems"),
     Command("create_share", (Arg("path", _path),), _empty, "share a local directory"),
     Command("list_shares", (), _shares, "every share with its path and status"),
-    Command("add_share", (Arg("code", _text), Arg("path", _path)), _empty,
+    Command("add_share", (Arg("code", _text), Arg("path", _path),
+                          Arg("merge", _flag, required=False)), _empty,
             "join a remote share with an access code"),
     Command("remove_share", (Arg("path", _path),), _empty, "stop sharing a directory"),
     Command("create_access_code",
@@ -242,12 +252,20 @@ COMMANDS: Final[dict[str, Command]] = _table([
              Arg("max_uses", _integer(1, nullable=True), required=False),
              Arg("expires", _seconds, required=False)),
             _access_code, "make an access code for a share"),
+    Command("list_codes", (), _listing("codes"), "issued access codes: mode, uses, expiry"),
+    Command("revoke_code", (Arg("code", _text),), _empty, "revoke an issued access code"),
     Command("get_config", (), _config, "the whole configuration"),
+    Command("config_sources", (), _listing("settings"),
+            "every setting in force and where it comes from"),
     Command("set_config", (Arg("config", _object),), _empty, "set several configuration keys"),
     Command("get_config_value", (Arg("key", _text),), _value, "one configuration value"),
     Command("set_config_value", (Arg("key", _text), Arg("value", _any)), _empty,
             "set one configuration value"),
     Command("list_peers", (), _listing("peers"), "known peers"),
+    Command("remove_peer", (Arg("path", _path), Arg("peer", _text)), _empty,
+            "stop syncing one share with a peer"),
+    Command("allow_peer", (Arg("path", _path), Arg("peer", _text)), _empty,
+            "undo remove_peer"),
     Command("list_transfers", (), _listing("transfers"), "transfers in progress"),
     Command("rescan", (Arg("path", _path, required=False),), _rescan,
             "look for local changes now, in one share or all"),

@@ -146,6 +146,10 @@ class ControlHandler:
         """Connection and transfer status."""
         raise _unsupported("status")
 
+    async def status_detail(self) -> DaemonStatus:
+        """``status`` with everything else the daemon reports (board, shares, problems)."""
+        raise _unsupported("status_detail")
+
     async def create_share(self, path: str) -> None:
         """Start sharing the directory at absolute ``path``."""
         raise _unsupported("create_share")
@@ -154,8 +158,11 @@ class ControlHandler:
         """Every share, one :class:`ShareInfo` each."""
         raise _unsupported("list_shares")
 
-    async def add_share(self, code: str, path: str) -> None:
-        """Join a remote share with access ``code``, syncing into absolute ``path``."""
+    async def add_share(self, code: str, path: str, merge: bool = True) -> None:
+        """Join a remote share with access ``code``, syncing into absolute ``path``.
+
+        ``merge=False`` refuses a folder that already holds files.
+        """
         raise _unsupported("add_share")
 
     async def remove_share(self, path: str) -> None:
@@ -171,6 +178,18 @@ class ControlHandler:
         ``expires`` seconds (``None``: no expiry).
         """
         raise _unsupported("create_access_code")
+
+    async def list_codes(self) -> Sequence[Mapping[str, Any]]:
+        """Issued access codes, one JSON object each."""
+        raise _unsupported("list_codes")
+
+    async def revoke_code(self, code: str) -> Mapping[str, Any] | None:
+        """Revoke the issued code ``code`` (its text or its start)."""
+        raise _unsupported("revoke_code")
+
+    async def config_sources(self) -> Sequence[Mapping[str, Any]]:
+        """Every setting in force: ``key``, ``value`` and ``source``."""
+        raise _unsupported("config_sources")
 
     async def get_config(self) -> Mapping[str, Any]:
         """The whole configuration as a JSON object."""
@@ -191,6 +210,15 @@ class ControlHandler:
     async def list_peers(self) -> Sequence[Mapping[str, Any]]:
         """Known peers, one JSON object each."""
         raise _unsupported("list_peers")
+
+    async def remove_peer(self, path: str, peer: str) -> Mapping[str, Any] | None:
+        """Remove ``peer`` (a peer ID or its start) from the share at ``path``: close its
+        links and sync that share with it no more."""
+        raise _unsupported("remove_peer")
+
+    async def allow_peer(self, path: str, peer: str) -> Mapping[str, Any] | None:
+        """Undo ``remove_peer``."""
+        raise _unsupported("allow_peer")
 
     async def list_transfers(self) -> Sequence[Mapping[str, Any]]:
         """Transfers in progress, one JSON object each."""

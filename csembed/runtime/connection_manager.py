@@ -76,6 +76,10 @@ class LinkHooks(Protocol):
     def grant_for(self, target: Target) -> Grant | None:
         """The grant to dial ``target`` with, or ``None`` if it is no longer wanted."""
 
+    def dial_ended(self, target: Target, record: LinkRecord | None) -> None:
+        """A dial of ``target`` ended: ``None`` if no address answered, else the link
+        (``record.ready`` is ``None`` if the handshake failed; ``record.ended`` says why)."""
+
 
 @dataclass(frozen=True)
 class Target:
@@ -113,6 +117,7 @@ class LinkRecord:
     ready: Ready | None = None
     ready_at: float | None = None
     task: asyncio.Task[Any] | None = None
+    ended: str | None = None  #: why the link ended, once it has
 
     def describe(self) -> dict[str, Any]:
         """A JSON object for ``list_peers``."""
@@ -190,7 +195,7 @@ class ConnectionManager:
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Accept peer connections on ``host:port``; returns the bound address."""
-        self._server = await serve(host, port, self.registry, self._accepted, self.core,
+        self._server = await serve(host, port, self.registry, self._accepted, lambda: self.core,
                                    limiter=self._auth_limiter)
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
@@ -282,11 +287,13 @@ class ConnectionManager:
         result = None
         try:
             result = await record.link.run()
+            record.ended = result.reason
             log.info("connection %s ended: %s", record.address, result.reason)
         except asyncio.CancelledError:
             record.link.stream.abort()
             raise
         except Exception as exc:
+            record.ended = str(exc) or type(exc).__name__
             log.warning("connection %s failed: %r", record.address, exc)
             record.link.stream.abort()
         finally:
@@ -337,6 +344,9 @@ class ConnectionManager:
                 await self._changed.wait()
                 continue
             record = await self._dial_once(target, grant)
+            report = getattr(self.hooks, "dial_ended", None)
+            if report is not None:
+                report(target, record)
             if record is not None and record.ready is not None and target.peer_id is None:
                 self._learned[key] = record.ready.peer_id
             if record is not None and record.ready_at is not None \

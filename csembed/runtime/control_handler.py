@@ -6,21 +6,22 @@ Theory of operation
 on a running :class:`~csembed.runtime.daemon.Daemon`, served by a plain
 :class:`~csembed.control.server.ControlServer`: the server has already
 checked each request against the command table
-(:mod:`csembed.control.commands`, which also holds the optional arguments
-``max_uses``/``expires`` of ``create_access_code`` and the commands
-``rescan`` and ``read_file``), so each method only does the work and returns
-the value the table turns into the reply.
+(:mod:`csembed.control.commands`), so each method only does the work and
+returns the value the table turns into the reply.
 
-Errors follow control.md: ``invalid_argument`` for a bad argument, a
-command-specific code or an errno name from the daemon, ``internal_error``
-(logged) for a bug; the connection keeps serving after any of them.
+This is the one place where the runtime's own errors
+(:mod:`csembed.runtime.errors`) become control error codes, by class, in
+:data:`ERROR_CODES`; an ``OSError`` keeps its errno name (the server's rule)
+and anything else is an ``internal_error`` (logged). The connection keeps
+serving after any of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from csembed.control.errors import ControlRequestError
 from csembed.control.handler import (
@@ -33,11 +34,55 @@ from csembed.control.handler import (
     FileChunk,
     ShareInfo,
 )
+from csembed.runtime import errors
 
 if TYPE_CHECKING:
     from csembed.runtime.daemon import Daemon
 
-__all__ = ["DaemonControl"]
+__all__ = ["ERROR_CODES", "DaemonControl"]
+
+ERROR_CODES: Final[Mapping[type[errors.DaemonError], str]] = {
+    errors.NoSuchShare: "no_such_share",
+    errors.ShareExists: "share_exists",
+    errors.ShareOverlaps: "share_overlaps",
+    errors.FolderNotEmpty: "folder_not_empty",
+    errors.BadAccessCode: "bad_access_code",
+    errors.ModeNotSupported: "not_supported",
+    errors.NotPermitted: "not_permitted",
+    errors.NoSuchCode: "no_such_code",
+    errors.NoSuchPeer: "no_such_peer",
+    errors.NotAvailable: "not_available",
+    errors.BadSetting: "invalid_argument",
+    errors.NoSuchSetting: "no_such_key",
+}
+"""Runtime error class -> control error code (a subclass takes its nearest listed base)."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _code_for(exc: errors.DaemonError) -> str:
+    for cls in type(exc).__mro__:
+        code = ERROR_CODES.get(cls)  # type: ignore[call-overload]
+        if code is not None:
+            return code
+    return "failed"
+
+
+def _translated(method: Callable[P, Coroutine[Any, Any, R]]
+                ) -> Callable[P, Coroutine[Any, Any, R]]:
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except errors.DaemonError as exc:
+            raise ControlRequestError(_code_for(exc), str(exc)) from None
+    return run
+
+
+def _info(view: dict[str, Any]) -> ShareInfo:
+    rest = dict(view)
+    return ShareInfo(rest.pop("path"), rest.pop("status"), rest)
 
 
 class DaemonControl(ControlHandler):
@@ -55,69 +100,86 @@ class DaemonControl(ControlHandler):
     async def resume(self) -> None:
         self.daemon.resume()
 
-    async def status(self) -> DaemonStatus:
+    def _status(self, extra: Mapping[str, Any]) -> DaemonStatus:
         daemon = self.daemon
         return DaemonStatus(
-            paused=daemon.paused,
-            tracking=daemon.finder.tracker is not None and daemon.finder.tracker.connected,
-            nat_punctured=False,
+            paused=daemon.paused, tracking=daemon.tracking, nat_punctured=False,
             upload_rate=int(daemon.limits.upload.throughput()),
-            download_rate=int(daemon.limits.download.throughput()),
-            extra=daemon.status())
+            download_rate=int(daemon.limits.download.throughput()), extra=extra)
 
+    async def status(self) -> DaemonStatus:
+        return self._status(self.daemon.summary())
+
+    async def status_detail(self) -> DaemonStatus:
+        return self._status(self.daemon.status())
+
+    @_translated
     async def create_share(self, path: str) -> Mapping[str, Any]:  # type: ignore[override]
         return await self.daemon.create_share(path)
 
     async def list_shares(self) -> Sequence[ShareInfo]:
-        daemon = self.daemon
-        out = []
-        for share in daemon.shares.values():
-            info = daemon.share_status(share)
-            out.append(ShareInfo(info.pop("path"), info.pop("status"), info))
-        for attach in daemon.pending.values():
-            info = daemon.attach_status(attach)
-            out.append(ShareInfo(info.pop("path"), info.pop("status"), info))
-        for share_id in daemon.unloadable:
-            info = daemon.unloadable_status(share_id)
-            out.append(ShareInfo(info.pop("path"), info.pop("status"), info))
-        return out
+        return [_info(view) for view in self.daemon.share_views()]
 
-    async def add_share(self, code: str, path: str) -> Mapping[str, Any]:  # type: ignore[override]
-        return await self.daemon.add_share(code, path)
+    @_translated
+    async def add_share(self, code: str, path: str,  # type: ignore[override]
+                        merge: bool = True) -> Mapping[str, Any]:
+        return await self.daemon.add_share(code, path, merge=merge)
 
+    @_translated
     async def remove_share(self, path: str) -> None:
         await self.daemon.remove_share(path)
 
+    @_translated
     async def create_access_code(self, path: str, mode: AccessMode, *,
                                  max_uses: int | None = DEFAULT_CODE_USES,
                                  expires: float | None = DEFAULT_CODE_LIFETIME) -> str:
         return await self.daemon.create_access_code(path, mode.value, max_uses=max_uses,
                                                     lifetime=expires)
 
+    async def list_codes(self) -> Sequence[Mapping[str, Any]]:
+        return self.daemon.list_codes()
+
+    @_translated
+    async def revoke_code(self, code: str) -> Mapping[str, Any]:
+        return self.daemon.revoke_code(code)
+
     async def get_config(self) -> Mapping[str, Any]:
         return dict(self.daemon.config)
 
+    async def config_sources(self) -> Sequence[Mapping[str, Any]]:
+        return self.daemon.effective_config()
+
+    @_translated
     async def set_config(self, config: Mapping[str, Any]) -> None:
         await self.daemon.set_config(config)
 
+    @_translated
     async def get_config_value(self, key: str) -> Any:
-        if key not in self.daemon.config:
-            raise ControlRequestError("no_such_key", f"no configuration key {key[:80]!r}; "
-                                      "known keys: " + ", ".join(self.daemon.config))
-        return self.daemon.config[key]
+        return self.daemon.get_config_value(key)
 
+    @_translated
     async def set_config_value(self, key: str, value: Any) -> None:
         await self.daemon.set_config({key: value})
 
     async def list_peers(self) -> Sequence[Mapping[str, Any]]:
         return self.daemon.peers()
 
+    @_translated
+    async def remove_peer(self, path: str, peer: str) -> Mapping[str, Any]:
+        return await self.daemon.remove_peer(path, peer)
+
+    @_translated
+    async def allow_peer(self, path: str, peer: str) -> Mapping[str, Any]:
+        return await self.daemon.allow_peer(path, peer)
+
     async def list_transfers(self) -> Sequence[Mapping[str, Any]]:
         return self.daemon.transfers()
 
+    @_translated
     async def rescan(self, path: str | None = None) -> int:
         return self.daemon.rescan(path)
 
+    @_translated
     async def read_file(self, path: str, file: str, offset: int = 0,
                         count: int = MAX_READ) -> FileChunk:
         got = await self.daemon.read_file(path, file, offset, count)

@@ -10,6 +10,7 @@ directory (``--data-dir``; default ``$XDG_DATA_HOME/clearskies``, or
     shares.json              the shares (path, share ID, our peer ID, level) and the
                              attaches still waiting for their keys (they hold a code)
     codes.json               access codes we issued and their remaining uses
+    removed_peers.json       peers the user removed from a share (never synced with again)
     keys/<share id>.json     each share's keys
     shares/<share id>/       each share's local state (scan cache, archive, partials)
     databases/<share id>.sqlite3   each share's replicated records
@@ -44,14 +45,17 @@ from csembed.errors import CsembedError
 from csembed.security.errors import KeyFormatError
 from csembed.security.key_file import read_private_json, write_private_json
 from csembed.security.keys import ACCESS_LEVELS, READ_ONLY, ShareKeys, check_peer_id
+from csembed.units import parse_duration, parse_size
 
 __all__ = [
     "CONFIG_KEYS", "DataDir", "DataDirError", "PendingAttach", "ShareEntry", "StoredCode",
-    "check_config_value", "default_data_dir", "parse_host_port",
+    "DATA_DIR_VARIABLE", "check_config_value", "data_dir_source", "default_data_dir",
+    "parse_host_port",
 ]
 
 SHARES_FORMAT: Final = "csembed-shares"
 CODES_FORMAT: Final = "csembed-codes"
+REMOVED_FORMAT: Final = "csembed-removed-peers"
 FILE_VERSION: Final = 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -60,10 +64,26 @@ class DataDirError(CsembedError):
     """The data directory or one of its files is unusable; the message names which."""
 
 
+DATA_DIR_VARIABLE: Final = "CSEMBED_DATA_DIR"
+
+
 def default_data_dir() -> Path:
-    """``$XDG_DATA_HOME/clearskies`` (``~/.local/share/clearskies`` when unset)."""
+    """``$CSEMBED_DATA_DIR``, else ``$XDG_DATA_HOME/clearskies`` (``~/.local/share/clearskies``
+    when unset)."""
+    chosen = os.environ.get(DATA_DIR_VARIABLE)
+    if chosen:
+        return Path(chosen).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(base) / "clearskies"
+
+
+def data_dir_source(given: object) -> str:
+    """Where the data directory in use comes from, for ``config`` to show."""
+    if given is not None:
+        return "command line (--data-dir)"
+    if os.environ.get(DATA_DIR_VARIABLE):
+        return f"environment ({DATA_DIR_VARIABLE})"
+    return "default ($XDG_DATA_HOME/clearskies)"
 
 
 def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
@@ -92,9 +112,21 @@ def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
 
 
 def _rate(key: str, value: Any) -> int:
+    if isinstance(value, str):
+        text = value.strip()
+        for suffix in ("/s", "ps", "/sec"):
+            if text.lower().endswith(suffix):
+                text = text[:-len(suffix)]
+                break
+        try:
+            value = parse_size(text)
+        except ValueError:
+            raise DataDirError(f"{key} must be a rate such as '500 kB/s', '1 MB/s' or a "
+                               f"number of bytes per second (0 = no limit), got "
+                               f"{value[:40]!r}") from None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise DataDirError(f"{key} must be a whole number of bytes per second (0 = no "
-                           f"limit) or null for the board's, got {value!r:.40}")
+                           f"limit) or null for the board's, got {str(value)[:40]!r}")
     return value
 
 
@@ -123,6 +155,12 @@ def _name(key: str, value: Any) -> str:
 
 
 def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = parse_duration(value)
+        except ValueError:
+            raise DataDirError(f"{key} must be a duration such as '90 s' or '5 min', got "
+                               f"{value[:40]!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float) \
             or not 1 <= value <= 86400:
         raise DataDirError(f"{key} must be a number of seconds from 1 to 86400 "
@@ -243,6 +281,10 @@ class DataDir:
     @property
     def codes_path(self) -> Path:
         return self.root / "codes.json"
+
+    @property
+    def removed_path(self) -> Path:
+        return self.root / "removed_peers.json"
 
     def keys_path(self, share_id: str) -> Path:
         """Where a share's keys are kept (mode 0600)."""
@@ -376,3 +418,29 @@ class DataDir:
     def save_codes(self, codes: list[StoredCode]) -> None:
         self._write(self.codes_path, {"format": CODES_FORMAT, "version": FILE_VERSION,
                                       "codes": [asdict(c) for c in codes]})
+
+    # -- removed peers
+
+    def load_removed(self) -> dict[str, set[str]]:
+        """Share ID -> peer IDs the user removed from that share."""
+        data = self._read(self.removed_path, REMOVED_FORMAT)
+        if data is None:
+            return {}
+        removed = data.get("removed")
+        where = str(self.removed_path)
+        if not isinstance(removed, dict):
+            raise DataDirError(f"{where}: 'removed' must be an object")
+        out: dict[str, set[str]] = {}
+        for share_id, peers in removed.items():
+            if not _HEX64.fullmatch(str(share_id)) or not isinstance(peers, list):
+                raise DataDirError(f"{where}: malformed entry for {str(share_id)[:80]!r}")
+            try:
+                out[share_id] = {check_peer_id(p, where) for p in peers}
+            except KeyFormatError as exc:
+                raise DataDirError(str(exc)) from None
+        return out
+
+    def save_removed(self, removed: Mapping[str, set[str]]) -> None:
+        self._write(self.removed_path, {
+            "format": REMOVED_FORMAT, "version": FILE_VERSION,
+            "removed": {sid: sorted(peers) for sid, peers in removed.items() if peers}})

@@ -34,30 +34,69 @@ import contextlib
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 from csembed.discovery.lan_service import LanAnnouncer, LanListener, LanSighting
 from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_session import PeersUpdate
 from csembed.runtime.connection_manager import Target
-from csembed.runtime.data_dir import parse_host_port
 from csembed.security.keys import READ_ONLY, READ_WRITE
 
-if TYPE_CHECKING:
-    from csembed.runtime.daemon import Daemon
-
-__all__ = ["LAN_SIGHTING_TTL", "PeerFinder"]
+__all__ = ["LAN_SIGHTING_TTL", "Club", "DiscoverySettings", "FinderHooks", "PeerFinder"]
 
 log = logging.getLogger("csembed.discovery")
 
 LAN_SIGHTING_TTL = 200.0  #: a LAN sighting not renewed for this long is forgotten
 
 
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """Where to look for peers, as the command line and the settings decide."""
+
+    lan: bool  #: LAN broadcast on
+    tracker: tuple[str, int] | None
+    manual: tuple[tuple[str, int], ...]  #: ``--peer`` and the ``peers`` setting
+    lan_address: str
+    lan_port: int
+
+
+@dataclass(frozen=True)
+class Club:
+    """A share we run (``kind`` ``"share"``, ``club`` its share ID) or a code we hold
+    (``"attach"``, ``club`` its access ID), with our peer ID in it."""
+
+    kind: str
+    club: str
+    peer_id: str
+    answers_to: tuple[str, ...] = ()  #: every key ID of the share (we register them all)
+    held: tuple[tuple[str, str], ...] = ()  #: (access level, key ID) we hold keys for
+
+
+class FinderHooks(Protocol):
+    """What the finder asks of the daemon."""
+
+    def discovery_settings(self) -> DiscoverySettings:
+        """Tracker, LAN and manual peers to use now."""
+
+    def clubs(self) -> list[Club]:
+        """The shares we run and the codes we are redeeming."""
+
+    def issued_ids(self) -> dict[str, str]:
+        """Access ID -> our peer ID, for every live code we issued."""
+
+    def listening_on(self) -> tuple[str, int] | None:
+        """Where our peers can connect (``None`` before listening)."""
+
+    def set_targets(self, targets: list[Target]) -> None:
+        """Dial these (the connection manager's targets)."""
+
+
 class PeerFinder:
     """Discovery for one daemon; see the module docstring."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, hooks: FinderHooks) -> None:
+        self.hooks = hooks
         self.tracker: TrackerClient | None = None
         self.announcer: LanAnnouncer | None = None
         self.listener: LanListener | None = None
@@ -85,52 +124,38 @@ class PeerFinder:
 
     def lan_enabled(self) -> bool:
         """LAN broadcast: off with ``--no-lan``, else the setting, else the board's."""
-        if not self.daemon.options.lan:
-            return False
-        configured = self.daemon.config.get("lan_broadcast")
-        return self.daemon.board.network.lan_broadcast if configured is None \
-            else bool(configured)
+        return self.hooks.discovery_settings().lan
 
     def tracker_address(self) -> tuple[str, int] | None:
         """``--tracker``, else the ``tracker`` setting, else none."""
-        if self.daemon.options.tracker is not None:
-            return self.daemon.options.tracker
-        configured = self.daemon.config.get("tracker")
-        return None if configured is None else parse_host_port(configured, "tracker")
+        return self.hooks.discovery_settings().tracker
 
     def manual_peers(self) -> list[tuple[str, int]]:
         """``--peer`` addresses and the ``peers`` setting."""
-        peers = list(self.daemon.options.peers)
-        for text in self.daemon.config.get("peers") or []:
-            address = parse_host_port(text, "peers")
-            if address not in peers:
-                peers.append(address)
-        return peers
+        return list(self.hooks.discovery_settings().manual)
 
     def club_ids(self) -> dict[str, str]:
         """Every club ID we answer to -> our peer ID for it."""
         ids: dict[str, str] = {}
-        for share in self.daemon.shares.values():
-            if share.runtime is None:
-                continue
-            for level in share.keys.levels:
-                if level.key_id_hex is not None:
-                    ids[level.key_id_hex] = share.entry.peer_id
-        for issued in self.daemon.codes:
-            ids[issued.access_id] = issued.peer_id
-        for attach in self.daemon.pending.values():
-            ids[attach.access_id] = attach.peer_id
+        clubs = self.hooks.clubs()
+        for club in clubs:
+            for key_id in club.answers_to:
+                ids[key_id] = club.peer_id
+        ids.update(self.hooks.issued_ids())
+        for club in clubs:
+            if club.kind == "attach":
+                ids[club.club] = club.peer_id
         return ids
 
     def own_peers(self) -> set[str]:
         """Our peer IDs (announcements carrying them are our own)."""
-        return {s.entry.peer_id for s in self.daemon.shares.values()} | \
-            {p.peer_id for p in self.daemon.pending.values()}
+        return {club.peer_id for club in self.hooks.clubs()}
 
     def announce_addresses(self) -> list[str]:
         """Where peers can reach us, as tracker address strings."""
-        assert self.daemon.listen_address is not None
-        host, port = self.daemon.listen_address
+        listen = self.hooks.listening_on()
+        assert listen is not None
+        host, port = listen
         hosts: list[str] = []
         if host not in ("0.0.0.0", "::", ""):
             hosts.append(host)
@@ -152,8 +177,10 @@ class PeerFinder:
 
     async def start(self) -> None:
         """Start the tracker client and the LAN services the settings ask for."""
-        assert self.daemon.listen_address is not None
-        tracker = self.tracker_address()
+        listen = self.hooks.listening_on()
+        assert listen is not None
+        settings = self.hooks.discovery_settings()
+        tracker = settings.tracker
         ids = self.club_ids()
         if tracker is not None:
             self.tracker = TrackerClient(tracker[0], tracker[1], ids=ids,
@@ -162,11 +189,11 @@ class PeerFinder:
                                          on_state=self._on_tracker_state)
             self.tracker.start()
         if self.lan_enabled():
-            self.announcer = LanAnnouncer(ids=ids, port=self.daemon.listen_address[1],
-                                          broadcast_address=self.daemon.options.lan_address,
-                                          broadcast_port=self.daemon.options.lan_port)
+            self.announcer = LanAnnouncer(ids=ids, port=listen[1],
+                                          broadcast_address=settings.lan_address,
+                                          broadcast_port=settings.lan_port)
             self.listener = LanListener(self._on_sighting, own_peers=self.own_peers(),
-                                        ids=list(ids), port=self.daemon.options.lan_port)
+                                        ids=list(ids), port=settings.lan_port)
             try:
                 await self.announcer.start()
                 await self.listener.start()
@@ -238,46 +265,44 @@ class PeerFinder:
 
     def reconcile(self) -> None:
         """Compute the dial targets from what discovery knows (module docstring)."""
-        if self.daemon.manager is None:
+        listen = self.hooks.listening_on()
+        if listen is None:
             return
         manual = self.manual_peers()
         targets: list[Target] = []
         rank = {READ_WRITE: 2, READ_ONLY: 1}
-        for share in self.daemon.shares.values():
-            if share.runtime is None:
-                continue
+        clubs = self.hooks.clubs()
+        for share in [c for c in clubs if c.kind == "share"]:
             best: dict[str, tuple[str, list[tuple[str, int]]]] = {}
-            held = [lv for lv in share.keys.levels if lv.has_key and lv.key_id_hex]
-            for level in held:
-                assert level.key_id_hex is not None
-                for peer, addresses in self.sightings(level.key_id_hex).items():
+            held = share.held
+            for access_level, key_id in held:
+                for peer, addresses in self.sightings(key_id).items():
                     if not addresses:
                         continue
                     prior = best.get(peer)
-                    if prior is None or rank.get(level.access_level, 0) > rank.get(prior[0], 0):
+                    if prior is None or rank.get(access_level, 0) > rank.get(prior[0], 0):
                         merged = addresses + ([] if prior is None else
                                               [a for a in prior[1] if a not in addresses])
-                        best[peer] = (level.access_level, merged)
+                        best[peer] = (access_level, merged)
                     else:
                         prior[1].extend(a for a in addresses if a not in prior[1])
             for peer, (level_name, addresses) in best.items():
-                targets.append(Target("share", share.entry.share_id, peer, tuple(addresses),
+                targets.append(Target("share", share.club, peer, tuple(addresses),
                                       level_name, "discovered"))
             if held:
-                top = max(held, key=lambda lv: rank.get(lv.access_level, 0)).access_level
+                top = max(held, key=lambda lv: rank.get(lv[0], 0))[0]
                 for address in manual:
-                    targets.append(Target("share", share.entry.share_id, None, (address,),
+                    targets.append(Target("share", share.club, None, (address,),
                                           top, "manual"))
-        for attach in self.daemon.pending.values():
-            for peer, addresses in self.sightings(attach.access_id).items():
+        for attach in [c for c in clubs if c.kind == "attach"]:
+            for peer, addresses in self.sightings(attach.club).items():
                 if addresses:
-                    targets.append(Target("attach", attach.access_id, peer, tuple(addresses),
+                    targets.append(Target("attach", attach.club, peer, tuple(addresses),
                                           None, "discovered"))
             for address in manual:
-                targets.append(Target("attach", attach.access_id, None, (address,), None,
+                targets.append(Target("attach", attach.club, None, (address,), None,
                                       "manual"))
-        if self.daemon.listen_address is not None:
-            own = {self.daemon.listen_address, ("127.0.0.1", self.daemon.listen_address[1])}
-            targets = [t for t in targets if not (t.peer_id is None and t.addresses[0] in own)]
-        self.daemon.manager.set_targets(targets)
+        own = {listen, ("127.0.0.1", listen[1])}
+        targets = [t for t in targets if not (t.peer_id is None and t.addresses[0] in own)]
+        self.hooks.set_targets(targets)
 

@@ -279,13 +279,15 @@ async def connect(host: str, port: int, grant: Grant, config: CoreConfig | None 
 
 async def serve(host: str, port: int, registry: CredentialRegistry,
                 handler: Callable[[SessionStream], Awaitable[None]],
-                config: CoreConfig | None = None, *, limiter: RateLimiter | None = None,
+                config: CoreConfig | Callable[[], CoreConfig] | None = None, *,
+                limiter: RateLimiter | None = None,
                 rng: Rng = default_rng, read_size: int = READ_SIZE) -> asyncio.Server:
     """Listen on TCP; each connection becomes a :class:`PeerConnection` server
     handed to ``handler`` (closed when the handler returns). ``limiter`` is
-    keyed by the peer's IP address."""
+    keyed by the peer's IP address. ``config`` may be a function, asked at each
+    connection (settings such as the device name change while listening)."""
     loop = asyncio.get_running_loop()
-    config = config or CoreConfig()
+    settings = config or CoreConfig()
     tasks: set[asyncio.Task[None]] = set()
 
     async def run(stream: SessionStream) -> None:
@@ -304,7 +306,8 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
         assert link.transport is not None
         peer = link.transport.get_extra_info("peername")
         source = str(peer[0]) if peer else ""
-        machine = PeerConnection.server(registry, config, clock=loop.time, rng=rng,
+        current = settings() if callable(settings) else settings
+        machine = PeerConnection.server(registry, current, clock=loop.time, rng=rng,
                                         limiter=limiter, source=source)
         task = loop.create_task(run(SessionStream(machine, link, clock=loop.time)))
         tasks.add(task)

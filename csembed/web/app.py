@@ -9,7 +9,7 @@ server wires to :meth:`csembed.control.server.ControlServer.dispatch`
 in-process. A control error reply becomes an HTTP error with the control
 error's code and message as JSON, so the page can show it.
 
-``GET /api/status`` gathers ``status``, ``list_peers`` and
+``GET /api/status`` gathers ``status_detail``, ``list_peers`` and
 ``list_transfers`` into one object (one poll per refresh);
 ``POST /api/code`` issues an access code for a share and returns it with a
 QR code of the code (an SVG data URI made by ``segno``).
@@ -77,7 +77,7 @@ async def _style(control: Control, request: Request, token: str) -> Response:
 
 
 async def _status(control: Control, request: Request, token: str) -> Response:
-    status = await _call(control, {"type": "status"})
+    status = await _call(control, {"type": "status_detail"})
     peers = await _call(control, {"type": "list_peers"})
     transfers = await _call(control, {"type": "list_transfers"})
     return json_response({"status": status, "peers": peers.get("peers", []),

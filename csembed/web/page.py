@@ -154,14 +154,9 @@ function render(data) {
   const problems = [];
   for (const s of shares) {
     if (s.reason) problems.push(s.path + ": " + s.reason);
-    for (const x of s.limits || []) problems.push(s.path + ": not downloaded: " + x.message);
-    for (const x of s.failures || []) problems.push(s.path + x.key + ": " + x.reason);
-    for (const x of s.notices || []) problems.push(s.path + x.key + ": " + x.reason);
-    for (const x of s.rejected || []) {
-      problems.push(s.path + ": refused " + x.key + ": " + x.reason);
-    }
+    for (const m of s.missing || []) problems.push(s.path + ": " + m);
     for (const x of s.problems || []) {
-      problems.push(s.path + ": " + (x.message || x.reason || JSON.stringify(x)));
+      problems.push(s.path + (x.key || "") + ": " + (x.message || x.reason || x.kind || ""));
     }
   }
   const list = document.getElementById("problems");

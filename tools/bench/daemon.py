@@ -122,8 +122,10 @@ def case_idle(base: Path, files: int, window: float) -> dict[str, Any]:
     try:
         started = time.monotonic()
         cli(daemon.data, "share", str(share))
+        # "waiting": scanned, but no peer has the files yet
         wait(lambda: daemon.share(share).get("scans", 0) >= 1
-             and daemon.share(share)["status"] == "synced", "the first scan", interval=0.5)
+             and daemon.share(share)["status"] in ("synced", "waiting"), "the first scan",
+             interval=0.5)
         first_scan = time.monotonic() - started
         rss0, cpu0 = proc_usage(daemon.proc.pid)
         time.sleep(window)  # the measurement window itself, not a synchronisation
@@ -196,7 +198,8 @@ def case_attach(base: Path, files: int, total: int) -> dict[str, Any]:
     b = Daemon(base, "attach-b", "desktop", "--peer", a.address)
     try:
         code = json.loads(cli(a.data, "share", str(src), "--json"))["access_code"]
-        wait(lambda: a.share(src).get("scans", 0) >= 1 and a.share(src)["status"] == "synced",
+        wait(lambda: a.share(src).get("scans", 0) >= 1
+             and a.share(src)["status"] in ("synced", "waiting"),
              "A's first scan", interval=0.2)
         dst = base / "attach-B"
         os.sync()
@@ -236,7 +239,8 @@ def case_rate(base: Path, total: int) -> dict[str, Any]:
     b = Daemon(base, "rate-b", "desktop", "--peer", a.address)
     try:
         code = json.loads(cli(a.data, "share", str(src), "--json"))["access_code"]
-        wait(lambda: a.share(src).get("scans", 0) >= 1 and a.share(src)["status"] == "synced",
+        wait(lambda: a.share(src).get("scans", 0) >= 1
+             and a.share(src)["status"] in ("synced", "waiting"),
              "A's first scan", interval=0.2)
         dst = base / "rate-B"
         cli(b.data, "attach", code, str(dst))
