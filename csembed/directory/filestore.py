@@ -59,8 +59,19 @@ its data does not would leave an empty file in place of a good one.
 the error (:class:`StorageLimitError`): ``max_file_size``, ``quota``
 (bytes of all shares, from an injected usage function) and
 ``free_space_reserve`` (free space left on the target filesystem after the
-write). Running out of space anyway (``ENOSPC``/``EDQUOT``) removes the temp
-and raises ``StorageLimitError("disk_full", ...)``; the old file stays.
+write). Every open download *reserves* what it will add (to the quota: its
+size less the file it replaces; to the disk: the bytes still to write) until
+it is closed, and the checks count the reservations of the others, so two
+downloads started together cannot both fit a space only one fits. Running
+out of space anyway (``ENOSPC``/``EDQUOT``) removes the temp and raises
+``StorageLimitError("disk_full", ...)``; the old file stays.
+
+**Temp files** are never written through a name someone else made: a new
+temp is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``; an existing one is
+resumed only if it is a regular file with one link, owned by us -- anything
+else at that name (a symbolic link, a hard link to another file, a folder
+or device) is unlinked (the name only; nothing it points at is touched) and
+the download starts afresh.
 
 **Deduplication** (:meth:`FileStore.copy_local`): content already present
 elsewhere in the share (scan cache) or in the archive is copied through the
@@ -226,6 +237,19 @@ class FileStore:
         self.rng = rng if rng is not None else random.Random()
         self._usage = usage if usage is not None else cache.total_file_bytes
         self._dirty: dict[tuple[int, int], int] = {}
+        self._reserved: dict[int, tuple[int, int]] = {}  #: id(download) -> (quota, disk)
+
+    @property
+    def reserved(self) -> tuple[int, int]:
+        """Bytes reserved by open downloads: (towards the quota, of disk space)."""
+        return (sum(q for q, _ in self._reserved.values()),
+                sum(d for _, d in self._reserved.values()))
+
+    def _reserve(self, download: Download, quota: int, disk: int) -> None:
+        self._reserved[id(download)] = (max(0, quota), max(0, disk))
+
+    def _release(self, download: Download) -> None:
+        self._reserved.pop(id(download), None)
 
     # -- limits --------------------------------------------------------------------
 
@@ -241,19 +265,22 @@ class FileStore:
         if limits.max_file_size and size > limits.max_file_size:
             raise StorageLimitError("max_file_size", f"file of {size} bytes is larger than "
                                     f"the limit of {limits.max_file_size} bytes")
+        quota_reserved, disk_reserved = self.reserved
         if limits.quota:
-            after = self._usage() - replacing + size
+            after = self._usage() + quota_reserved - replacing + size
             if after > limits.quota:
-                raise StorageLimitError("quota", f"shares would hold {after} bytes, over "
-                                        f"the quota of {limits.quota} bytes")
+                held = f" ({quota_reserved} reserved by downloads)" if quota_reserved else ""
+                raise StorageLimitError("quota", f"shares would hold {after} bytes{held}, "
+                                        f"over the quota of {limits.quota} bytes")
         if dir_fd is not None:
             vfs = os.fstatvfs(dir_fd)
-            free = vfs.f_bavail * vfs.f_frsize
+            free = vfs.f_bavail * vfs.f_frsize - disk_reserved
             needed = max(0, size - already)
             if free - needed < limits.free_space_reserve:
                 raise StorageLimitError(
                     "free_space_reserve", f"writing needs {needed} bytes; {free} bytes are "
-                    f"free and {limits.free_space_reserve} must stay free")
+                    f"free (less downloads under way) and {limits.free_space_reserve} must "
+                    f"stay free")
 
     # -- downloads -----------------------------------------------------------------
 
@@ -272,6 +299,7 @@ class FileStore:
         except BaseException:
             location.close()
             raise
+        self._reserve(download, value.size - replacing, download.remaining)
         return download
 
     def _record_created(self, loc: Location) -> None:
@@ -608,20 +636,11 @@ class Download:
         self._open()
 
     def _open(self) -> None:
-        dir_fd = self.location.dir_fd
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        try:
-            self._fd = os.open(self.temp, flags, 0o600, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise PathError(self.key, "temp file name is a symbolic link") from None
-            self._disk_full(exc)
-            raise
+        self._fd = self._open_existing()
+        if self._fd < 0:
+            self._fd = self._create()
+            return
         info = os.fstat(self._fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(self._fd)
-            self._fd = -1
-            raise PathError(self.key, "temp file is not a regular file")
         if info.st_size > self.size:
             os.ftruncate(self._fd, 0)
         # Resume: hash what is already there, once.
@@ -631,6 +650,45 @@ class Download:
             self._hasher.update(chunk)
             self.offset += len(chunk)
         os.lseek(self._fd, self.offset, os.SEEK_SET)
+
+    def _open_existing(self) -> int:
+        """The partial temp to resume, or -1 (none; anything unsafe there is unlinked)."""
+        dir_fd = self.location.dir_fd
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(self.temp, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return -1
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EACCES,
+                                 errno.EPERM, errno.ETXTBSY):
+                raise
+            self._discard_temp_name()  # a symbolic link, folder or special file
+            return -1
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == os.geteuid():
+            return fd
+        os.close(fd)
+        self._discard_temp_name()  # a hard link to another file, or not ours
+        return -1
+
+    def _discard_temp_name(self) -> None:
+        try:
+            os.unlink(self.temp, dir_fd=self.location.dir_fd)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise PathError(self.key, "a folder is in the way of the temp file") from None
+
+    def _create(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            return os.open(self.temp, flags, 0o600, dir_fd=self.location.dir_fd)
+        except FileExistsError:
+            raise PathError(self.key, "temp file appeared while it was being made") from None
+        except OSError as exc:
+            self._disk_full(exc)
+            raise
 
     @property
     def complete(self) -> bool:
@@ -771,7 +829,8 @@ class Download:
         self.close()
 
     def close(self) -> None:
-        """Release descriptors (the temp file stays as it is)."""
+        """Release descriptors and the space reservation (the temp file stays as it is)."""
+        self.store._release(self)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
