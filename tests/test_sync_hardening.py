@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_directory_support import tmpfs
 from test_sync_engine import RawPeer
 from test_sync_support import Node, Wire, settle, small_board, tree
 
 from csembed.directory.filestore import StoreLimits
+from csembed.directory.planner import HELD_BACK_RETRY
 from csembed.directory.selection import PatternSet, Selection
 from csembed.directory.transfer_stream import StreamError
 from csembed.runtime.share_runtime import ShareRuntime
@@ -154,6 +156,28 @@ def test_a_download_held_back_is_retried_on_a_timer_when_space_frees_elsewhere(t
     b.engine.tick(deadline + 1)
     settle([a, b], [wire])
     assert (b.root / "big.bin").exists() and held(b) == []
+
+
+def test_a_download_refused_for_lack_of_disk_space_lands_once_space_frees(tmp_path):
+    with tmpfs(tmp_path / "b", size="256k"):
+        a = Node(tmp_path, "a", seed=1)
+        b = Node(tmp_path, "b", seed=2, selection=Selection(ignore=PatternSet(["filler*"])))
+        wire = Wire(a, b)
+        filler = b.root / "filler.bin"  # on the same filesystem, not part of the share
+        filler.write_bytes(b"\0" * 150_000)
+        data = os.urandom(150_000)
+        a.write("song.bin", data)
+        settle([a, b], [wire])
+        assert not (b.root / "song.bin").exists()
+        [entry] = b.engine.status()["held_back"]
+        assert entry["key"] == "/song.bin"
+        assert entry["limit"] in ("free_space_reserve", "disk_full")
+        assert not b.engine.status()["complete"]
+        filler.unlink()  # space frees outside the share: only the timer can notice
+        b.engine.tick(time.time() + HELD_BACK_RETRY + 1)
+        settle([a, b], [wire])
+        assert (b.root / "song.bin").read_bytes() == data
+        assert b.engine.status()["complete"]
 
 
 # -- item 11: concurrent downloads cannot overrun the quota together ------------------------
