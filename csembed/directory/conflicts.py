@@ -194,6 +194,7 @@ class Conflicts:
                 aside = local.store.conflict_key(record.key)
                 if local.store.copy_local(aside, value) is not None:
                     self._record_copy(record, aside)
+                    ctx.announce(value.sha256)
                     ctx.report.notice(record.key, f"changed here before the version from a "
                                                   f"peer arrived; that version is kept as "
                                                   f"{aside}")
