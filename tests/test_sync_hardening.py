@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 from test_directory_support import tmpfs
 from test_sync_engine import RawPeer
-from test_sync_support import Node, Wire, settle, small_board, tree
+from test_sync_support import Node, Wire, peer_id, settle, small_board, tree
 
 from csembed.directory.filestore import StoreLimits
 from csembed.directory.planner import HELD_BACK_RETRY
 from csembed.directory.selection import PatternSet, Selection
+from csembed.directory.transfer_fetch import PeerInfo
 from csembed.directory.transfer_stream import StreamError
+from csembed.protocol.wire import Decoder, encode_message
 from csembed.runtime.share_runtime import ShareRuntime
 
 
@@ -318,3 +320,41 @@ def test_a_streamed_file_that_does_not_match_its_sha256_fails_loudly(tmp_path):
                                payload=[bytes(served[start:start + count])])
                 continue
             offset += len(piece)
+
+
+def test_the_runtime_holds_a_reader_back_until_the_replies_drain(tmp_path):
+    b = bounded_node(tmp_path)
+
+    async def scenario() -> None:
+        runtime = ShareRuntime(b.engine)
+        runtime.attach("rogue", PeerInfo(peer_id("rogue"), False))
+        dropped: list[tuple[str, str]] = []
+        runtime.on_drop = lambda conn, reason: dropped.append((conn, reason))
+        while b.engine.has_outgoing("rogue"):
+            b.engine.outgoing("rogue")
+        sent = 0
+        while b.engine.may_read("rogue"):
+            body = {"type": "directory.get", "sha256": sha(b"%d" % sent)}
+            for event in decode(encode_message(body)):
+                runtime.receive("rogue", event)
+            sent += 1
+        waiting = asyncio.create_task(runtime.wait_readable("rogue", poll=0.01))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # throttled: the link would not read now
+        while b.engine.has_outgoing("rogue"):
+            b.engine.outgoing("rogue")
+        assert await asyncio.wait_for(waiting, 30) is None  # drained: read again
+        while b.engine.dropped("rogue") is None:
+            body = {"type": "directory.get", "sha256": sha(b"%d" % sent)}
+            for event in decode(encode_message(body)):
+                runtime.receive("rogue", event)
+            sent += 1
+        assert [conn for conn, _ in dropped] == ["rogue"]
+        assert await runtime.wait_readable("rogue") == dropped[0][1]
+    asyncio.run(scenario())
+
+
+def decode(data: bytes) -> list:
+    decoder = Decoder()
+    decoder.receive_data(data)
+    return list(decoder.events())

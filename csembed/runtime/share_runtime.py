@@ -24,8 +24,10 @@ the scanner needs; scan slices are measured with ``time.monotonic``.
 
 A peer that breaks the engine's bounds (:class:`~csembed.directory.sync_context.PeerBounds`)
 is dropped by the engine; after every call the runtime hands the drops to
-``on_drop(conn_id, reason)`` (set by whoever owns the links, to close them),
-and :meth:`may_read` says whether to read more from a connection now.
+``on_drop(conn_id, reason)`` (set by whoever owns the links, to close them).
+:meth:`may_read` says whether to read more from a connection now, and a
+link's reader awaits :meth:`wait_readable` before each read, so a peer that
+does not read our replies is not read from either.
 """
 
 from __future__ import annotations
@@ -95,6 +97,23 @@ class ShareRuntime:
     def dropped(self, conn_id: Any) -> str | None:
         """Why the engine dropped ``conn_id`` (close its link), or ``None``."""
         return self.engine.dropped(conn_id)
+
+    async def wait_readable(self, conn_id: Any, poll: float = 0.1) -> str | None:
+        """Return once the engine takes more input from ``conn_id`` (a link's reader
+        awaits this before each read: throttling); the drop reason if it was dropped.
+
+        Replies drain through the link's writer, which calls the engine
+        directly, so besides every engine call made here this re-checks every
+        ``poll`` seconds.
+        """
+        while True:
+            reason = self.engine.dropped(conn_id)
+            if reason is not None:
+                return reason
+            if conn_id not in self._wakes or self.engine.may_read(conn_id):
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), poll)
 
     @property
     def connections(self) -> list[Any]:
