@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import random
 import time
 from pathlib import Path
 
@@ -358,3 +359,46 @@ def decode(data: bytes) -> list:
     decoder = Decoder()
     decoder.receive_data(data)
     return list(decoder.events())
+
+
+# -- random edits on both sides while transfers are in flight -------------------------------
+
+
+def _random_session(tmp_path: Path, seed: int) -> tuple[Node, Node]:
+    rng = random.Random(seed)
+    a, b, wire = pair(tmp_path)
+    for i in range(3):
+        a.write(f"f{i}.txt", b"base %d" % i)
+    settle([a, b], [wire])
+    for _ in range(40):
+        node = rng.choice([a, b])
+        name = f"f{rng.randrange(4)}.txt"
+        if rng.random() < 0.6:
+            node.write(name, rng.randbytes(rng.choice([10, 5000, 50_000])))
+        elif (node.root / name).exists() and rng.random() < 0.25:
+            (node.root / name).unlink()
+        if rng.random() < 0.5:
+            node.scan()
+        roll = rng.random()
+        if roll < 0.1 and wire.open:
+            wire.disconnect()
+        elif roll < 0.3 and not wire.open:
+            wire.connect()
+        if wire.open:
+            for _ in range(rng.randrange(4)):
+                wire.step(limit=rng.choice([200, 4096, 1 << 20]))
+    if not wire.open:
+        wire.connect()
+    settle([a, b], [wire])
+    return a, b
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_edits_during_transfers_converge_and_say_so(tmp_path, seed):
+    a, b = _random_session(tmp_path, seed)
+    files = {k: v for k, v in tree(a.root).items() if v != "TEMP"}  # partials may stay
+    assert files == {k: v for k, v in tree(b.root).items() if v != "TEMP"}
+    for node in (a, b):
+        status = node.engine.status()
+        assert status["complete"] and status["state"] == "idle", status
+        assert all_content_held(node)

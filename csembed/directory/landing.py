@@ -88,12 +88,14 @@ class Landing:
                 download.abort(keep_partial=False)
             ctx.planner.reject_key(key, str(exc))
             ctx.planner.unwant(key)
+            ctx.planner.requeue(sha)  # for the other keys with this content, if any
         elif isinstance(exc, StorageLimitError):
             if download is not None:
                 download.abort(keep_partial=False)
             ctx.report.hold_back(key, exc)
             ctx.planner.held_back()
             ctx.planner.unwant(key)
+            ctx.planner.requeue(sha)
         else:
             if download is not None:
                 download.abort(keep_partial=True)

@@ -220,6 +220,9 @@ class Planner:
                     cached.mode & _MODE_BITS) and record.last_updated_by != ctx.replica.peer_id:
                 self._apply_mode(key, value.unix_mode & _MODE_BITS, cached)
             return
+        if (record.uuid, record.dot) in ctx.conflicts.kept:
+            self.unwant(key)  # kept aside (or given up): the user's change supersedes it
+            return
         self._want(key, value, record)
 
     def _apply_mode(self, key: str, mode: int, cached: CachedEntry) -> None:
