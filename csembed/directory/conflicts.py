@@ -146,6 +146,7 @@ class Conflicts:
             self._record_copy(record, aside)
         ctx.report.notice(key, f"changed locally while a new version was downloading; the "
                                f"new version was kept as {aside}")
+        ctx.planner.after_scan.add(key)  # if the scan finds no change there after all
         ctx.changes.request_scan()
         return True
 
@@ -240,4 +241,5 @@ class Conflicts:
         self.ctx.report.notice(key, f"the version from a peer that this change followed "
                                     f"could not be fetched ({reason}); it was given up and "
                                     f"the local change recorded over it")
+        self.ctx.planner.after_scan.add(key)
         self.ctx.changes.request_scan()

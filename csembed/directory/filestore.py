@@ -308,6 +308,19 @@ class FileStore:
             raise LocalChangeConflict(key, "size, mtime or inode differ from the record")
         return info
 
+    def changed_unseen(self, key: str) -> bool:
+        """Whether the file at ``key`` differs from what the scan cache recorded
+        (the user changed it and no scan has reported it yet). Absent counts as
+        unchanged."""
+        try:
+            with self.mapper.locate(key) as location:
+                self._check_unchanged(location)
+        except LocalChangeConflict:
+            return True
+        except (DirectoryError, OSError):
+            return False
+        return False
+
     def _sync_dir(self, dir_fd: int) -> None:
         if self.write_policy == "normal":
             os.fsync(dir_fd)

@@ -96,6 +96,7 @@ class LocalChanges:
         ctx = self.ctx
         ctx.report.error = None
         self._apply(result, now)
+        ctx.planner.scanned()
         self.last_scan = result
         self.last_scan_seconds = max(0.0, now - self.began)
         cpu = ctx.board.cpu

@@ -62,6 +62,7 @@ class Planner:
         self.delayed: dict[str, float] = {}  #: after a failure: retry time
         self.refused: dict[str, float] = {}  #: every peer said not_present: retry time
         self.conflict_keys: set[str] = set()
+        self.after_scan: set[str] = set()  #: keys to plan again once a scan pass ended
         self._values: dict[tuple[str, tuple[str, int]], tuple[str, FileValue]] = {}
         self._full_plan = True
         self._held_retry_at: float | None = None
@@ -220,8 +221,12 @@ class Planner:
                     cached.mode & _MODE_BITS) and record.last_updated_by != ctx.replica.peer_id:
                 self._apply_mode(key, value.unix_mode & _MODE_BITS, cached)
             return
-        if (record.uuid, record.dot) in ctx.conflicts.kept:
-            self.unwant(key)  # kept aside (or given up): the user's change supersedes it
+        if (record.uuid, record.dot) in ctx.conflicts.kept and \
+                ctx.local.store.changed_unseen(key):
+            # Kept aside (or given up): the user's change, not yet scanned,
+            # supersedes it. Planned again after the next scan pass.
+            self.unwant(key)
+            self.after_scan.add(key)
             return
         self._want(key, value, record)
 
@@ -373,6 +378,11 @@ class Planner:
                         self.queue.add(sha)
         if self._held_retry_at is not None and self._held_retry_at <= now:
             self.retry_held_back()
+
+    def scanned(self) -> None:
+        """A scan pass ended: plan again the keys that waited for it."""
+        self.ctx.dirty.update(self.after_scan)
+        self.after_scan.clear()
 
     def retry_held_back(self) -> None:
         """Space may have freed: plan the held-back downloads again."""
