@@ -19,7 +19,7 @@ from csembed.directory.errors import (
     StorageLimitError,
     VerificationError,
 )
-from csembed.directory.filestore import StoreLimits, conflict_name, temp_name
+from csembed.directory.filestore import FileStore, StoreLimits, conflict_name, temp_name
 from csembed.directory.records import FileValue
 
 MTIME = 1_396_182_929_113_243_778
@@ -669,3 +669,20 @@ def test_concurrent_downloads_reserve_quota_and_release_it(tmp_path: Path) -> No
         second.write(b"2" * 600)
         second.commit()
     assert share.store.reserved == (0, 0)  # released on finish
+
+
+def test_shares_under_one_quota_share_their_reservations(tmp_path: Path) -> None:
+    class Daemon:
+        def usage(self) -> int:
+            return 0
+    daemon = Daemon()  # each share gets daemon.usage: a new but equal bound method
+    stores = []
+    for name in ("one", "two"):
+        share = make_share(tmp_path, name=name)
+        stores.append(FileStore(share.mapper, share.cache, limits=StoreLimits(quota=1000),
+                                usage=daemon.usage))
+    first = stores[0].begin("/a", _value(b"1" * 600))
+    with pytest.raises(StorageLimitError, match="reserved"):
+        stores[1].begin("/b", _value(b"2" * 600))
+    first.abort(keep_partial=False)
+    stores[1].begin("/b", _value(b"2" * 600)).abort(keep_partial=False)

@@ -62,7 +62,9 @@ the error (:class:`StorageLimitError`): ``max_file_size``, ``quota``
 write). Every open download *reserves* what it will add (to the quota: its
 size less the file it replaces; to the disk: the bytes still to write) until
 it is closed, and the checks count the reservations of the others, so two
-downloads started together cannot both fit a space only one fits. Running
+downloads started together cannot both fit a space only one fits. Stores
+given the same usage function (the daemon gives one to all its shares)
+share their quota reservations. Running
 out of space anyway (``ENOSPC``/``EDQUOT``) removes the temp and raises
 ``StorageLimitError("disk_full", ...)``; the old file stays.
 
@@ -90,6 +92,7 @@ import os
 import random
 import stat
 import string
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -191,6 +194,24 @@ def _matches(info: os.stat_result, entry: CachedEntry) -> bool:
             and info.st_mtime_ns == entry.mtime_ns and info.st_ino == entry.inode)
 
 
+class _Ledger(dict[int, int]):
+    """Quota bytes reserved by open downloads (id(download) -> bytes)."""
+
+
+_LEDGERS: weakref.WeakValueDictionary[Callable[[], int], _Ledger] = \
+    weakref.WeakValueDictionary()
+
+
+def _quota_ledger(usage: Callable[[], int] | None) -> _Ledger:
+    """The reservation ledger of the stores sharing ``usage`` (a new one if ``None``)."""
+    if usage is None:
+        return _Ledger()
+    ledger = _LEDGERS.get(usage)
+    if ledger is None:
+        ledger = _LEDGERS[usage] = _Ledger()
+    return ledger
+
+
 class FileStore:
     """Puts content into one share's local copy, and takes it out.
 
@@ -214,19 +235,23 @@ class FileStore:
         self.rng = rng if rng is not None else random.Random()
         self._usage = usage if usage is not None else cache.total_file_bytes
         self._dirty: dict[tuple[int, int], int] = {}
-        self._reserved: dict[int, tuple[int, int]] = {}  #: id(download) -> (quota, disk)
+        self._disk_reserved: dict[int, int] = {}  #: id(download) -> bytes still to write
+        # Stores that count the quota together (one usage function) share its
+        # reservations too.
+        self._quota_reserved = _quota_ledger(usage)
 
     @property
     def reserved(self) -> tuple[int, int]:
         """Bytes reserved by open downloads: (towards the quota, of disk space)."""
-        return (sum(q for q, _ in self._reserved.values()),
-                sum(d for _, d in self._reserved.values()))
+        return sum(self._quota_reserved.values()), sum(self._disk_reserved.values())
 
     def _reserve(self, download: Download, quota: int, disk: int) -> None:
-        self._reserved[id(download)] = (max(0, quota), max(0, disk))
+        self._quota_reserved[id(download)] = max(0, quota)
+        self._disk_reserved[id(download)] = max(0, disk)
 
     def _release(self, download: Download) -> None:
-        self._reserved.pop(id(download), None)
+        self._quota_reserved.pop(id(download), None)
+        self._disk_reserved.pop(id(download), None)
 
     # -- limits --------------------------------------------------------------------
 
