@@ -32,6 +32,7 @@ it is *given up*: a notice names it, and the user's change is recorded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from csembed.database import Conflict, ConflictKind, LocalWriteError, Record
@@ -56,7 +57,7 @@ class Conflicts:
         #: key -> (uuid, dot, sha256, since): the version a deferred local change follows
         self.deferred: dict[str, tuple[str, tuple[str, int], str, float]] = {}
 
-    def local_write(self, write: Any) -> bool:
+    def local_write(self, write: Callable[[], Any]) -> bool:
         """Run one replica write and route its messages; False if the replica refused."""
         try:
             written = write()

@@ -144,6 +144,7 @@ class LocalChanges:
                     if not written:  # the remote version it follows is still wanted
                         deferred[key] = ctx.local.cache.get(key)
                         continue
+                    ctx.conflicts.deferred.pop(key, None)
                     self._unwant(event)
                     ctx.report.count("local_changes")
                     if isinstance(event, Added | Modified | Moved) and event.value.sha256:
