@@ -19,7 +19,7 @@ from csembed.directory.errors import (
     StorageLimitError,
     VerificationError,
 )
-from csembed.directory.filestore import StoreLimits, conflict_name, temp_name
+from csembed.directory.filestore import FileStore, StoreLimits, conflict_name, temp_name
 from csembed.directory.records import FileValue
 
 MTIME = 1_396_182_929_113_243_778
@@ -617,3 +617,72 @@ def test_process_killed_before_a_batch_lands(tmp_path: Path) -> None:
     again.store.commit_batch(downloads)
     assert [(share.root / f"doc{i}").read_bytes() for i in range(3)] == datas
     assert _temps(share.root) == []
+
+
+# -- temp files are never written through a planted link (issue 10 item 6) ---------------
+
+
+@pytest.mark.parametrize("kind", ["hardlink", "symlink"])
+def test_a_link_planted_at_the_temp_name_is_never_written_through(tmp_path: Path,
+                                                                  kind: str) -> None:
+    share = make_share(tmp_path)
+    data = os.urandom(5000)
+    value = _value(data)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"victim's bytes")
+    temp = share.root / temp_name("f.bin", value.sha256 or "", 255)
+    if kind == "hardlink":
+        os.link(victim, temp)
+    else:
+        os.symlink(victim, temp)
+    with share.store.begin("/f.bin", value) as download:
+        assert download.offset == 0  # the planted file is not resumed
+        download.write(data)
+        download.commit()
+    assert victim.read_bytes() == b"victim's bytes" and os.stat(victim).st_nlink == 1
+    assert (share.root / "f.bin").read_bytes() == data
+    assert _temps(share.root) == []
+
+
+def test_small_file_writes_never_follow_a_planted_temp(tmp_path: Path) -> None:
+    from csembed.directory._atomic import write_atomic
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"victim")
+    target = tmp_path / "state" / "file.json"
+    target.parent.mkdir()
+    os.link(victim, target.with_name(f".file.json.{os.getpid()}.tmp"))
+    write_atomic(target, b"ours")
+    assert victim.read_bytes() == b"victim" and target.read_bytes() == b"ours"
+
+
+# -- space is reserved when a download starts (issue 10 item 11) ---------------------------
+
+
+def test_concurrent_downloads_reserve_quota_and_release_it(tmp_path: Path) -> None:
+    share = make_share(tmp_path, limits=StoreLimits(quota=1000))
+    first = share.store.begin("/one", _value(b"1" * 600))
+    with pytest.raises(StorageLimitError) as caught:
+        share.store.begin("/two", _value(b"2" * 600))  # would pass without reservations
+    assert caught.value.limit == "quota" and "reserved" in str(caught.value)
+    first.abort(keep_partial=False)  # released on failure
+    with share.store.begin("/two", _value(b"2" * 600)) as second:
+        second.write(b"2" * 600)
+        second.commit()
+    assert share.store.reserved == (0, 0)  # released on finish
+
+
+def test_shares_under_one_quota_share_their_reservations(tmp_path: Path) -> None:
+    class Daemon:
+        def usage(self) -> int:
+            return 0
+    daemon = Daemon()  # each share gets daemon.usage: a new but equal bound method
+    stores = []
+    for name in ("one", "two"):
+        share = make_share(tmp_path, name=name)
+        stores.append(FileStore(share.mapper, share.cache, limits=StoreLimits(quota=1000),
+                                usage=daemon.usage))
+    first = stores[0].begin("/a", _value(b"1" * 600))
+    with pytest.raises(StorageLimitError, match="reserved"):
+        stores[1].begin("/b", _value(b"2" * 600))
+    first.abort(keep_partial=False)
+    stores[1].begin("/b", _value(b"2" * 600)).abort(keep_partial=False)

@@ -272,8 +272,8 @@ def test_not_present_sends_us_to_another_peer(tmp_path):
     settle([a, b, c], [ab, bc])  # c learns of f.bin through b, which never fetches it
     assert not (b.root / "f.bin").exists() and not (c.root / "f.bin").exists()
     assert c.engine.status()["waiting_for_peers"] == 1
-    c.engine._peers["b"].present.add(sha(data))  # a false claim: c asks b
-    c.engine._queue.wake()
+    c.engine.ctx.peers["b"].present.add(sha(data))  # a false claim: c asks b
+    c.engine.ctx.planner.queue.wake()
     sent_by_b = []
     real = b.engine.outgoing
 
@@ -568,7 +568,7 @@ def test_oversized_presence_filter_and_garbage_messages_are_survived(tmp_path):
     rogue.drain()
     kinds = [m.type for m in rogue.inbox]
     assert "directory.get_error" in kinds  # the bad signature
-    assert b.engine._peers["rogue"].filter.is_everything
+    assert b.engine.ctx.peers["rogue"].filter.is_everything
     assert json.dumps(b.engine.status())
 
 
@@ -657,14 +657,14 @@ def test_flash_board_holds_verified_files_until_the_landing_deadline(tmp_path):
     a.scan()
     seen_waiting = False
     for _ in range(10_000):
-        if b.engine._landing:
+        if b.engine.ctx.landing.keys():
             # verified, not yet in place: the engine asks to be ticked soon for it
             assert not (b.root / "small.txt").exists()
             assert b.engine.status()["state"] == "syncing"
             now = time.time()
             deadline = b.engine.next_deadline()
             assert deadline is not None and deadline <= now + 0.25 + 1
-            b.engine.tick(b.engine._land_at + 0.001)
+            b.engine.tick(b.engine.ctx.landing.deadline() + 0.001)
             assert (b.root / "small.txt").read_bytes() == b"tiny"
             seen_waiting = True
             break
@@ -684,15 +684,15 @@ def test_a_record_changed_while_its_file_waits_to_land_is_not_put_in_place(tmp_p
     a.write("small.txt", b"first")
     a.scan()
     for _ in range(10_000):
-        if b.engine._landing or not wire.step(limit=4096):
+        if b.engine.ctx.landing.keys() or not wire.step(limit=4096):
             break
-    assert [d.key for d, _ in b.engine._landing] == ["/small.txt"]
+    assert b.engine.ctx.landing.keys() == ["/small.txt"]
     # A newer version is written on a, scanned and its record reaches b first.
     a.write("small.txt", b"second, newer")
     a.scan()
-    while not b.engine._wanted_value("/small.txt", sha(b"second, newer")):
+    while not b.engine.ctx.planner.still_wants("/small.txt", sha(b"second, newer")):
         assert wire.step(limit=4096)
-    assert [d.key for d, _ in b.engine._landing] == ["/small.txt"]  # still waiting
+    assert b.engine.ctx.landing.keys() == ["/small.txt"]  # still waiting
     b.engine.tick(time.time() + 5)  # the batch comes due: the stale file must not land
     assert not (b.root / "small.txt").exists() or \
         (b.root / "small.txt").read_bytes() == b"second, newer"

@@ -10,7 +10,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Make ``path`` hold exactly ``data``, or leave its old content on any failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+    # Whatever is at the temp name (a leftover, or a link planted there) loses its
+    # name only; O_EXCL then guarantees we write to a file we just made.
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode)
     try:
         view = memoryview(data)

@@ -59,8 +59,17 @@ its data does not would leave an empty file in place of a good one.
 the error (:class:`StorageLimitError`): ``max_file_size``, ``quota``
 (bytes of all shares, from an injected usage function) and
 ``free_space_reserve`` (free space left on the target filesystem after the
-write). Running out of space anyway (``ENOSPC``/``EDQUOT``) removes the temp
-and raises ``StorageLimitError("disk_full", ...)``; the old file stays.
+write). Every open download *reserves* what it will add (to the quota: its
+size less the file it replaces; to the disk: the bytes still to write) until
+it is closed, and the checks count the reservations of the others, so two
+downloads started together cannot both fit a space only one fits. Stores
+given the same usage function (the daemon gives one to all its shares)
+share their quota reservations. Running
+out of space anyway (``ENOSPC``/``EDQUOT``) removes the temp and raises
+``StorageLimitError("disk_full", ...)``; the old file stays.
+
+**Temp files** are never written through a name someone else made
+(:mod:`.download`).
 
 **Deduplication** (:meth:`FileStore.copy_local`): content already present
 elsewhere in the share (scan cache) or in the archive is copied through the
@@ -69,7 +78,9 @@ same temp-verify-rename path instead of being downloaded.
 **Conflicts**: :meth:`FileStore.conflict_key` names the loser
 ``name.CONFLICT.xxxxxxxx.ext`` with eight alphanumerics from the injected RNG.
 
-Each file store belongs to one share and one thread (the engine's).
+Each file store belongs to one share and one thread (the engine's). A
+download itself (temp file, running hash, verify, place) is
+:class:`~.download.Download`.
 """
 
 from __future__ import annotations
@@ -77,17 +88,24 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import os
 import random
 import stat
 import string
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from csembed.board_profile import StorageLimits
 from csembed.directory.archive import Archive, ArchivedFile
+from csembed.directory.download import (
+    _SAFE_BITS,
+    CommitResult,
+    Download,
+    cached_entry,
+    temp_name,
+)
 from csembed.directory.errors import (
     DirectoryError,
     LocalChangeConflict,
@@ -106,10 +124,10 @@ from csembed.directory.paths import (
 from csembed.directory.records import FileValue
 from csembed.directory.scan_cache import CachedEntry, ScanCache
 
+__all__ = ["CommitResult", "Download", "FileStore", "StoreLimits", "conflict_name",
+           "temp_name"]
+
 _CONFLICT_ALPHABET = string.ascii_letters + string.digits
-_DEFAULT_MODE = 0o644
-_SAFE_BITS = 0o777  # never apply set-uid, set-gid or sticky bits received from a peer
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _DIRTY_DIRS_MAX = 32
 
@@ -126,27 +144,6 @@ class StoreLimits:
     def from_board(cls, storage: StorageLimits) -> StoreLimits:
         """The limits of a board profile's ``[storage]`` table."""
         return cls(storage.max_file_size, storage.quota, storage.free_space_reserve)
-
-
-@dataclass(frozen=True)
-class CommitResult:
-    """A file put in place."""
-
-    key: str
-    entry: CachedEntry  #: what is now recorded for it
-    archived: ArchivedFile | None  #: the replaced version, if archived
-
-
-def temp_name(disk_name: str, sha256: str, name_max: int) -> str:
-    """The deterministic temp name for downloading ``sha256`` into ``disk_name``."""
-    tail = f".{sha256[:16]}{TEMP_SUFFIX}"
-    name = f".{disk_name}{tail}"
-    if len(name.encode("utf-8")) <= name_max:
-        return name
-    marker = "~" + hashlib.sha256(disk_name.encode("utf-8")).hexdigest()[:8]
-    room = name_max - 1 - len(marker) - len(tail)
-    head = disk_name.encode("utf-8")[:room].decode("utf-8", errors="ignore")
-    return f".{head}{marker}{tail}"
 
 
 def conflict_name(name: str, rng: random.Random) -> str:
@@ -197,10 +194,22 @@ def _matches(info: os.stat_result, entry: CachedEntry) -> bool:
             and info.st_mtime_ns == entry.mtime_ns and info.st_ino == entry.inode)
 
 
-def _cached(key: str, info: os.stat_result, sha256: str | None) -> CachedEntry:
-    is_dir = stat.S_ISDIR(info.st_mode)
-    return CachedEntry(key, is_dir, 0 if is_dir else info.st_size, info.st_mtime_ns,
-                       info.st_ctime_ns, info.st_ino, stat.S_IMODE(info.st_mode), sha256)
+class _Ledger(dict[int, int]):
+    """Quota bytes reserved by open downloads (id(download) -> bytes)."""
+
+
+_LEDGERS: weakref.WeakValueDictionary[Callable[[], int], _Ledger] = \
+    weakref.WeakValueDictionary()
+
+
+def _quota_ledger(usage: Callable[[], int] | None) -> _Ledger:
+    """The reservation ledger of the stores sharing ``usage`` (a new one if ``None``)."""
+    if usage is None:
+        return _Ledger()
+    ledger = _LEDGERS.get(usage)
+    if ledger is None:
+        ledger = _LEDGERS[usage] = _Ledger()
+    return ledger
 
 
 class FileStore:
@@ -226,6 +235,23 @@ class FileStore:
         self.rng = rng if rng is not None else random.Random()
         self._usage = usage if usage is not None else cache.total_file_bytes
         self._dirty: dict[tuple[int, int], int] = {}
+        self._disk_reserved: dict[int, int] = {}  #: id(download) -> bytes still to write
+        # Stores that count the quota together (one usage function) share its
+        # reservations too.
+        self._quota_reserved = _quota_ledger(usage)
+
+    @property
+    def reserved(self) -> tuple[int, int]:
+        """Bytes reserved by open downloads: (towards the quota, of disk space)."""
+        return sum(self._quota_reserved.values()), sum(self._disk_reserved.values())
+
+    def _reserve(self, download: Download, quota: int, disk: int) -> None:
+        self._quota_reserved[id(download)] = max(0, quota)
+        self._disk_reserved[id(download)] = max(0, disk)
+
+    def _release(self, download: Download) -> None:
+        self._quota_reserved.pop(id(download), None)
+        self._disk_reserved.pop(id(download), None)
 
     # -- limits --------------------------------------------------------------------
 
@@ -241,19 +267,22 @@ class FileStore:
         if limits.max_file_size and size > limits.max_file_size:
             raise StorageLimitError("max_file_size", f"file of {size} bytes is larger than "
                                     f"the limit of {limits.max_file_size} bytes")
+        quota_reserved, disk_reserved = self.reserved
         if limits.quota:
-            after = self._usage() - replacing + size
+            after = self._usage() + quota_reserved - replacing + size
             if after > limits.quota:
-                raise StorageLimitError("quota", f"shares would hold {after} bytes, over "
-                                        f"the quota of {limits.quota} bytes")
+                held = f" ({quota_reserved} reserved by downloads)" if quota_reserved else ""
+                raise StorageLimitError("quota", f"shares would hold {after} bytes{held}, "
+                                        f"over the quota of {limits.quota} bytes")
         if dir_fd is not None:
             vfs = os.fstatvfs(dir_fd)
-            free = vfs.f_bavail * vfs.f_frsize
+            free = vfs.f_bavail * vfs.f_frsize - disk_reserved
             needed = max(0, size - already)
             if free - needed < limits.free_space_reserve:
                 raise StorageLimitError(
                     "free_space_reserve", f"writing needs {needed} bytes; {free} bytes are "
-                    f"free and {limits.free_space_reserve} must stay free")
+                    f"free (less downloads under way) and {limits.free_space_reserve} must "
+                    f"stay free")
 
     # -- downloads -----------------------------------------------------------------
 
@@ -272,6 +301,7 @@ class FileStore:
         except BaseException:
             location.close()
             raise
+        self._reserve(download, value.size - replacing, download.remaining)
         return download
 
     def _record_created(self, loc: Location) -> None:
@@ -279,7 +309,7 @@ class FileStore:
         for key in loc.created_dirs:
             fd = self.mapper.open_dir(key)
             try:
-                self.cache.put(_cached(key, os.fstat(fd), None))
+                self.cache.put(cached_entry(key, os.fstat(fd), None))
             finally:
                 os.close(fd)
         if loc.created_dirs:
@@ -302,6 +332,19 @@ class FileStore:
         if not _matches(info, recorded):
             raise LocalChangeConflict(key, "size, mtime or inode differ from the record")
         return info
+
+    def changed_unseen(self, key: str) -> bool:
+        """Whether the file at ``key`` differs from what the scan cache recorded
+        (the user changed it and no scan has reported it yet). Absent counts as
+        unchanged."""
+        try:
+            with self.mapper.locate(key) as location:
+                self._check_unchanged(location)
+        except LocalChangeConflict:
+            return True
+        except (DirectoryError, OSError):
+            return False
+        return False
 
     def _sync_dir(self, dir_fd: int) -> None:
         if self.write_policy == "normal":
@@ -470,7 +513,7 @@ class FileStore:
                 info = os.fstat(fd)
             finally:
                 os.close(fd)
-            self.cache.put(_cached(key, info, None))
+            self.cache.put(cached_entry(key, info, None))
             self.cache.commit()
             self._sync_dir(loc.dir_fd)
 
@@ -536,7 +579,7 @@ class FileStore:
                 else:
                     self.cache.delete(old_key)
                     self.mapper.names.forget(old_key)
-                entry = _cached(new_key, info, recorded.sha256)
+                entry = cached_entry(new_key, info, recorded.sha256)
                 self.cache.put(entry)
                 self.cache.commit()
                 self._sync_dir(dst.dir_fd)
@@ -583,202 +626,3 @@ class FileStore:
             return True
         finally:
             os.close(fd)
-
-
-class Download:
-    """One file being written: append chunks, then :meth:`commit`.
-
-    Created by :meth:`FileStore.begin`. :attr:`offset` is where the next
-    byte goes (non-zero after a resume); request the rest with ``range``.
-    """
-
-    def __init__(self, store: FileStore, location: Location, value: FileValue) -> None:
-        assert value.size is not None and value.sha256 is not None
-        self.store = store
-        self.location = location
-        self.key = location.key
-        self.value = value
-        self.size: int = value.size
-        self.sha256: str = value.sha256
-        self.temp = temp_name(location.name, value.sha256, store.mapper.rules.name_max)
-        self._hasher = hashlib.sha256()
-        self._pending = bytearray()
-        self._fd = -1
-        self.offset = 0
-        self._open()
-
-    def _open(self) -> None:
-        dir_fd = self.location.dir_fd
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        try:
-            self._fd = os.open(self.temp, flags, 0o600, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise PathError(self.key, "temp file name is a symbolic link") from None
-            self._disk_full(exc)
-            raise
-        info = os.fstat(self._fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(self._fd)
-            self._fd = -1
-            raise PathError(self.key, "temp file is not a regular file")
-        if info.st_size > self.size:
-            os.ftruncate(self._fd, 0)
-        # Resume: hash what is already there, once.
-        buffer_size = self.store.io_buffer
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        while chunk := os.read(self._fd, buffer_size):
-            self._hasher.update(chunk)
-            self.offset += len(chunk)
-        os.lseek(self._fd, self.offset, os.SEEK_SET)
-
-    @property
-    def complete(self) -> bool:
-        """All bytes received."""
-        return self.offset + len(self._pending) >= self.size and self.offset <= self.size
-
-    @property
-    def remaining(self) -> int:
-        """Bytes still to receive."""
-        return self.size - self.offset - len(self._pending)
-
-    def restart(self) -> None:
-        """Throw away a resumed partial and start from byte 0."""
-        self._pending.clear()
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        self._hasher = hashlib.sha256()
-        self.offset = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append the next chunk (refuses bytes beyond the record's size)."""
-        if self._fd < 0:
-            raise DirectoryError(f"download of {self.key!r} is closed")
-        if len(data) > self.remaining:
-            raise VerificationError(f"{self.key!r}: peer sent more than the record's "
-                                    f"{self.size} bytes")
-        self._hasher.update(data)
-        self._pending += data
-        if len(self._pending) >= self.store.io_buffer:
-            self._drain()
-
-    def _drain(self) -> None:
-        view = memoryview(self._pending)
-        try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-                self.offset += written
-        except OSError as exc:
-            view.release()
-            self._disk_full(exc)
-            raise
-        view.release()
-        self._pending.clear()
-
-    def _disk_full(self, exc: OSError) -> None:
-        if exc.errno in _FULL:
-            self.abort(keep_partial=False)
-            raise StorageLimitError("disk_full", f"no space left writing {self.key!r}") \
-                from None
-
-    def commit(self, key: str | None = None) -> CommitResult:
-        """Verify, then put the file in place at its key (or at ``key``).
-
-        Raises :class:`VerificationError` (temp removed), or
-        :class:`LocalChangeConflict` (nothing changed, temp kept verified).
-        """
-        self.verify()
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            self._disk_full(exc)
-            raise
-        store = self.store
-        if key is None or key == self.key:
-            return self._put_in_place(self.location)
-        with store.mapper.locate(key, create_dirs=True, allocate=True) as target:
-            store._record_created(target)
-            return self._put_in_place(target)
-
-    def verify(self) -> None:
-        """Check size and SHA-256 and set mode and mtime; the data is not yet durable.
-
-        The first half of :meth:`commit`, for :meth:`FileStore.commit_batch`.
-        Raises :class:`VerificationError` (temp removed).
-        """
-        if self._fd < 0:
-            raise DirectoryError(f"download of {self.key!r} is closed")
-        self._drain()
-        if self.offset != self.size:
-            raise DirectoryError(f"{self.key!r}: only {self.offset} of {self.size} bytes "
-                                 f"received")
-        if self._hasher.hexdigest() != self.sha256:
-            self.abort(keep_partial=False)
-            raise VerificationError(f"{self.key!r}: content does not match sha256 "
-                                    f"{self.sha256}")
-        mode = self.value.unix_mode if self.value.unix_mode is not None else _DEFAULT_MODE
-        try:
-            os.fchmod(self._fd, mode & _SAFE_BITS)
-            mtime = self.value.mtime_ns
-            if mtime is not None:
-                os.utime(self._fd, ns=(mtime, mtime))
-        except OSError as exc:
-            self._disk_full(exc)
-            raise
-
-    def _put_in_place(self, target: Location, *, batched: bool = False) -> CommitResult:
-        """Archive the old version, rename, record; ``batched`` leaves the folder
-        sync, the cache commit and closing to :meth:`FileStore.commit_batch`."""
-        store = self.store
-        old = store._check_unchanged(target)
-        archived = None
-        if old is not None and store.archive is not None:
-            recorded = store.cache.get(target.key)
-            assert recorded is not None and recorded.sha256 is not None
-            archived = store.archive.take(target.dir_fd, target.name, key=target.key,
-                                          sha256=recorded.sha256, size=recorded.size,
-                                          mtime_ns=recorded.mtime_ns, remove=False)
-        os.rename(self.temp, target.name, src_dir_fd=self.location.dir_fd,
-                  dst_dir_fd=target.dir_fd)
-        info = os.fstat(self._fd)
-        entry = _cached(target.key, info, self.sha256)
-        store.cache.put(entry)
-        if batched:
-            return CommitResult(key=target.key, entry=entry, archived=archived)
-        store.cache.commit()
-        store._sync_dir(target.dir_fd)
-        self.close()
-        return CommitResult(key=target.key, entry=entry, archived=archived)
-
-    @property
-    def fd(self) -> int:
-        """The temp file's descriptor (-1 once closed)."""
-        return self._fd
-
-    def abort(self, keep_partial: bool = True) -> None:
-        """Stop; keep the partial for a later resume unless told otherwise."""
-        if self._fd >= 0 and keep_partial:
-            try:
-                self._drain()
-            except (OSError, DirectoryError):
-                keep_partial = False
-        if not keep_partial and self.location.dir_fd >= 0:
-            try:
-                os.unlink(self.temp, dir_fd=self.location.dir_fd)
-            except FileNotFoundError:
-                pass
-        self.close()
-
-    def close(self) -> None:
-        """Release descriptors (the temp file stays as it is)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self.location.close()
-
-    def __enter__(self) -> Download:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.abort(keep_partial=True)

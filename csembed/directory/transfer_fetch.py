@@ -7,7 +7,10 @@ holding the same bytes; once it is in place at one key the others are filled
 by a local copy. Each connected peer has a :class:`PeerState`: its presence
 (the bloom filter it sent, the hashes it announced with ``directory.present``
 since, and the hashes it told us it does not have), its outgoing queue and
-its outstanding requests in the order we sent them.
+its outstanding requests in the order we sent them. What a peer tells us is
+remembered within bounds (:meth:`PeerState.claim`, :meth:`PeerState.refuse`):
+past ``limit`` announced hashes we forget them and ask for a fresh filter,
+which covers them all; past ``limit`` refusals the oldest go.
 
 Wants are picked in random order (the draft: "so that if many peers are
 involved with the directory, the files spread as quickly as possible") from
@@ -118,6 +121,9 @@ class PeerState:
         self.filter: BloomFilter | None = None  #: ``None`` until the peer sent one
         self.present: set[str] = set()
         self.absent: dict[str, float] = {}  #: refused content -> when to ask again
+        self.presence_queued = False  #: our filter is queued for it (one at a time)
+        self.presence_stale = False  #: announcements skipped: send a filter when drained
+        self.presence_asked = False  #: we asked it for a fresh filter
         self.requests: deque[Request] = deque()
         self.sink: Any = None  #: receives the payload of the message being read
         self.bytes_received = 0  #: payload bytes received
@@ -143,6 +149,24 @@ class PeerState:
         if sha256 in self.present:
             return True
         return self.filter is not None and self.filter.may_contain(sha256)
+
+    def claim(self, sha256: str, limit: int) -> bool:
+        """The peer announced ``sha256``; False when too many: ask it for a filter instead."""
+        self.absent.pop(sha256, None)
+        if sha256 in self.present:
+            return True
+        if len(self.present) >= limit:
+            self.present.clear()
+            return False
+        self.present.add(sha256)
+        return True
+
+    def refuse(self, sha256: str, until: float, limit: int) -> None:
+        """The peer does not have ``sha256``: do not ask before ``until``."""
+        self.absent.pop(sha256, None)
+        while len(self.absent) >= limit:
+            del self.absent[next(iter(self.absent))]
+        self.absent[sha256] = until
 
     def find(self, kind: tuple[str, ...], sha256: str, start: int | None) -> Request | None:
         """The oldest outstanding request of these kinds for ``sha256`` (at ``start``)."""

@@ -13,17 +13,37 @@ the blocks are filled and ``on_update`` (set by the runtime) is called, and
 the caller reads again. Memory is bounded by ``max_blocks × block_size``
 whatever the file size; nothing is written to disk.
 
+A read larger than the cache is served in part (like ``os.read``): at most
+the blocks the cache holds, from ``offset`` on; the caller reads on from
+where it ended (:meth:`ShareRuntime.read_remote` does, up to the count asked
+for), so any size is served with memory bounded by the cache.
+
 If we hold the content ourselves the engine reads it locally instead. Every
 failure (no peer has the content, the peer answered ``not_present`` or
 ``get_error``, the connection closed) sets :attr:`RemoteStream.error`.
-The blocks received are not hashed (only a whole file can be checked against
-its SHA-256); a caller who needs verified bytes downloads the file.
+Blocks cannot be checked one by one (only a whole file has a SHA-256), so
+the bytes returned are hashed in file order as they are read: when a reader
+has gone through the whole file from its start and the hash does not match,
+the stream fails loudly (:class:`StreamError`) instead of returning the end
+of the file. A caller who needs every byte verified before use downloads
+the file.
+
+:class:`StreamReads` is the engine's side: it opens streams over records,
+and asks a peer that has the content for the missing blocks.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from csembed.directory import sync_messages as msg
+from csembed.directory.transfer_fetch import Request
+
+if TYPE_CHECKING:
+    from csembed.directory.sync_context import SyncContext
 
 
 class StreamError(Exception):
@@ -48,6 +68,24 @@ class RemoteStream:
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._filling: dict[int, bytearray] = {}
         self.requested: set[int] = set()  #: blocks asked for and not yet complete
+        self._hasher = hashlib.sha256()
+        self._hashed = 0  #: bytes of the file hashed so far, in order from its start
+
+    def window(self, offset: int, count: int) -> int:
+        """The part of a ``count``-byte read at ``offset`` the cache can hold at once."""
+        room = self.max_blocks * self.block_size - offset % self.block_size
+        return max(0, min(count, room, self.size - offset))
+
+    def check(self, offset: int, data: bytes) -> None:
+        """Hash bytes about to be returned; fail when the whole file does not match."""
+        end = offset + len(data)
+        if offset <= self._hashed < end:
+            self._hasher.update(data[self._hashed - offset:])
+            self._hashed = end
+            if self._hashed == self.size and self._hasher.hexdigest() != self.sha256:
+                self.fail(f"the streamed content of {self.key!r} does not match its sha256 "
+                          f"{self.sha256}")
+                raise StreamError(self.error or "")
 
     def block_range(self, index: int) -> tuple[int, int]:
         """``(start, count)`` of block ``index``."""
@@ -135,3 +173,71 @@ class RemoteStream:
         """Bytes held in the cache (complete and partial blocks)."""
         return sum(len(b) for b in self._blocks.values()) + sum(
             len(b) for b in self._filling.values())
+
+
+class StreamReads:
+    """The engine's streams: reads served from our copy or asked of a peer."""
+
+    def __init__(self, ctx: SyncContext, max_blocks: int) -> None:
+        self.ctx = ctx
+        self.max_blocks = max_blocks
+        self.open: set[RemoteStream] = set()
+
+    def start(self, key: str) -> RemoteStream:
+        """A :class:`RemoteStream` over the file record at ``key``."""
+        ctx = self.ctx
+        record = ctx.replica.get(key)
+        if record is None:
+            raise StreamError(f"no file {key!r} in the share")
+        value = ctx.planner.check_record(record)
+        if value is None or value.is_directory:
+            raise StreamError(f"{key!r} is not a file")
+        assert value.sha256 is not None and value.size is not None
+        stream = RemoteStream(key, value.sha256, value.size, ctx.chunk_size, self.max_blocks)
+        self.open.add(stream)
+        return stream
+
+    def close(self, stream: RemoteStream) -> None:
+        """Stop a stream; data still arriving for it is discarded."""
+        stream.closed = True
+        self.open.discard(stream)
+        for peer in self.ctx.peers.values():
+            for request in peer.requests:
+                if request.stream is stream:
+                    request.stream = None
+
+    def read(self, stream: RemoteStream, offset: int, count: int) -> bytes | None:
+        """Up to ``count`` bytes at ``offset`` (fewer past the cache's reach), or
+        ``None`` after requesting what is missing (read again on update)."""
+        ctx = self.ctx
+        count = stream.window(offset, count)
+        data = stream.read_cached(offset, count)
+        if data is not None:
+            stream.check(offset, data)
+            return data
+        missing = stream.missing(offset, count)
+        source = ctx.local.reader.open(stream.sha256)
+        if source is not None:
+            with source:
+                for index in missing:
+                    start, length = stream.block_range(index)
+                    stream.put_block(index, b"".join(source.chunks(start, length, length)))
+            data = stream.read_cached(offset, count)
+            if data is not None:
+                stream.check(offset, data)
+            return data
+        if not missing:
+            return None
+        peers = [p for p in ctx.peers.values()
+                 if p.directory and p.may_have(stream.sha256, ctx.now)]
+        if not peers:
+            stream.fail("no connected peer has this content")
+            raise StreamError(stream.error or "")
+        peer = ctx.rng.choice(peers)
+        for index in missing:
+            start, length = stream.block_range(index)
+            request = Request("stream", stream.sha256, start, length, stream=stream)
+            peer.requests.append(request)
+            peer.out.push(msg.get(stream.sha256, (start, length)))
+            stream.requested.add(index)
+        return None

@@ -21,6 +21,13 @@ those. :meth:`wait_until` lets callers (the daemon's status commands, tests)
 wait for a condition on the engine without polling: it re-checks after every
 engine call. The engine's ``now`` is wall-clock time (``time.time()``), as
 the scanner needs; scan slices are measured with ``time.monotonic``.
+
+A peer that breaks the engine's bounds (:class:`~csembed.directory.sync_context.PeerBounds`)
+is dropped by the engine; after every call the runtime hands the drops to
+``on_drop(conn_id, reason)`` (set by whoever owns the links, to close them).
+:meth:`may_read` says whether to read more from a connection now, and a
+link's reader awaits :meth:`wait_readable` before each read, so a peer that
+does not read our replies is not read from either.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 
 from csembed.directory.engine import PeerInfo, ShareEngine
 from csembed.directory.pacing import ScanBudget
-from csembed.directory.transfer_stream import RemoteStream, StreamError
+from csembed.directory.transfer_stream import RemoteStream
 from csembed.protocol.wire import Message, PayloadChunk, PayloadEnd
 
 
@@ -59,6 +66,8 @@ class ShareRuntime:
         self._stopping = False
         self.scan_work_seconds = 0.0  #: CPU-side time of the last completed scan pass
         self.scan_wall_seconds = 0.0  #: wall time of the last completed scan pass
+        #: called with (conn_id, reason) for each connection the engine dropped
+        self.on_drop: Callable[[Any, str], None] | None = None
 
     # -- connections --------------------------------------------------------------
 
@@ -81,6 +90,31 @@ class ShareRuntime:
         self.engine.receive(conn_id, event, self.wall())
         self.notify()
 
+    def may_read(self, conn_id: Any) -> bool:
+        """Whether to read more from ``conn_id`` now (False while its replies back up)."""
+        return self.engine.may_read(conn_id)
+
+    def dropped(self, conn_id: Any) -> str | None:
+        """Why the engine dropped ``conn_id`` (close its link), or ``None``."""
+        return self.engine.dropped(conn_id)
+
+    async def wait_readable(self, conn_id: Any, poll: float = 0.1) -> str | None:
+        """Return once the engine takes more input from ``conn_id`` (a link's reader
+        awaits this before each read: throttling); the drop reason if it was dropped.
+
+        Replies drain through the link's writer, which calls the engine
+        directly, so besides every engine call made here this re-checks every
+        ``poll`` seconds.
+        """
+        while True:
+            reason = self.engine.dropped(conn_id)
+            if reason is not None:
+                return reason
+            if conn_id not in self._wakes or self.engine.may_read(conn_id):
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), poll)
+
     @property
     def connections(self) -> list[Any]:
         """Attached connection ids."""
@@ -90,6 +124,9 @@ class ShareRuntime:
 
     def notify(self) -> None:
         """The engine may have output for anyone, and its state may have changed."""
+        for conn_id, reason in self.engine.take_drops():
+            if self.on_drop is not None:
+                self.on_drop(conn_id, reason)
         for wake in self._wakes.values():
             wake.set()
         changed, self._changed = self._changed, asyncio.Event()
@@ -154,19 +191,28 @@ class ShareRuntime:
 
     async def read_remote(self, stream: RemoteStream, offset: int, count: int,
                           timeout: float | None = 60.0) -> bytes:
-        """Read ``count`` bytes at ``offset`` of a peer's file (:meth:`ShareEngine.open_stream`)."""
+        """Read ``count`` bytes at ``offset`` of a peer's file (:meth:`ShareEngine.open_stream`).
+
+        Fewer only at the end of the file. The engine serves at most its
+        stream cache per read; this reads on until ``count`` bytes are in.
+        """
         updated = asyncio.Event()
         stream.on_update = lambda _stream: updated.set()
+        out = bytearray()
+        end = min(offset + count, stream.size)
         try:
             async with asyncio.timeout(timeout):
-                while True:
+                while offset + len(out) < end:
                     updated.clear()
-                    data = self.engine.stream_read(stream, offset, count)
+                    data = self.engine.stream_read(stream, offset + len(out),
+                                                   end - offset - len(out))
                     self.notify()
-                    if data is not None:
-                        return data
-                    await updated.wait()
-        except StreamError:
-            raise
+                    if data is None:
+                        await updated.wait()
+                    elif not data:
+                        break
+                    else:
+                        out += data
+            return bytes(out)
         finally:
             stream.on_update = None

@@ -1,0 +1,255 @@
+"""Local changes: scan passes, and what the share's records make of them.
+
+Theory of operation
+-------------------
+A scan pass (:meth:`LocalChanges.scan`, paced by the runtime) reports
+``Added``/``Modified``/``Deleted``/``Moved``; on a read-write share they are
+written to the database (one transaction per ``SCAN_BATCH`` changes) -- a
+move as a re-keying of the same record (same ``uuid``), unknown fields of the
+old value kept -- and only then is the scan committed to the scan cache, so
+a crash in between repeats the changes rather than losing them. New content
+is announced with ``directory.present``. A change that follows a remote
+version still on its way is deferred (:mod:`.conflicts`): it is not written,
+and its scan-cache entry is put back so the next pass reports it again.
+Deletions free space, so downloads held back by a limit are tried again.
+
+A read-only share sends nothing: a local edit of a synced file is moved
+aside to ``name.CONFLICT.xxxxxxxx.ext`` (so the user's work stays) and the
+share's version is restored; local additions stay local. Both are reported
+in ``status()["notices"]``. Our own stale temp files are removed here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from csembed.database import LocalWriteError
+from csembed.directory.errors import DirectoryError, RecordError, ShareUnavailable
+from csembed.directory.pacing import next_scan_delay
+from csembed.directory.records import FileValue, merge_value
+from csembed.directory.scan_cache import CachedEntry
+from csembed.directory.scanner import Added, Deleted, Modified, Moved, ScanPass, ScanResult
+from csembed.directory.sync_context import SyncContext
+
+SCAN_BATCH = 512  #: local changes written per database transaction
+STALE_TEMP_SECONDS = 24 * 3600.0
+
+Change = Added | Modified | Deleted | Moved
+
+
+class LocalChanges:
+    """Scan passes and the records they write."""
+
+    def __init__(self, ctx: SyncContext, clock: Callable[[], float] | None = None) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.pass_: ScanPass | None = None
+        self.began = 0.0
+        self.next_scan: float | None = 0.0
+        self.last_scan_seconds = 0.0
+        self.last_scan: ScanResult | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether a scan pass is running or should start now."""
+        return self.pass_ is not None or (self.next_scan is not None and now >= self.next_scan)
+
+    def request_scan(self) -> None:
+        """Scan at the next opportunity."""
+        if self.pass_ is None:
+            self.next_scan = 0.0
+
+    def run(self, now: float, until: float | None) -> tuple[bool, ScanResult | None]:
+        """Run the pass until done or ``clock() >= until``.
+
+        Returns (ended, its result); an unavailable share sets the share's
+        error and ends the pass without a result.
+        """
+        ctx = self.ctx
+        interval = ctx.board.cpu.scan_interval
+        if self.pass_ is None:
+            try:
+                self.pass_ = ctx.local.scanner.start(now)
+            except ShareUnavailable as exc:
+                ctx.report.set_error(str(exc))
+                self.next_scan = now + interval
+                return True, None
+            self.began = now
+        try:
+            if until is None or self.clock is None:
+                self.pass_.run()
+            elif not self.pass_.step(until=until, clock=self.clock):
+                return False, None
+        except (ShareUnavailable, OSError) as exc:
+            self.pass_.close()
+            self.pass_ = None
+            ctx.report.set_error(str(exc))
+            self.next_scan = now + interval
+            return True, None
+        scan, self.pass_ = self.pass_, None
+        try:
+            return True, scan.finish()
+        finally:
+            scan.close()
+
+    def apply(self, result: ScanResult, now: float) -> None:
+        """Write a finished pass's changes, commit it, and pace the next one."""
+        ctx = self.ctx
+        ctx.report.error = None
+        self._apply(result, now)
+        ctx.planner.scanned()
+        self.last_scan = result
+        self.last_scan_seconds = max(0.0, now - self.began)
+        cpu = ctx.board.cpu
+        due = now + next_scan_delay(self.last_scan_seconds, cpu.scan_interval, cpu.scan_budget)
+        if result.pending and result.next_check is not None:
+            due = min(due, result.next_check)
+        self.next_scan = due
+        ctx.report.count("scans")
+
+    def close(self) -> None:
+        """Stop a pass in progress."""
+        if self.pass_ is not None:
+            self.pass_.close()
+            self.pass_ = None
+
+    # -- writing the changes -------------------------------------------------------------
+
+    def _apply(self, result: ScanResult, now: float) -> None:
+        ctx = self.ctx
+        for notice in result.notices:
+            ctx.report.notice(notice.key, notice.reason)
+        if any(isinstance(e, Deleted | Modified) for e in result.events) and \
+                ctx.report.held_back:
+            ctx.planner.retry_held_back()  # space may have freed
+        if ctx.read_only:
+            ctx.local.scanner.commit(result)
+            for event in result.events:
+                self._read_only_change(event)
+            return
+        now_ns = int(now * 1e9)
+        fresh: list[str] = []
+        deferred: dict[str, CachedEntry | None] = {}
+        events = result.events
+        for first in range(0, len(events), SCAN_BATCH):
+            # One transaction per slice: bounded memory for the replica's events.
+            with ctx.replica.batch() as batch:
+                for event in events[first:first + SCAN_BATCH]:
+                    key = event.new_key if isinstance(event, Moved) else event.key
+                    try:
+                        written = self._write(event, now_ns)
+                    except (LocalWriteError, RecordError) as exc:
+                        self._unwant(event)
+                        ctx.report.notice(key, f"local change not recorded: {exc}")
+                        continue
+                    if not written:  # the remote version it follows is still wanted
+                        deferred[key] = ctx.local.cache.get(key)
+                        continue
+                    ctx.conflicts.deferred.pop(key, None)
+                    self._unwant(event)
+                    ctx.report.count("local_changes")
+                    if isinstance(event, Added | Modified | Moved) and event.value.sha256:
+                        fresh.append(event.value.sha256)
+            ctx.route(batch.outgoing)
+            ctx.planner.drain_events()
+        ctx.local.scanner.commit(result)
+        self._unrecord(deferred)
+        for sha in dict.fromkeys(fresh):
+            ctx.announce(sha)
+        self._clean_temps(result, now)
+
+    def _unwant(self, event: Change) -> None:
+        """The local version supersedes what we were fetching for these keys."""
+        keys = (event.old_key, event.new_key) if isinstance(event, Moved) else (event.key,)
+        for key in keys:
+            self.ctx.planner.unwant(key)
+
+    def _unrecord(self, deferred: dict[str, CachedEntry | None]) -> None:
+        """Put back the scan-cache entries of deferred changes: they are reported again."""
+        cache = self.ctx.local.cache
+        for key, entry in deferred.items():
+            if entry is None:
+                cache.delete(key)
+            else:
+                cache.put(entry)
+        if deferred:
+            cache.commit()
+
+    def _write(self, event: Change, now_ns: int) -> bool:
+        """Write one change to the database; False when it is deferred."""
+        replica = self.ctx.replica
+        conflicts = self.ctx.conflicts
+        if isinstance(event, Added | Modified):
+            previous = event.previous if isinstance(event, Modified) else None
+            unseen = conflicts.unseen_remote(event.key, previous)
+            if unseen is not None and str(unseen.value.get("sha256")).lower() \
+                    != event.value.sha256 and not conflicts.keep_unseen(unseen):
+                return False
+            current = replica.get(event.key)
+            replica.local_put(event.key, merge_value(current.value if current else None,
+                                                     event.value), now_ns)
+        elif isinstance(event, Deleted):
+            if conflicts.unseen_remote(event.key, event.previous) is not None:
+                self.ctx.dirty.add(event.key)  # a newer version exists: fetch it, not delete
+            elif replica.get(event.key) is not None:
+                replica.local_delete(event.key, now_ns)
+        else:
+            current = replica.get(event.old_key)
+            taken = replica.get(event.new_key)
+            if current is None:
+                replica.local_put(event.new_key, merge_value(taken.value if taken else None,
+                                                             event.value), now_ns)
+            elif taken is not None and taken.uuid != current.uuid:
+                replica.local_put(event.new_key, merge_value(taken.value, event.value), now_ns)
+                replica.local_delete(event.old_key, now_ns, uuid=current.uuid)
+            else:
+                replica.local_put(event.new_key, merge_value(current.value, event.value),
+                                  now_ns, uuid=current.uuid)
+        return True
+
+    def _read_only_change(self, event: Change) -> None:
+        """A local change on a read-only share: keep the user's file aside, restore ours."""
+        ctx = self.ctx
+        notice = ctx.report.notice
+        if isinstance(event, Moved):
+            if ctx.replica.get(event.old_key) is not None:
+                notice(event.old_key, "moved locally on a read-only share; restored "
+                                      f"(the moved copy stays at {event.new_key})")
+                ctx.dirty.add(event.old_key)
+            self._read_only_change(Added(event.new_key, event.value))
+            return
+        key = event.key
+        record = ctx.replica.get(key)
+        if isinstance(event, Deleted):
+            if record is not None:
+                notice(key, "deleted locally on a read-only share; restored")
+                ctx.dirty.add(key)
+            return
+        if record is None:
+            if not event.value.is_directory:
+                notice(key, "local file on a read-only share is not sent to peers")
+            return
+        try:
+            value = FileValue.from_json(record.value)
+        except RecordError:
+            return
+        if value.is_directory or event.value.is_directory or \
+                value.sha256 == event.value.sha256:
+            return
+        try:
+            aside = ctx.local.store.conflict_key(key)
+            ctx.local.store.rename_local(key, aside)
+        except (DirectoryError, OSError) as exc:
+            notice(key, f"changed locally on a read-only share; could not keep it aside: {exc}")
+            return
+        notice(key, f"changed locally on a read-only share; the change was kept as {aside} "
+                    f"and the share's version restored")
+        ctx.dirty.add(key)
+
+    def _clean_temps(self, result: ScanResult, now: float) -> None:
+        older = int((now - STALE_TEMP_SECONDS) * 1e9)
+        for path in result.temp_files:
+            try:
+                self.ctx.local.store.remove_stale_temp(path, older_than_ns=older)
+            except (DirectoryError, OSError):
+                pass
+
