@@ -120,14 +120,14 @@ def test_problems_come_from_todays_and_tomorrows_engine_keys() -> None:
                                             "as /c.CONFLICT.x"}],
         "limits": [{"key": "/d", "limit": "quota", "message": "quota: over"}],
         "rejected": [], "failures": [{"key": "/e", "reason": "peer went away"}],
-        # keys the engine is adding; read with .get
-        "conflicts": [{"key": "/f", "aside": "/f.CONFLICT.y"}],
+        # the engine's newer keys; conflicts are the keys of the copies held
+        "conflicts": ["/f.CONFLICT.y"],
         "held_back": [{"key": "/g", "limit": "disk_full", "message": "disk full"}],
         "unavailable": [{"key": "/h"}],
     }
     kinds = {p["key"]: p["kind"] for p in problems_of(state)}
     assert kinds == {"/a": "symlink_skipped", "/b": "read_only_reverted", "/c": "conflict",
-                     "/d": "quota", "/e": "failed", "/f": "conflict", "/g": "disk_full",
+                     "/d": "quota", "/e": "failed", "/f.CONFLICT.y": "conflict", "/g": "disk_full",
                      "/h": "unavailable"}
     assert problems_of({}) == []
 

@@ -95,11 +95,8 @@ def problems_of(state: Mapping[str, Any]) -> list[dict[str, str]]:
             seen.add((kind, key))
             out.append({"kind": kind, "key": key, "message": message})
 
-    for item in state.get("conflicts") or []:
-        aside = item.get("aside") or item.get("conflict_key")
-        add("conflict", _item_key(item),
-            _item_text(item) or (f"conflict: other version kept as {aside}" if aside
-                                 else "conflict"))
+    for copy in state.get("conflicts") or []:  # keys of the CONFLICT copies held
+        add("conflict", str(copy), "a conflicting version, kept beside the original")
     for item in state.get("notices") or []:
         add(_notice_kind(str(item.get("reason", ""))), _item_key(item), _item_text(item))
     for item in state.get("limits") or []:
