@@ -52,6 +52,7 @@ from csembed.runtime.rate_limit import DaemonRateLimits
 from csembed.runtime.session_stream import SessionStream, connect, serve
 from csembed.runtime.share_runtime import ShareRuntime
 from csembed.security.rate_limit import RateLimiter as AuthLimiter
+from csembed.security.sodium_version import check_sodium
 
 __all__ = ["ConnectionManager", "LinkHooks", "LinkRecord", "Target"]
 
@@ -138,6 +139,7 @@ class ConnectionManager:
     def __init__(self, hooks: LinkHooks, registry: CredentialRegistry, core: CoreConfig, *,
                  limits: DaemonRateLimits, max_connections: int,
                  backoff_max: float = 60.0, rng: random.Random | None = None) -> None:
+        check_sodium()  # refuse to start rather than fail on the first connection
         self.hooks = hooks
         self.registry = registry
         self.core = core
