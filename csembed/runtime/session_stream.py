@@ -180,7 +180,8 @@ class SessionStream:
         the connection has nothing more to say (socket closed, machine done)."""
         while True:
             event = self.machine.next_event()
-            await self.flush()
+            with contextlib.suppress(ConnectionError):  # reported as the end below
+                await self.flush()
             if not isinstance(event, _NeedData):
                 if isinstance(event, SessionFailed):
                     self._abort()
@@ -206,12 +207,27 @@ class SessionStream:
                 self._wakeup = None
 
     async def flush(self) -> None:
-        """Write whatever the machine queued, waiting while the transport is full."""
+        """Write whatever the machine queued, waiting while the transport is full.
+
+        Raises :class:`ConnectionResetError` once the connection is lost (the
+        first failed send closes it), so a writer stops at once instead of
+        handing a dead transport more data."""
         data = self.machine.data_to_send()
-        if data and not self._finished:
-            assert self._link.transport is not None
-            self._link.transport.write(data)
+        if self._finished:
+            if data:
+                raise ConnectionResetError("the connection is closed")
+            return
+        transport = self._link.transport
+        assert transport is not None
+        if transport.is_closing() or self._link.closed.done():
+            self._abort()
+            raise ConnectionResetError("the connection was lost")
+        if data:
+            transport.write(data)
             await self._link.wait_writable()
+            if transport.is_closing():  # the write failed (peer reset): close now
+                self._abort()
+                raise ConnectionResetError("the connection was lost while sending")
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call a sending method of the machine by name, then flush."""
