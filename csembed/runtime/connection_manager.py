@@ -24,7 +24,10 @@ keeps one dial task per target: it waits until the target is worth dialling
 (not paused, no link to that peer for that share yet, a free connection
 slot, no other attach in flight for the same code), tries each address in
 turn, runs the link, and after it ends waits a capped, jittered back-off
-(1 s doubling to 60 s; reset after a link that carried its share for 30 s).
+(1 s doubling to 60 s). The back-off is reset after a link that made
+progress: it carried its share and either the peer sent messages on it or it
+lasted 30 s, so a link that resets every few seconds but syncs meanwhile is
+retried at once rather than once a minute.
 A target that disappears stops being dialled, but a link it made keeps
 running. A dead peer is noticed by the core's ping timeout, which ends the
 link; its dial task then reconnects.
@@ -131,6 +134,17 @@ class LinkRecord:
             "state": "connected" if self.share_id else "handshaking",
             "payload_bytes_received": self.link.bytes_in,
         }
+
+
+def made_progress(record: LinkRecord, now: float) -> bool:
+    """Whether a finished link worked well enough to reset the dial back-off:
+    it carried its share, and the peer sent messages on it or it lasted
+    :data:`STABLE_LINK` seconds."""
+    if record.share_id is None or record.ready_at is None:
+        return False
+    link = record.link
+    return getattr(link, "messages_in", 0) > 0 or getattr(link, "bytes_in", 0) > 0 \
+        or now - record.ready_at >= STABLE_LINK
 
 
 class ConnectionManager:
@@ -341,8 +355,7 @@ class ConnectionManager:
             record = await self._dial_once(target, grant)
             if record is not None and record.ready is not None and target.peer_id is None:
                 self._learned[key] = record.ready.peer_id
-            if record is not None and record.ready_at is not None \
-                    and time.time() - record.ready_at >= STABLE_LINK:
+            if record is not None and made_progress(record, time.time()):
                 backoff.reset()
             await asyncio.sleep(backoff.next_delay(self._rng.random()))
 

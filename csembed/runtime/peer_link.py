@@ -120,6 +120,7 @@ class PeerLink:
         self.runtime: ShareRuntime | None = None
         self.conn_id: Any = self
         self.bytes_in = 0  #: payload bytes received
+        self.messages_in = 0  #: messages received after Ready (progress, for back-off)
         self.units_out = 0
         self.started = time.monotonic()
 
@@ -194,6 +195,8 @@ class PeerLink:
             if isinstance(event, SessionClosed):
                 return "peer closed the connection"
             if isinstance(event, Message | PayloadChunk | PayloadEnd):
+                if isinstance(event, Message):
+                    self.messages_in += 1
                 runtime.receive(self.conn_id, event)
                 if isinstance(event, PayloadChunk):
                     self.bytes_in += len(event.data)
