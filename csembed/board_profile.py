@@ -44,6 +44,7 @@ class MemoryLimits:
     max_bytes_in_flight: int  #: requested but not yet received bytes, all transfers
     max_open_transfers: int  #: concurrent file transfers
     max_connections: int  #: concurrent peer connections
+    max_handshakes: int  #: incoming connections still authenticating, besides those
     max_signature: int  #: largest rsync signature held in memory
 
 
@@ -184,6 +185,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "max_bytes_in_flight": _size_between(64 * 1024, 1 << 40),
         "max_open_transfers": _integer(1, 1024),
         "max_connections": _integer(1, 4096),
+        "max_handshakes": _integer(1, 4096),
         "max_signature": _size_between(64 * 1024, 1 << 32),
     },
     "storage": {

@@ -298,7 +298,10 @@ class ConnectionManager:
         result = None
         try:
             result = await record.link.run()
-            log.info("connection %s ended: %s", record.address, result.reason)
+            # An incoming connection that never authenticated is noise (scans, floods).
+            quiet = result.ready is None and not record.outgoing
+            log.log(logging.DEBUG if quiet else logging.INFO, "connection %s ended: %s",
+                    record.address, result.reason)
         except asyncio.CancelledError:
             record.link.stream.abort()
             raise

@@ -60,7 +60,7 @@ from csembed.protocol.core import (
 from csembed.protocol.wire import Limits, Message, PayloadChunk, PayloadEnd
 from csembed.runtime.session_stream import SessionStream, connect
 from csembed.runtime.share_runtime import ShareRuntime
-from csembed.security.handshake import SessionClosed, SessionFailed
+from csembed.security.handshake import SessionClosed, SessionConfig, SessionFailed
 from csembed.security.keys import READ_WRITE, Rng, default_rng
 
 log = logging.getLogger("csembed.link")
@@ -85,7 +85,8 @@ def core_config(board: BoardProfile, *, name: str | None = None,
     return CoreConfig(name=name, extensions=extensions, gzip_level=board.cpu.gzip_level,
                       ping_interval=board.network.ping_interval,
                       limits=Limits(max_body=board.memory.max_message,
-                                    max_chunk=board.memory.max_message))
+                                    max_chunk=board.memory.max_message),
+                      session=SessionConfig(max_pending=board.memory.max_handshakes))
 
 
 @dataclass

@@ -33,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from csembed.protocol.core import CoreConfig, PeerConnection
+from csembed.protocol.core import CoreConfig, PeerConnection, Phase
 from csembed.protocol.core_access import CredentialRegistry, Grant
 from csembed.protocol.wire import _NeedData
 from csembed.security.handshake import SessionFailed
@@ -47,6 +48,9 @@ log = logging.getLogger("csembed.session")
 
 READ_SIZE = 1 << 20
 """Largest single read from the socket (the reused receive buffer's size)."""
+FIRST_READ = 4096
+"""First read size of a connection; it doubles, up to ``read_size``, each time a
+read fills it after the peer authenticated (handshake messages are < 300 bytes)."""
 WRITE_BUFFER = 2 << 20
 """Bytes the transport may hold beyond what the kernel took before writers wait."""
 
@@ -62,14 +66,22 @@ class Machine(Protocol):
     def close(self) -> None: ...
 
 
+def _authenticated(machine: Any) -> bool:
+    """Whether the peer on ``machine`` has proved its secret (the handshake is over)."""
+    if isinstance(machine, PeerConnection):
+        return machine.phase is not Phase.HANDSHAKE
+    return bool(getattr(machine, "handshake_complete", True))
+
+
 class _Transport(asyncio.BufferedProtocol):
     """Moves bytes between a socket and its :class:`SessionStream`."""
 
     def __init__(self, read_size: int) -> None:
         self.read_size = read_size
+        self.read_hint = min(FIRST_READ, read_size)  #: size of the next read; grows
         self.stream: SessionStream | None = None
         self.transport: asyncio.Transport | None = None
-        self._buffer = memoryview(bytearray(read_size))
+        self._buffer = memoryview(b"")  # allocated when reads need it, grown with read_hint
         self._write_ready: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.on_connect: Callable[[_Transport], None] | None = None
@@ -82,13 +94,19 @@ class _Transport(asyncio.BufferedProtocol):
             self.on_connect(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        want = self.read_hint
         stream = self.stream
         if stream is not None and stream._direct:
-            return stream.machine.get_buffer(len(self._buffer))  # type: ignore[attr-defined]
-        return self._buffer
+            return stream.machine.get_buffer(want)  # type: ignore[attr-defined]
+        if len(self._buffer) < want:
+            self._buffer = memoryview(bytearray(want))
+        return self._buffer[:want]
 
     def buffer_updated(self, nbytes: int) -> None:
         stream = self.stream
+        if nbytes >= self.read_hint and self.read_hint < self.read_size \
+                and stream is not None and _authenticated(stream.machine):
+            self.read_hint = min(self.read_hint * 2, self.read_size)
         if stream is None:
             return
         if stream._direct:
@@ -156,7 +174,7 @@ class SessionStream:
 
     def _on_received(self, nbytes: int) -> None:
         self._unprocessed += nbytes
-        if self._unprocessed >= self._link.read_size and not self._paused:
+        if self._unprocessed >= self._link.read_hint and not self._paused:
             assert self._link.transport is not None
             self._link.transport.pause_reading()
             self._paused = True
@@ -299,10 +317,42 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
                 rng: Rng = default_rng, read_size: int = READ_SIZE) -> asyncio.Server:
     """Listen on TCP; each connection becomes a :class:`PeerConnection` server
     handed to ``handler`` (closed when the handler returns). ``limiter`` is
-    keyed by the peer's IP address."""
+    keyed by the peer's IP address.
+
+    At most ``config.session.max_pending`` accepted connections may be still
+    unauthenticated; a new one beyond that closes an older one: the oldest of
+    the source address that has the most of them, so a flood from a few
+    addresses pushes out only its own connections. Thus connections that
+    never authenticate cost a bounded amount of memory and file descriptors,
+    and a peer that holds a key or code gets in and completes. Authenticated
+    connections are not counted here (the connection manager limits those)."""
     loop = asyncio.get_running_loop()
     config = config or CoreConfig()
     tasks: set[asyncio.Task[None]] = set()
+    pending: OrderedDict[_Transport, str] = OrderedDict()  # -> source address, oldest first
+    evicted = 0
+
+    def admit(link: _Transport, source: str) -> None:
+        nonlocal evicted
+        per_source: dict[str, int] = {}
+        for other, other_source in list(pending.items()):
+            if other.closed.done() or other.stream is None \
+                    or _authenticated(other.stream.machine):
+                del pending[other]
+            else:
+                per_source[other_source] = per_source.get(other_source, 0) + 1
+        budget = config.session.max_pending
+        while len(pending) >= budget:
+            most = max(per_source.values())
+            victim = next(t for t, src in pending.items() if per_source[src] == most)
+            per_source[pending.pop(victim)] -= 1
+            if victim.stream is not None:
+                victim.stream.abort()
+            evicted += 1
+            if evicted & (evicted - 1) == 0:  # 1, 2, 4, ...: visible, not a log flood
+                log.warning("%d unauthenticated connection(s) closed so far: more than "
+                            "%d at once were still authenticating", evicted, budget)
+        pending[link] = source
 
     async def run(stream: SessionStream) -> None:
         try:
@@ -322,7 +372,9 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
         source = str(peer[0]) if peer else ""
         machine = PeerConnection.server(registry, config, clock=loop.time, rng=rng,
                                         limiter=limiter, source=source)
-        task = loop.create_task(run(SessionStream(machine, link, clock=loop.time)))
+        stream = SessionStream(machine, link, clock=loop.time)
+        admit(link, source)
+        task = loop.create_task(run(stream))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
