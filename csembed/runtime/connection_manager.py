@@ -29,7 +29,15 @@ progress: it carried its share and either the peer sent messages on it or it
 lasted 30 s, so a link that resets every few seconds but syncs meanwhile is
 retried at once rather than once a minute.
 A target that disappears stops being dialled, but a link it made keeps
-running. A dead peer is noticed by the core's ping timeout, which ends the
+running.
+
+Addresses come from trackers and LAN announcements, which an attacker may
+control, so dialling is bounded: at most :data:`MAX_TARGETS` targets (manual
+ones first; targets naming the same addresses for the same share are one),
+at most ``max_dials`` outgoing connections in progress at once (from the
+connect until the peer authenticated or the attempt ended), and each address
+paced by a :class:`~csembed.discovery.dial_policy.DialPolicy` (a few dials a
+minute, back-off after failures) whichever targets name it. A dead peer is noticed by the core's ping timeout, which ends the
 link; its dial task then reconnects.
 
 Upload and download rate limiters (the board's, shared by all links) are
@@ -48,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from csembed.discovery.backoff import Backoff
+from csembed.discovery.dial_policy import DialPolicy
 from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
 from csembed.protocol.core_access import CredentialRegistry
 from csembed.runtime.peer_link import LinkResult, PeerLink
@@ -62,6 +71,8 @@ __all__ = ["ConnectionManager", "LinkHooks", "LinkRecord", "Target"]
 log = logging.getLogger("csembed.connections")
 
 CONNECT_TIMEOUT = 15.0
+MAX_TARGETS = 256  #: dial targets kept; the rest of a (possibly hostile) list is ignored
+MAX_DIALS = 8  #: outgoing connections in progress (not yet authenticated) at once
 STABLE_LINK = 30.0  #: a link that carried its share this long resets the back-off
 
 
@@ -152,8 +163,12 @@ class ConnectionManager:
 
     def __init__(self, hooks: LinkHooks, registry: CredentialRegistry, core: CoreConfig, *,
                  limits: DaemonRateLimits, max_connections: int,
-                 backoff_max: float = 60.0, rng: random.Random | None = None) -> None:
+                 backoff_max: float = 60.0, rng: random.Random | None = None,
+                 max_dials: int = MAX_DIALS, dial_policy: DialPolicy | None = None) -> None:
         check_sodium()  # refuse to start rather than fail on the first connection
+        self.dial_policy = dial_policy or DialPolicy()
+        self._dial_slots = asyncio.Semaphore(max_dials)
+        self.dials_in_progress = 0
         self.hooks = hooks
         self.registry = registry
         self.core = core
@@ -321,7 +336,18 @@ class ConnectionManager:
 
     def set_targets(self, targets: Iterable[Target]) -> None:
         """Dial these targets (and stop dialling any others)."""
-        wanted = {t.key: t for t in targets}
+        wanted: dict[tuple[str, str, str], Target] = {}
+        seen: set[tuple[str, str, tuple[tuple[str, int], ...]]] = set()
+        ordered = sorted(targets, key=lambda t: t.source != "manual")  # stable: manual first
+        for target in ordered:
+            same = (target.kind, target.club, target.addresses)
+            if same in seen or target.key in wanted:
+                continue
+            if len(wanted) >= MAX_TARGETS:
+                log.warning("dialling only %d of %d targets", MAX_TARGETS, len(ordered))
+                break
+            seen.add(same)
+            wanted[target.key] = target
         self._targets = wanted
         for key in [k for k in self._dialers if k not in wanted]:
             self._dialers.pop(key).cancel()
@@ -371,18 +397,20 @@ class ConnectionManager:
         elif peer is not None:
             marker = (target.club, peer)
             self._dialing.add(marker)
+        loop = asyncio.get_running_loop()
         try:
             for host, port in target.addresses:
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT):
-                        stream = await connect(host, port, grant, self.core)
-                except (OSError, TimeoutError) as exc:
-                    log.debug("cannot reach %s:%d: %s", host, port, exc)
+                address = (host, port)
+                if self.dial_policy.wait(address, loop.time()) > 0:
+                    continue  # dialled too often lately, or failing: try it later
+                async with self._dial_slots:
+                    self.dials_in_progress += 1
+                    try:
+                        record, task = await self._dial_until_authenticated(address, grant)
+                    finally:
+                        self.dials_in_progress -= 1
+                if record is None or task is None:
                     continue
-                record = self._make_record(stream, outgoing=True, address=f"{host}:{port}")
-                task = asyncio.get_running_loop().create_task(self._run(record))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
                 if marker is not None:
                     self._dialing.discard(marker)
                     marker = None
@@ -398,6 +426,40 @@ class ConnectionManager:
             if target.kind == "attach":
                 self._attach_inflight.discard(target.club)
             self._notify()
+
+    async def _dial_until_authenticated(
+            self, address: tuple[str, int], grant: Grant,
+    ) -> tuple[LinkRecord | None, asyncio.Task[Any] | None]:
+        """Dial ``address`` and start its link; return once the peer authenticated
+        or the attempt ended (the caller holds a dial slot meanwhile)."""
+        loop = asyncio.get_running_loop()
+        host, port = address
+        self.dial_policy.started(address, loop.time())
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                stream = await connect(host, port, grant, self.core)
+        except (OSError, TimeoutError) as exc:
+            log.debug("cannot reach %s:%d: %s", host, port, exc)
+            self.dial_policy.failed(address, loop.time())
+            return None, None
+        record = self._make_record(stream, outgoing=True, address=f"{host}:{port}")
+        task = loop.create_task(self._run(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            while record.ready is None and not task.done():
+                await self._changed.wait()
+        except asyncio.CancelledError:
+            # The target went away: abandon the attempt, or its connection would
+            # outlive the dial slot it holds.
+            if record.ready is None:
+                record.link.stream.abort()
+            raise
+        if record.ready is not None:
+            self.dial_policy.succeeded(address)
+        else:
+            self.dial_policy.failed(address, loop.time())
+        return record, task
 
     # -- control ----------------------------------------------------------------------
 

@@ -25,7 +25,11 @@ what discovery knows change:
   hold) and every attach, its peer ID learned on the first connection.
 
 LAN sightings are forgotten when not renewed for ``LAN_SIGHTING_TTL``
-seconds; a tracker view is replaced by the next one for the club.
+seconds; a tracker view is replaced by the next one for the club. A tracker
+reply is taken only in part -- at most ``MAX_PEERS_PER_REPLY`` peers with
+``MAX_ADDRESSES_PER_PEER`` addresses each, every address once -- since
+whoever runs or registers with a tracker picks what is in it; the connection
+manager paces the dialling itself.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ __all__ = ["LAN_SIGHTING_TTL", "PeerFinder"]
 log = logging.getLogger("csembed.discovery")
 
 LAN_SIGHTING_TTL = 200.0  #: a LAN sighting not renewed for this long is forgotten
+MAX_PEERS_PER_REPLY = 64  #: peers taken from one tracker reply for one club
+MAX_ADDRESSES_PER_PEER = 4  #: addresses taken per peer (distinct within a reply)
 
 
 class PeerFinder:
@@ -208,9 +214,25 @@ class PeerFinder:
             self.tracker.set_addresses(self.announce_addresses())
 
     def _on_tracker_peers(self, update: PeersUpdate) -> None:
-        self._tracker_view[update.club_id] = {
-            peer: [(a.host, a.port) for a in addresses if a.scheme == "tcp"]
-            for peer, addresses in update.peers.items()}
+        # A tracker (or whoever registered with it) chooses these addresses: take a
+        # bounded number, never one of our own, and each address once per club.
+        view: dict[str, list[tuple[str, int]]] = {}
+        taken: set[tuple[str, int]] = set()
+        own = self.own_peers()
+        for peer, addresses in update.peers.items():
+            if len(view) >= MAX_PEERS_PER_REPLY:
+                log.warning("tracker listed %d peers for club %s; taking the first %d",
+                            len(update.peers), update.club_id[:8], MAX_PEERS_PER_REPLY)
+                break
+            if peer in own:
+                continue
+            usable = [(a.host, a.port) for a in addresses if a.scheme == "tcp"]
+            usable = [a for a in dict.fromkeys(usable) if a not in taken]
+            usable = usable[:MAX_ADDRESSES_PER_PEER]
+            if usable:
+                taken.update(usable)
+                view[peer] = usable
+        self._tracker_view[update.club_id] = view
         self.reconcile()
 
     def _on_sighting(self, sighting: LanSighting) -> None:
