@@ -173,3 +173,29 @@ def test_a_tracker_listing_4096_fake_peers_gets_paced_dialling(procs: Procs) -> 
     assert busiest <= per_minute
     assert served < 10
     assert peak < 64_000_000
+
+
+def test_dial_policy_paces_each_address() -> None:
+    policy = DialPolicy(per_minute=3, initial=1.0, maximum=8.0, max_entries=2)
+    a = ("127.0.0.2", 1)
+    for t in (0.0, 1.0, 2.0):
+        assert policy.wait(a, t) == 0
+        policy.started(a, t)
+    assert policy.wait(a, 2.0) == 58.0  # three in the last minute: the oldest must age out
+    assert policy.wait(a, 60.0) == 0
+    policy.started(("127.0.0.3", 1), 61.0)
+    policy.started(("127.0.0.4", 1), 62.0)
+    assert len(policy) == 2  # least recently used address dropped
+
+
+def test_dial_policy_backs_off_after_failures() -> None:
+    policy = DialPolicy(per_minute=100, initial=1.0, maximum=8.0)
+    b = ("127.0.0.3", 1)
+    waits = []
+    for _ in range(5):
+        policy.started(b, 100.0)
+        policy.failed(b, 100.0)
+        waits.append(policy.wait(b, 100.0))
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]
+    policy.succeeded(b)
+    assert policy.wait(b, 100.0) == 0
