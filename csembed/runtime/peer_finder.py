@@ -40,6 +40,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from csembed.access_code import AccessCode
 from csembed.discovery.lan_service import LanAnnouncer, LanListener, LanSighting
 from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_session import PeersUpdate
@@ -128,6 +129,27 @@ class PeerFinder:
             ids[attach.access_id] = attach.peer_id
         return ids
 
+    def club_proofs(self) -> dict[str, bytes]:
+        """Club ID -> registration proof (its SHA-256 preimage) where we know one:
+        the derived key IDs of levels we hold, and the access IDs of codes we
+        issued or hold (``protocol/discovery.md``)."""
+        proofs: dict[str, bytes] = {}
+        for share in self.daemon.shares.values():
+            if share.runtime is None:
+                continue
+            for level in share.keys.levels:
+                preimage = level.id_preimage
+                if preimage is not None and level.key_id_hex is not None:
+                    proofs[level.key_id_hex] = preimage
+        for issued in self.daemon.codes:
+            preimage = getattr(issued, "id_preimage", None)
+            if preimage is not None:
+                proofs[issued.access_id] = preimage
+        for attach in self.daemon.pending.values():
+            with contextlib.suppress(ValueError):
+                proofs[attach.access_id] = AccessCode.parse(attach.code).raw[:8]
+        return proofs
+
     def own_peers(self) -> set[str]:
         """Our peer IDs (announcements carrying them are our own)."""
         return {s.entry.peer_id for s in self.daemon.shares.values()} | \
@@ -163,6 +185,7 @@ class PeerFinder:
         ids = self.club_ids()
         if tracker is not None:
             self.tracker = TrackerClient(tracker[0], tracker[1], ids=ids,
+                                         proofs=self.club_proofs(),
                                          addresses=self.announce_addresses(),
                                          on_peers=self._on_tracker_peers,
                                          on_state=self._on_tracker_state)
@@ -198,7 +221,7 @@ class PeerFinder:
         """Our clubs changed: re-register everywhere, re-plan the dialling."""
         ids = self.club_ids()
         if self.tracker is not None:
-            self.tracker.set_ids(ids)
+            self.tracker.set_ids(ids, self.club_proofs())
         if self.announcer is not None:
             self.announcer.set_ids(ids)
         if self.listener is not None:
