@@ -241,8 +241,10 @@ class ConnectionManager:
         async def on_keys(event: KeysReceived) -> None:
             await self._on_keys(event)
 
+        # Replies queued for one peer: a few of the board's largest messages.
         link = PeerLink(stream, resolve=resolve, on_keys=on_keys, upload=self.limits.upload,
-                        download=self.limits.download)
+                        download=self.limits.download,
+                        max_backlog=4 * self.core.limits.max_body)
         record = LinkRecord(link, outgoing, address)
         holder.append(record)
         return record

@@ -51,6 +51,8 @@ READ_SIZE = 1 << 20
 FIRST_READ = 4096
 """First read size of a connection; it doubles, up to ``read_size``, each time a
 read fills it after the peer authenticated (handshake messages are < 300 bytes)."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds a clean close waits for the peer to take what is still queued."""
 WRITE_BUFFER = 2 << 20
 """Bytes the transport may hold beyond what the kernel took before writers wait."""
 
@@ -139,7 +141,9 @@ class _Transport(asyncio.BufferedProtocol):
 
     async def wait_writable(self) -> None:
         if self._write_ready is not None:
-            await self._write_ready
+            # shielded: several tasks may wait on it, and cancelling one of them
+            # must not cancel the shared future under the others
+            await asyncio.shield(self._write_ready)
 
 
 class SessionStream:
@@ -269,19 +273,33 @@ class SessionStream:
         """Close cleanly (our FINAL record), then the socket."""
         if not self._finished:
             self.machine.close()
-            with contextlib.suppress(ConnectionError):
-                await self.flush()
+            # A peer that does not read would hold the close record (and us) forever.
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.flush()
+            except (ConnectionError, TimeoutError):
+                self._abort(hard=True)
             self._abort()
-        await self._link.closed
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._link.closed
+        except TimeoutError:
+            self._abort(hard=True)
+            await self._link.closed
 
     def abort(self) -> None:
         """Drop the connection at once, without a close record."""
         self._abort()
 
-    def _abort(self) -> None:
+    def _abort(self, hard: bool = False) -> None:
         self._finished = True
         if self._link.transport is not None:
-            self._link.transport.close()
+            # close() still sends what is buffered; abort() drops it (for a peer
+            # that stopped reading, which would otherwise hold the socket forever).
+            if hard:
+                self._link.transport.abort()
+            else:
+                self._link.transport.close()
 
     async def __aenter__(self) -> SessionStream:
         return self
