@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from csembed.discovery.backoff import Backoff
 from csembed.protocol.core import CoreConfig, Grant, Ready
 from csembed.protocol.core_access import CredentialRegistry
-from csembed.discovery.backoff import Backoff
 from csembed.runtime import connection_manager
 from csembed.runtime.connection_manager import ConnectionManager, LinkRecord, Target
 from csembed.runtime.rate_limit import DaemonRateLimits

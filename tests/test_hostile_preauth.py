@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 from test_daemon_support import (  # noqa: F401  (fixtures)

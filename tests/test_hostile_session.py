@@ -9,6 +9,7 @@ import struct
 from dataclasses import replace
 
 import pytest
+from test_session_tcp import CONFIG, TIMEOUT, Creator, until_ready
 
 from csembed.protocol.core import Ready
 from csembed.protocol.core_access import Grant
@@ -16,7 +17,6 @@ from csembed.protocol.wire import Message
 from csembed.runtime.session_stream import SessionStream, connect, serve
 from csembed.security.handshake import SessionConfig
 from csembed.security.keys import READ_WRITE, new_peer_id
-from test_session_tcp import CONFIG, TIMEOUT, Creator, until_ready
 
 
 async def _reset_on_first_message(stream: SessionStream) -> None:

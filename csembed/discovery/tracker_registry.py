@@ -53,6 +53,7 @@ from typing import Final
 from csembed import __version__
 from csembed.discovery.addresses import format_ip
 from csembed.discovery.errors import AddressError, TrackerError
+from csembed.discovery.registration_proof import proven_ids
 from csembed.discovery.tracker_messages import (
     MAX_ADDRESSES,
     MAX_IDS,
@@ -69,7 +70,6 @@ from csembed.discovery.tracker_messages import (
     encode,
     message_from_body,
 )
-from csembed.discovery.registration_proof import proven_ids
 from csembed.protocol.wire import Decoder, Limits, Message, WireError
 
 __all__ = [

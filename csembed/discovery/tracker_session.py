@@ -47,6 +47,7 @@ from csembed.discovery.addresses import (
     parse_known_addresses,
 )
 from csembed.discovery.errors import AddressError, TrackerError
+from csembed.discovery.registration_proof import proof_hex
 from csembed.discovery.tracker_messages import (
     MAX_ADDRESSES,
     MAX_IDS,
@@ -61,7 +62,6 @@ from csembed.discovery.tracker_messages import (
     encode,
     message_from_body,
 )
-from csembed.discovery.registration_proof import proof_hex
 from csembed.protocol.wire import NEED_DATA, Decoder, Limits, Message, NeedData, WireError
 
 __all__ = [

@@ -37,8 +37,10 @@ ones first; targets naming the same addresses for the same share are one),
 at most ``max_dials`` outgoing connections in progress at once (from the
 connect until the peer authenticated or the attempt ended), and each address
 paced by a :class:`~csembed.discovery.dial_policy.DialPolicy` (a few dials a
-minute, back-off after failures) whichever targets name it. A dead peer is noticed by the core's ping timeout, which ends the
-link; its dial task then reconnects.
+minute, back-off after failures) whichever targets name it.
+
+A dead peer is noticed by the core's ping timeout, which ends the link; its
+dial task then reconnects.
 
 Upload and download rate limiters (the board's, shared by all links) are
 handed to every link.

@@ -35,11 +35,10 @@ later leak of the password or share keys does not open recorded sessions.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from typing import Final
-
-import functools
 
 import nacl.bindings as sodium
 import nacl.exceptions
