@@ -12,6 +12,7 @@ Before the fix the per-ID back-off held everyone -- B included -- for up to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -62,7 +63,12 @@ def _attack(host: str, port: int, access_id: str, stop: threading.Event,
             await asyncio.sleep(0.05)  # pacing of the attacker, not synchronisation
 
     async def main() -> None:
-        await asyncio.gather(*(one_source(s) for s in ATTACKERS))
+        attack = asyncio.gather(*(one_source(s) for s in ATTACKERS))
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        attack.cancel()  # held guesses are abandoned at once
+        with contextlib.suppress(asyncio.CancelledError):
+            await attack
 
     asyncio.run(main())
 
@@ -83,8 +89,7 @@ def test_guessing_from_60_addresses_does_not_lock_out_the_code_holder(procs: Pro
     attacker.start()
     try:
         # let the attack use up the ID's guess budget first
-        wait_for(lambda: tally.get("answered", 0) >= 32
-                 and tally.get("closed unanswered", 0) >= 100,
+        wait_for(lambda: tally.get("answered", 0) >= 64,  # the ID's whole burst
                  "the attack to spend the ID's guess budget")
         b = procs.daemon("b", "--peer", a.address)
         started = time.monotonic()
