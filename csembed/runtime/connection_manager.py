@@ -54,7 +54,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from csembed.discovery.backoff import Backoff
@@ -75,6 +75,7 @@ log = logging.getLogger("csembed.connections")
 CONNECT_TIMEOUT = 15.0
 MAX_TARGETS = 256  #: dial targets kept; the rest of a (possibly hostile) list is ignored
 MAX_DIALS = 8  #: outgoing connections in progress (not yet authenticated) at once
+DIAL_HANDSHAKE_TIMEOUT = 10.0  #: seconds a dialled peer has to authenticate
 STABLE_LINK = 30.0  #: a link that carried its share this long resets the back-off
 
 
@@ -441,7 +442,7 @@ class ConnectionManager:
         self.dial_policy.started(address, loop.time())
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                stream = await connect(host, port, grant, self.core)
+                stream = await connect(host, port, grant, self._dial_core())
         except (OSError, TimeoutError) as exc:
             log.debug("cannot reach %s:%d: %s", host, port, exc)
             self.dial_policy.failed(address, loop.time())
@@ -464,6 +465,15 @@ class ConnectionManager:
         else:
             self.dial_policy.failed(address, loop.time())
         return record, task
+
+    def _dial_core(self) -> CoreConfig:
+        """The core settings for a dial: a short handshake deadline, since the dial
+        holds one of the few dial slots until the peer authenticates."""
+        session = self.core.session
+        if session.handshake_timeout <= DIAL_HANDSHAKE_TIMEOUT:
+            return self.core
+        return replace(self.core, session=replace(session,
+                                                  handshake_timeout=DIAL_HANDSHAKE_TIMEOUT))
 
     # -- control ----------------------------------------------------------------------
 

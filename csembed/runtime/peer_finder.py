@@ -56,7 +56,7 @@ __all__ = ["LAN_SIGHTING_TTL", "PeerFinder"]
 log = logging.getLogger("csembed.discovery")
 
 LAN_SIGHTING_TTL = 200.0  #: a LAN sighting not renewed for this long is forgotten
-MAX_PEERS_PER_REPLY = 64  #: peers taken from one tracker reply for one club
+MAX_PEERS_PER_REPLY = 64  #: peers taken from one tracker reply (or the LAN) for one club
 MAX_ADDRESSES_PER_PEER = 4  #: addresses taken per peer (distinct within a reply)
 
 
@@ -261,6 +261,8 @@ class PeerFinder:
     def _on_sighting(self, sighting: LanSighting) -> None:
         peers = self._lan_view.setdefault(sighting.id, {})
         known = peers.get(sighting.peer)
+        if known is None and len(peers) >= MAX_PEERS_PER_REPLY:
+            return  # anyone on the LAN can announce: a flood of made-up peers is ignored
         peers[sighting.peer] = (sighting.host, sighting.port, time.monotonic())
         if known is None or known[:2] != (sighting.host, sighting.port):
             log.info("LAN: peer %s at %s:%d for club %s", sighting.peer[:8], sighting.host,
