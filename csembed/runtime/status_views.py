@@ -160,7 +160,7 @@ def share_view(share: OpenShare, *, links: int, paused: bool,
     missing = _missing(state, problems, links, reached)
     complete = state.get("complete")
     word = {"idle": "synced", "syncing": "syncing", "scanning": "scanning",
-            "error": "error"}.get(state["state"], state["state"])
+            "error": "error", "incomplete": "waiting"}.get(state["state"], state["state"])
     if word == "synced" and (missing or complete is False):
         word = "waiting"
     if paused and word != "error":
