@@ -44,6 +44,7 @@ class MemoryLimits:
     max_bytes_in_flight: int  #: requested but not yet received bytes, all transfers
     max_open_transfers: int  #: concurrent file transfers
     max_connections: int  #: concurrent peer connections
+    max_handshakes: int  #: incoming connections still authenticating, besides those
     max_signature: int  #: largest rsync signature held in memory
 
 
@@ -172,6 +173,10 @@ def _duration_between(low: float, high: float) -> Callable[[Any], float]:
 
 
 _MiB = 1024 * 1024
+# A JSON body is buffered whole, then parsed within the wire layer's element bound
+# (about 5 times its size in objects, plus a copy while its shape is checked):
+# ~8 times its size; all connections at once may use at most half the RAM.
+_BODY_COST = 16
 _WIRE_MAX = 16 * _MiB  # the draft's limit for a JSON body and for a payload chunk
 
 # table -> key -> parser. The order of keys is the order of the dataclass fields.
@@ -184,6 +189,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "max_bytes_in_flight": _size_between(64 * 1024, 1 << 40),
         "max_open_transfers": _integer(1, 1024),
         "max_connections": _integer(1, 4096),
+        "max_handshakes": _integer(1, 4096),
         "max_signature": _size_between(64 * 1024, 1 << 32),
     },
     "storage": {
@@ -250,6 +256,13 @@ def parse_board(data: dict[str, Any], source: str) -> BoardProfile:
     mem = values["memory"]
     if mem["chunk_size"] > mem["max_message"]:
         raise BoardError(f"{source}: memory.chunk_size is larger than memory.max_message")
+    worst = mem["max_message"] * mem["max_connections"] * _BODY_COST
+    if worst > values["board"]["ram"]:
+        raise BoardError(
+            f"{source}: memory.max_message ({format_size(mem['max_message'])}) times "
+            f"memory.max_connections ({mem['max_connections']}) does not fit board.ram: "
+            f"a body held and parsed may cost {_BODY_COST // 2} times its size, and all "
+            f"connections' bodies together must fit in half the RAM")
     return BoardProfile(
         name=values["board"]["name"],
         description=values["board"]["description"],

@@ -9,14 +9,18 @@ directly with fake links (only ``stream.abort`` is used).
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from typing import Any
 
 import pytest
 
+from csembed.discovery.backoff import Backoff
 from csembed.protocol.core import CoreConfig, Grant, Ready
 from csembed.protocol.core_access import CredentialRegistry
-from csembed.runtime.connection_manager import ConnectionManager, LinkRecord
+from csembed.runtime import connection_manager
+from csembed.runtime.connection_manager import ConnectionManager, LinkRecord, Target
 from csembed.runtime.rate_limit import DaemonRateLimits
 from csembed.security.keys import READ_WRITE, ShareKeys
 
@@ -99,3 +103,51 @@ def test_board_connection_limit_unknown_shares_and_pause() -> None:
     manager.paused = True
     assert manager._resolve(_record(True), _ready(LOW, "9" * 32)) is None
     assert len(manager.links_of(SHARE)) == 2
+
+
+class _RecordingBackoff(Backoff):
+    """Tiny real delays; remembers the failure count at every wait."""
+
+    seen: list[int] = []
+
+    def next_delay(self, u: float) -> float:
+        type(self).seen.append(self.failures)
+        super().next_delay(u)
+        return 0.001
+
+
+@pytest.mark.parametrize("messages", [0, 3])
+def test_back_off_resets_after_a_short_link_that_made_progress(
+        monkeypatch: pytest.MonkeyPatch, messages: int) -> None:
+    """Issue 10 item 10: a link that resets every few seconds but exchanged messages
+    is retried at the initial delay; one that did nothing keeps backing off."""
+    _RecordingBackoff.seen = []
+    monkeypatch.setattr(connection_manager, "Backoff", _RecordingBackoff)
+
+    async def scenario() -> None:
+        manager = _manager()
+        manager.hooks.grant_for = lambda target: _ready(LOW, HIGH).grant  # type: ignore[attr-defined]
+        dials = 0
+
+        async def dial_once(target: Target, grant: Grant) -> LinkRecord:
+            nonlocal dials
+            dials += 1
+            record = _record(True)
+            record.link.messages_in = messages  # type: ignore[attr-defined]
+            record.share_id, record.ready_at = SHARE, time.time() - 2.0  # a 2 s link
+            if dials == 6:
+                manager.set_targets([])
+            return record
+
+        manager._dial_once = dial_once  # type: ignore[method-assign]
+        manager.set_targets([Target("share", SHARE, HIGH, (("127.0.0.1", 9),), READ_WRITE)])
+        async with asyncio.timeout(20):
+            while dials < 6 or any(not t.done() for t in manager._dialers.values()):
+                await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert len(_RecordingBackoff.seen) >= 5
+    if messages:
+        assert set(_RecordingBackoff.seen) == {0}
+    else:
+        assert _RecordingBackoff.seen[:5] == [0, 1, 2, 3, 4]

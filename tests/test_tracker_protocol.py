@@ -6,6 +6,7 @@ TTL expiry and ping schedules are exact and no test sleeps.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from typing import Any
 
@@ -47,9 +48,10 @@ from csembed.discovery.tracker_session import (
 )
 from csembed.protocol.wire import NEED_DATA, Decoder, Message, encode_message
 
-CLUB_X = "a1" * 32
-CLUB_Y = "b2" * 32
-CLUB_Z = "c3" * 32
+# Club IDs with known registration proofs (SHA-256 preimages), as a csembed
+# tracker requires them; sessions of the harness send the proofs.
+PROOFS = {hashlib.sha256(name).hexdigest(): name for name in (b"club x", b"club y", b"club z")}
+CLUB_X, CLUB_Y, CLUB_Z = PROOFS
 
 
 def peer(n: int) -> str:
@@ -214,7 +216,8 @@ class Harness:
                 addresses: tuple[str, ...] = (), ttl: int = 300,
                 ip: str = "192.0.2.200") -> TrackerSession:
         conn = self.registry.open(ip, self.now)
-        session = TrackerSession(ids=ids or {}, addresses=addresses, ttl=ttl, software=name)
+        session = TrackerSession(ids=ids or {}, addresses=addresses, ttl=ttl, software=name,
+                                 proofs=PROOFS)
         self.sessions[name] = (conn, session)
         self.names[conn] = name
         self.pump()

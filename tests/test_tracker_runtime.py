@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import signal
 import socket
@@ -28,9 +29,8 @@ from csembed.discovery.tracker_server import TrackerServer
 from csembed.discovery.tracker_session import PeersUpdate
 from csembed.protocol.wire import Decoder, Message, encode_message
 
-CLUB_X = "a1" * 32
-CLUB_Y = "b2" * 32
-CLUB_Z = "c3" * 32
+PROOFS = {hashlib.sha256(name).hexdigest(): name for name in (b"club x", b"club y", b"club z")}
+CLUB_X, CLUB_Y, CLUB_Z = PROOFS
 TIMEOUT = 10.0
 
 
@@ -50,7 +50,8 @@ class Watched:
         self.updates: list[PeersUpdate] = []
         self.states: list[str] = []
         self.changed = asyncio.Event()
-        self.client = TrackerClient("127.0.0.1", port, ids=ids, addresses=addresses,
+        self.client = TrackerClient("127.0.0.1", port, ids=ids, proofs=PROOFS,
+                                    addresses=addresses,
                                     on_peers=self._on_peers, on_state=self._on_state,
                                     rng=random.Random(7), **kw)
 
@@ -137,7 +138,7 @@ async def raw_client(port: int, ttl: int, ids: dict[str, str],
     greeting = await reader.readuntil(b"}\n")
     assert b'"tracker.greeting"' in greeting
     writer.write(encode(TrackerStart(ttl=ttl)) + encode(TrackerConnection(addresses))
-                 + encode(TrackerRegister(ids)))
+                 + encode(TrackerRegister(ids, {c: PROOFS[c].hex() for c in ids if c in PROOFS})))
     await writer.drain()
     return reader, writer
 

@@ -215,6 +215,11 @@ class ShareEngine:
         drops, self._drops = self._drops, []
         return drops
 
+    def outgoing_backlog(self, conn_id: Any) -> int:
+        """Reply bytes queued for ``conn_id`` and not yet handed out (0 if unknown)."""
+        peer = self._ctx.peers.get(conn_id)
+        return 0 if peer is None else peer.out.queued_control_bytes
+
     def may_read(self, conn_id: Any) -> bool:
         """Whether to read more from ``conn_id`` (False while its replies back up)."""
         peer = self._ctx.peers.get(conn_id)

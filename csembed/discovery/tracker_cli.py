@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="longest TTL clients may choose (default %(default)s)")
     p.add_argument("--max-clients", type=int, default=defaults.max_clients, metavar="N",
                    help="most simultaneous clients (default %(default)s)")
+    p.add_argument("--open-registration", action="store_true",
+                   help="register IDs without a registration proof (the draft's behaviour; "
+                        "lets anyone list peers for any club)")
     p.add_argument("--verbose", "-v", action="store_true", help="log connections and drops")
     p.set_defaults(handler=run)
 
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     try:
         config = TrackerServerConfig(min_ttl=args.min_ttl, max_ttl=args.max_ttl,
-                                     max_clients=args.max_clients)
+                                     max_clients=args.max_clients,
+                                     require_proof=not args.open_registration)
     except (TypeError, ValueError) as exc:
         raise ListenError(str(exc)) from None
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

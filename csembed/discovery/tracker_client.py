@@ -69,10 +69,12 @@ class TrackerClient:
         backoff: Backoff | None = None,
         connect_timeout: float = 15.0,
         rng: random.Random | None = None,
+        proofs: Mapping[str, bytes] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._ids = normalize_ids(ids or {})
+        self._proofs: dict[str, bytes] = dict(proofs or {})
         self._addresses = normalize_addresses(addresses)
         self._on_peers = on_peers
         self._on_state = on_state
@@ -108,13 +110,16 @@ class TrackerClient:
                 await task
         self._set_state("idle")
 
-    def set_ids(self, ids: Mapping[str, str]) -> None:
-        """Replace the club ID -> peer ID map we register."""
+    def set_ids(self, ids: Mapping[str, str], proofs: Mapping[str, bytes] | None = None) -> None:
+        """Replace the club ID -> peer ID map we register (and, when given, the
+        registration proofs: club ID -> preimage)."""
         self._ids = normalize_ids(ids)
+        if proofs is not None:
+            self._proofs = dict(proofs)
         for club in [club for club in self.peers if club not in self._ids]:
             del self.peers[club]
         if self._session is not None:
-            self._session.set_ids(self._ids)
+            self._session.set_ids(self._ids, self._proofs)
             self._write()
 
     def set_addresses(self, addresses: Iterable[str | PeerAddress]) -> None:
@@ -170,7 +175,7 @@ class TrackerClient:
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         loop: asyncio.AbstractEventLoop) -> None:
         session = TrackerSession(ids=self._ids, addresses=self._addresses, ttl=self._ttl,
-                                 software=self._software)
+                                 software=self._software, proofs=self._proofs)
         self._session = session
         self._writer = writer
         while True:

@@ -40,6 +40,7 @@ from csembed.discovery.addresses import (
     parse_ip,
 )
 from csembed.discovery.errors import AddressError, TrackerError
+from csembed.discovery.registration_proof import MAX_PROOF_BYTES
 from csembed.protocol.wire import encode_message
 
 __all__ = [
@@ -258,6 +259,9 @@ class TrackerRegister:
 
     TYPE = "tracker.register"
     ids: Mapping[str, str] = field(default_factory=dict)
+    proofs: Mapping[str, str] = field(default_factory=dict)
+    """csembed: club ID -> registration proof, lowercase hex (see
+    :mod:`csembed.discovery.registration_proof`); only IDs in ``ids``."""
 
     def __post_init__(self) -> None:
         given = _object(self.ids, "tracker.register ids", MAX_IDS)
@@ -266,15 +270,28 @@ class TrackerRegister:
             club = _id(check_club_id, key, "tracker.register ids key")
             ids[club] = _id(check_peer_id, value, f"tracker.register ids[{club[:16]}...]")
         _set(self, "ids", ids)
+        proofs: dict[str, str] = {}
+        for key, value in _object(self.proofs, "tracker.register proofs", MAX_IDS).items():
+            club = _id(check_club_id, key, "tracker.register proofs key")
+            if club not in ids:
+                raise _fail("tracker.register proofs names an ID not in ids", club[:16])
+            if not isinstance(value, str) or not 2 <= len(value) <= 2 * MAX_PROOF_BYTES:
+                raise _fail("tracker.register proof must be a hex string of at most "
+                            f"{2 * MAX_PROOF_BYTES} characters", club[:16])
+            proofs[club] = value.lower()
+        _set(self, "proofs", proofs)
 
     def to_body(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "ids": dict(self.ids)}
+        body: dict[str, Any] = {"type": self.TYPE, "ids": dict(self.ids)}
+        if self.proofs:
+            body["proofs"] = dict(self.proofs)
+        return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> TrackerRegister:
         if "ids" not in body:
             raise _fail("tracker.register lacks a required member", "ids")
-        return cls(ids=body["ids"])
+        return cls(ids=body["ids"], proofs=body.get("proofs", {}))
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from typing import Final
 from csembed import __version__
 from csembed.discovery.addresses import format_ip
 from csembed.discovery.errors import AddressError, TrackerError
+from csembed.discovery.registration_proof import proven_ids
 from csembed.discovery.tracker_messages import (
     MAX_ADDRESSES,
     MAX_IDS,
@@ -95,6 +96,7 @@ class TrackerServerConfig:
     max_clients: int = 4096  #: connections beyond this are closed at once
     max_updates: int = 60  #: connection/register messages allowed per window
     update_window: float = 60.0  #: seconds of that window
+    require_proof: bool = True  #: register only IDs whose registration proof checks out
 
     def __post_init__(self) -> None:
         def check(name: str, low: float, high: float) -> None:
@@ -193,6 +195,7 @@ class TrackerRegistry:
         self._timers: list[tuple[float, int]] = []
         self._outputs: list[Output] = []
         self._next_conn = 1
+        self.refused_ids = 0  #: IDs left unregistered for want of a valid proof
 
     # -- introspection -----------------------------------------------------
 
@@ -358,6 +361,10 @@ class TrackerRegistry:
             raise TrackerError(f"{len(message.ids)} IDs registered, over this tracker's "
                                f"limit of {self.config.max_ids}")
         old, new = client.ids, dict(message.ids)
+        if self.config.require_proof:
+            proven = proven_ids(new, message.proofs)
+            self.refused_ids += len(new) - len(proven)
+            new = proven
         changed = [club for club in old if club not in new]
         for club in changed:
             self._leave(client, club)

@@ -47,6 +47,7 @@ from csembed.discovery.addresses import (
     parse_known_addresses,
 )
 from csembed.discovery.errors import AddressError, TrackerError
+from csembed.discovery.registration_proof import proof_hex
 from csembed.discovery.tracker_messages import (
     MAX_ADDRESSES,
     MAX_IDS,
@@ -148,10 +149,12 @@ class TrackerSession:
         ttl: int = DEFAULT_TTL,
         software: str = "",
         max_message: int = DEFAULT_MAX_MESSAGE,
+        proofs: Mapping[str, bytes] | None = None,
     ) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
             raise ValueError(f"ttl must be a positive int, got {ttl!r}")
         self._ids = normalize_ids(ids or {})
+        self._proofs: dict[str, bytes] = dict(proofs or {})
         self._addresses = normalize_addresses(addresses)
         self._wanted_ttl = ttl
         self._software = software
@@ -253,7 +256,7 @@ class TrackerSession:
         self._state = SessionState.ACTIVE
         self._queue(TrackerStart(ttl=self._ttl, software=self._software))
         self._queue(TrackerConnection(self._addresses))
-        self._queue(TrackerRegister(self._ids))
+        self._queue(self._register())
         self._next_ping = self._now + self._ttl / 2
         return TrackerGreeted(greeting, self._ttl)
 
@@ -283,18 +286,27 @@ class TrackerSession:
         self._out.clear()
         return out
 
-    def set_ids(self, ids: Mapping[str, str]) -> bool:
-        """Replace the registered set; queue ``tracker.register`` if it changed.
+    def _register(self) -> TrackerRegister:
+        proofs = {club: proof_hex(self._proofs[club]) for club in self._ids
+                  if club in self._proofs}
+        return TrackerRegister(self._ids, proofs)
+
+    def set_ids(self, ids: Mapping[str, str], proofs: Mapping[str, bytes] | None = None) -> bool:
+        """Replace the registered set (and the proofs for its IDs: the preimages of
+        :mod:`~csembed.discovery.registration_proof`); queue ``tracker.register``
+        if it changed.
 
         Returns whether it changed. Before the greeting it only updates what
         will be sent then.
         """
         new = normalize_ids(ids)
-        if new == self._ids:
+        new_proofs = dict(proofs) if proofs is not None else self._proofs
+        if new == self._ids and new_proofs == self._proofs:
             return False
         self._ids = new
+        self._proofs = new_proofs
         if self._state is SessionState.ACTIVE:
-            self._queue(TrackerRegister(new))
+            self._queue(self._register())
         return True
 
     def set_addresses(self, addresses: Iterable[str | PeerAddress]) -> bool:

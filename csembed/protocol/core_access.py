@@ -129,6 +129,7 @@ class IssuedCode:
     max_uses: int | None = 1
     uses: int = 0
     tag: object = None
+    id_preimage: bytes | None = field(default=None, repr=False)  #: SHA-256 -> access ID
 
     @property
     def access_id(self) -> str:
@@ -166,7 +167,8 @@ class AccessCodeTable:
         if creds.access_id in self._codes:
             raise AccessError(f"access ID {creds.access_id[:16]}… is already issued")
         issued = IssuedCode(creds, access_level, share, peer_id, now,
-                            None if lifetime is None else now + lifetime, max_uses, 0, tag)
+                            None if lifetime is None else now + lifetime, max_uses, 0, tag,
+                            code.raw[:8] if isinstance(code, AccessCode) else None)
         self._codes[creds.access_id] = issued
         return issued
 

@@ -67,6 +67,8 @@ __all__ = [
     "PayloadChunk",
     "PayloadEnd",
     "WireError",
+    "check_shape",
+    "default_max_elements",
     "encode_body",
     "encode_chunk",
     "encode_chunk_header",
@@ -81,6 +83,8 @@ MAX_BODY: Final = 16 * MIB
 MAX_CHUNK: Final = 16 * MIB
 """core.md: "The size for each chunk shall be no greater than 16777216 bytes"."""
 MAX_SIGNATURE_TEXT: Final = 1024
+MAX_DEPTH: Final = 64
+"""Our bound on the nesting of arrays and objects in a body (the draft's use 3 or 4)."""
 """Our bound on the base64 signature text; Ed25519 needs 88 characters."""
 _MIN_BODY: Final = 2  # the shortest JSON object, "{}"
 
@@ -215,12 +219,16 @@ class Limits:
     The defaults are the draft's maxima; a constrained board passes smaller
     ``max_body``/``max_chunk`` and ``max_delivery`` (the largest piece of
     payload handed out at once, i.e. the most payload bytes copied per event).
+    ``max_elements`` (0: :func:`default_max_elements` of ``max_body``) and
+    ``max_depth`` bound the shape of a JSON body (see :func:`parse_body`).
     """
 
     max_body: int = MAX_BODY
     max_chunk: int = MAX_CHUNK
     max_delivery: int = 64 * 1024
     max_signature: int = MAX_SIGNATURE_TEXT
+    max_elements: int = 0
+    max_depth: int = MAX_DEPTH
 
     def __post_init__(self) -> None:
         checks = (
@@ -228,12 +236,28 @@ class Limits:
             ("max_chunk", self.max_chunk, 1, MAX_CHUNK),
             ("max_delivery", self.max_delivery, 1, MAX_CHUNK),
             ("max_signature", self.max_signature, 4, MAX_SIGNATURE_TEXT),
+            ("max_elements", self.max_elements, 0, MAX_BODY),
+            ("max_depth", self.max_depth, 1, 1000),
         )
         for name, value, low, high in checks:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"Limits.{name} must be an int")
             if not low <= value <= high:
                 raise ValueError(f"Limits.{name}={value} is outside {low}..{high}")
+
+
+    @property
+    def element_limit(self) -> int:
+        """``max_elements``, or its default for ``max_body``."""
+        return self.max_elements or default_max_elements(self.max_body)
+
+
+def default_max_elements(max_body: int) -> int:
+    """Values and keys a body of ``max_body`` bytes may hold by default: one per
+    16 bytes (at least 1024). Real messages average far more bytes per element
+    (hex digests, names, timestamps); a body of ``{},{},...`` would otherwise
+    cost about 25 times its size in Python objects, this caps it near 5 times."""
+    return max(1024, max_body // 16)
 
 
 class _State(Enum):
@@ -300,15 +324,60 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def parse_body(raw: bytes, offset: int = 0) -> dict[str, Any]:
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_ONLY_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+
+
+def _elements_bound(raw: bytes) -> tuple[int, int]:
+    """Upper bounds on (values and keys, opening brackets) in JSON text ``raw``."""
+    opening = raw.count(b"[") + raw.count(b"{")
+    return raw.count(b",") + raw.count(b":") + opening + 1, opening
+
+
+def check_shape(raw: bytes, max_elements: int, max_depth: int, offset: int = 0) -> None:
+    """Refuse, before parsing, a body with more than ``max_elements`` values and
+    keys or nested deeper than ``max_depth``: parsed, each element is a Python
+    object many times its size in text. Counting is by bytes.count at C speed;
+    only when that coarse bound is exceeded are strings blanked out (they may
+    hold commas and brackets) and the structure counted exactly, and nesting
+    measured by peeling empty pairs off the brackets, one level per pass."""
+    elements, opening = _elements_bound(raw)
+    if elements <= max_elements and opening <= max_depth:
+        return
+    structure = _JSON_STRING.sub(b'""', raw)
+    elements, opening = _elements_bound(structure)
+    if elements > max_elements:
+        raise WireError(f"JSON body refused: more than {max_elements} values and keys "
+                        f"(about {elements})", offset)
+    if opening <= max_depth:
+        return
+    brackets = structure.translate(None, _ONLY_BRACKETS)
+    for _ in range(max_depth):
+        peeled = _EMPTY_PAIR.sub(b"", brackets)
+        if len(peeled) == len(brackets):
+            return  # unbalanced: the parser reports where
+        brackets = peeled
+    if brackets and _EMPTY_PAIR.search(brackets):
+        raise WireError(f"JSON body refused: nested too deeply (over {max_depth} levels)",
+                        offset)
+
+
+def parse_body(raw: bytes, offset: int = 0, *, max_elements: int | None = None,
+               max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     """Parse and check a message body; ``offset`` is its position in the stream.
 
     The body must be UTF-8 JSON text holding one object with a non-empty
     string ``type``; NaN/Infinity, numbers that overflow a double, duplicate
-    keys and escapes that leave a lone UTF-16 surrogate are refused. Integers
-    are parsed exactly. Raises :class:`WireError` naming the offending byte
-    where that is known, otherwise the body's first byte.
+    keys and escapes that leave a lone UTF-16 surrogate are refused, and so
+    is a body with more than ``max_elements`` values and keys (default:
+    :func:`default_max_elements` of the draft's largest body) or nested deeper than
+    ``max_depth`` (:func:`check_shape`, before parsing). Integers are parsed
+    exactly. Raises :class:`WireError` naming the offending byte where that
+    is known, otherwise the body's first byte.
     """
+    check_shape(raw, default_max_elements(MAX_BODY) if max_elements is None else max_elements,
+                max_depth, offset)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -639,7 +708,8 @@ class Decoder:
             return NEED_DATA
         start = self._base
         raw = self._take(self._body_len)
-        body = parse_body(raw, start)
+        body = parse_body(raw, start, max_elements=self.limits.element_limit,
+                          max_depth=self.limits.max_depth)
         if self._prefix in _PREFIX_SIGNED:
             self._pending = (body, raw)
             self._state = _State.SIGNATURE

@@ -24,10 +24,23 @@ keeps one dial task per target: it waits until the target is worth dialling
 (not paused, no link to that peer for that share yet, a free connection
 slot, no other attach in flight for the same code), tries each address in
 turn, runs the link, and after it ends waits a capped, jittered back-off
-(1 s doubling to 60 s; reset after a link that carried its share for 30 s).
+(1 s doubling to 60 s). The back-off is reset after a link that made
+progress: it carried its share and either the peer sent messages on it or it
+lasted 30 s, so a link that resets every few seconds but syncs meanwhile is
+retried at once rather than once a minute.
 A target that disappears stops being dialled, but a link it made keeps
-running. A dead peer is noticed by the core's ping timeout, which ends the
-link; its dial task then reconnects.
+running.
+
+Addresses come from trackers and LAN announcements, which an attacker may
+control, so dialling is bounded: at most :data:`MAX_TARGETS` targets (manual
+ones first; targets naming the same addresses for the same share are one),
+at most ``max_dials`` outgoing connections in progress at once (from the
+connect until the peer authenticated or the attempt ended), and each address
+paced by a :class:`~csembed.discovery.dial_policy.DialPolicy` (a few dials a
+minute, back-off after failures) whichever targets name it.
+
+A dead peer is noticed by the core's ping timeout, which ends the link; its
+dial task then reconnects.
 
 Upload and download rate limiters (the board's, shared by all links) are
 handed to every link.
@@ -41,10 +54,11 @@ import logging
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from csembed.discovery.backoff import Backoff
+from csembed.discovery.dial_policy import DialPolicy
 from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
 from csembed.protocol.core_access import CredentialRegistry
 from csembed.runtime.peer_link import LinkResult, PeerLink
@@ -52,12 +66,16 @@ from csembed.runtime.rate_limit import DaemonRateLimits
 from csembed.runtime.session_stream import SessionStream, connect, serve
 from csembed.runtime.share_runtime import ShareRuntime
 from csembed.security.rate_limit import RateLimiter as AuthLimiter
+from csembed.security.sodium_version import check_sodium
 
 __all__ = ["ConnectionManager", "LinkHooks", "LinkRecord", "Target"]
 
 log = logging.getLogger("csembed.connections")
 
 CONNECT_TIMEOUT = 15.0
+MAX_TARGETS = 256  #: dial targets kept; the rest of a (possibly hostile) list is ignored
+MAX_DIALS = 8  #: outgoing connections in progress (not yet authenticated) at once
+DIAL_HANDSHAKE_TIMEOUT = 10.0  #: seconds a dialled peer has to authenticate
 STABLE_LINK = 30.0  #: a link that carried its share this long resets the back-off
 
 
@@ -137,12 +155,28 @@ class LinkRecord:
         }
 
 
+def made_progress(record: LinkRecord, now: float) -> bool:
+    """Whether a finished link worked well enough to reset the dial back-off:
+    it carried its share, and the peer sent messages on it or it lasted
+    :data:`STABLE_LINK` seconds."""
+    if record.share_id is None or record.ready_at is None:
+        return False
+    link = record.link
+    return getattr(link, "messages_in", 0) > 0 or getattr(link, "bytes_in", 0) > 0 \
+        or now - record.ready_at >= STABLE_LINK
+
+
 class ConnectionManager:
     """Accepts, dials, de-duplicates and limits peer links. See the module docstring."""
 
     def __init__(self, hooks: LinkHooks, registry: CredentialRegistry, core: CoreConfig, *,
                  limits: DaemonRateLimits, max_connections: int,
-                 backoff_max: float = 60.0, rng: random.Random | None = None) -> None:
+                 backoff_max: float = 60.0, rng: random.Random | None = None,
+                 max_dials: int = MAX_DIALS, dial_policy: DialPolicy | None = None) -> None:
+        check_sodium()  # refuse to start rather than fail on the first connection
+        self.dial_policy = dial_policy or DialPolicy()
+        self._dial_slots = asyncio.Semaphore(max_dials)
+        self.dials_in_progress = 0
         self.hooks = hooks
         self.registry = registry
         self.core = core
@@ -215,8 +249,10 @@ class ConnectionManager:
         async def on_keys(event: KeysReceived) -> None:
             await self._on_keys(event)
 
+        # Replies queued for one peer: a few of the board's largest messages.
         link = PeerLink(stream, resolve=resolve, on_keys=on_keys, upload=self.limits.upload,
-                        download=self.limits.download)
+                        download=self.limits.download,
+                        max_backlog=4 * self.core.limits.max_body)
         record = LinkRecord(link, outgoing, address)
         holder.append(record)
         return record
@@ -288,7 +324,10 @@ class ConnectionManager:
         try:
             result = await record.link.run()
             record.ended = result.reason
-            log.info("connection %s ended: %s", record.address, result.reason)
+            # An incoming connection that never authenticated is noise (scans, floods).
+            quiet = result.ready is None and not record.outgoing
+            log.log(logging.DEBUG if quiet else logging.INFO, "connection %s ended: %s",
+                    record.address, result.reason)
         except asyncio.CancelledError:
             record.link.stream.abort()
             raise
@@ -309,7 +348,18 @@ class ConnectionManager:
 
     def set_targets(self, targets: Iterable[Target]) -> None:
         """Dial these targets (and stop dialling any others)."""
-        wanted = {t.key: t for t in targets}
+        wanted: dict[tuple[str, str, str], Target] = {}
+        seen: set[tuple[str, str, tuple[tuple[str, int], ...]]] = set()
+        ordered = sorted(targets, key=lambda t: t.source != "manual")  # stable: manual first
+        for target in ordered:
+            same = (target.kind, target.club, target.addresses)
+            if same in seen or target.key in wanted:
+                continue
+            if len(wanted) >= MAX_TARGETS:
+                log.warning("dialling only %d of %d targets", MAX_TARGETS, len(ordered))
+                break
+            seen.add(same)
+            wanted[target.key] = target
         self._targets = wanted
         for key in [k for k in self._dialers if k not in wanted]:
             self._dialers.pop(key).cancel()
@@ -349,8 +399,7 @@ class ConnectionManager:
                 report(target, record)
             if record is not None and record.ready is not None and target.peer_id is None:
                 self._learned[key] = record.ready.peer_id
-            if record is not None and record.ready_at is not None \
-                    and time.time() - record.ready_at >= STABLE_LINK:
+            if record is not None and made_progress(record, time.time()):
                 backoff.reset()
             await asyncio.sleep(backoff.next_delay(self._rng.random()))
 
@@ -363,18 +412,20 @@ class ConnectionManager:
         elif peer is not None:
             marker = (target.club, peer)
             self._dialing.add(marker)
+        loop = asyncio.get_running_loop()
         try:
             for host, port in target.addresses:
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT):
-                        stream = await connect(host, port, grant, self.core)
-                except (OSError, TimeoutError) as exc:
-                    log.debug("cannot reach %s:%d: %s", host, port, exc)
+                address = (host, port)
+                if self.dial_policy.wait(address, loop.time()) > 0:
+                    continue  # dialled too often lately, or failing: try it later
+                async with self._dial_slots:
+                    self.dials_in_progress += 1
+                    try:
+                        record, task = await self._dial_until_authenticated(address, grant)
+                    finally:
+                        self.dials_in_progress -= 1
+                if record is None or task is None:
                     continue
-                record = self._make_record(stream, outgoing=True, address=f"{host}:{port}")
-                task = asyncio.get_running_loop().create_task(self._run(record))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
                 if marker is not None:
                     self._dialing.discard(marker)
                     marker = None
@@ -390,6 +441,49 @@ class ConnectionManager:
             if target.kind == "attach":
                 self._attach_inflight.discard(target.club)
             self._notify()
+
+    async def _dial_until_authenticated(
+            self, address: tuple[str, int], grant: Grant,
+    ) -> tuple[LinkRecord | None, asyncio.Task[Any] | None]:
+        """Dial ``address`` and start its link; return once the peer authenticated
+        or the attempt ended (the caller holds a dial slot meanwhile)."""
+        loop = asyncio.get_running_loop()
+        host, port = address
+        self.dial_policy.started(address, loop.time())
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                stream = await connect(host, port, grant, self._dial_core())
+        except (OSError, TimeoutError) as exc:
+            log.debug("cannot reach %s:%d: %s", host, port, exc)
+            self.dial_policy.failed(address, loop.time())
+            return None, None
+        record = self._make_record(stream, outgoing=True, address=f"{host}:{port}")
+        task = loop.create_task(self._run(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            while record.ready is None and not task.done():
+                await self._changed.wait()
+        except asyncio.CancelledError:
+            # The target went away: abandon the attempt, or its connection would
+            # outlive the dial slot it holds.
+            if record.ready is None:
+                record.link.stream.abort()
+            raise
+        if record.ready is not None:
+            self.dial_policy.succeeded(address)
+        else:
+            self.dial_policy.failed(address, loop.time())
+        return record, task
+
+    def _dial_core(self) -> CoreConfig:
+        """The core settings for a dial: a short handshake deadline, since the dial
+        holds one of the few dial slots until the peer authenticates."""
+        session = self.core.session
+        if session.handshake_timeout <= DIAL_HANDSHAKE_TIMEOUT:
+            return self.core
+        return replace(self.core, session=replace(session,
+                                                  handshake_timeout=DIAL_HANDSHAKE_TIMEOUT))
 
     # -- control ----------------------------------------------------------------------
 

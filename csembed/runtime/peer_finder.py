@@ -25,7 +25,11 @@ what discovery knows change:
   hold) and every attach, its peer ID learned on the first connection.
 
 LAN sightings are forgotten when not renewed for ``LAN_SIGHTING_TTL``
-seconds; a tracker view is replaced by the next one for the club.
+seconds; a tracker view is replaced by the next one for the club. A tracker
+reply is taken only in part -- at most ``MAX_PEERS_PER_REPLY`` peers with
+``MAX_ADDRESSES_PER_PEER`` addresses each, every address once -- since
+whoever runs or registers with a tracker picks what is in it; the connection
+manager paces the dialling itself.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from csembed.access_code import AccessCode
 from csembed.discovery.lan_service import LanAnnouncer, LanListener, LanSighting
 from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_session import PeersUpdate
@@ -48,6 +53,8 @@ __all__ = ["LAN_SIGHTING_TTL", "Club", "DiscoverySettings", "FinderHooks", "Peer
 log = logging.getLogger("csembed.discovery")
 
 LAN_SIGHTING_TTL = 200.0  #: a LAN sighting not renewed for this long is forgotten
+MAX_PEERS_PER_REPLY = 64  #: peers taken from one tracker reply (or the LAN) for one club
+MAX_ADDRESSES_PER_PEER = 4  #: addresses taken per peer (distinct within a reply)
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,27 @@ class PeerFinder:
                 ids[club.club] = club.peer_id
         return ids
 
+    def club_proofs(self) -> dict[str, bytes]:
+        """Club ID -> registration proof (its SHA-256 preimage) where we know one:
+        the derived key IDs of levels we hold, and the access IDs of codes we
+        issued or hold (``protocol/discovery.md``)."""
+        proofs: dict[str, bytes] = {}
+        for share in self.daemon.shares.values():
+            if share.runtime is None:
+                continue
+            for level in share.keys.levels:
+                preimage = level.id_preimage
+                if preimage is not None and level.key_id_hex is not None:
+                    proofs[level.key_id_hex] = preimage
+        for issued in self.daemon.codes:
+            preimage = getattr(issued, "id_preimage", None)
+            if preimage is not None:
+                proofs[issued.access_id] = preimage
+        for attach in self.daemon.pending.values():
+            with contextlib.suppress(ValueError):
+                proofs[attach.access_id] = AccessCode.parse(attach.code).raw[:8]
+        return proofs
+
     def own_peers(self) -> set[str]:
         """Our peer IDs (announcements carrying them are our own)."""
         return {club.peer_id for club in self.hooks.clubs()}
@@ -184,6 +212,7 @@ class PeerFinder:
         ids = self.club_ids()
         if tracker is not None:
             self.tracker = TrackerClient(tracker[0], tracker[1], ids=ids,
+                                         proofs=self.club_proofs(),
                                          addresses=self.announce_addresses(),
                                          on_peers=self._on_tracker_peers,
                                          on_state=self._on_tracker_state)
@@ -219,7 +248,7 @@ class PeerFinder:
         """Our clubs changed: re-register everywhere, re-plan the dialling."""
         ids = self.club_ids()
         if self.tracker is not None:
-            self.tracker.set_ids(ids)
+            self.tracker.set_ids(ids, self.club_proofs())
         if self.announcer is not None:
             self.announcer.set_ids(ids)
         if self.listener is not None:
@@ -235,14 +264,32 @@ class PeerFinder:
             self.tracker.set_addresses(self.announce_addresses())
 
     def _on_tracker_peers(self, update: PeersUpdate) -> None:
-        self._tracker_view[update.club_id] = {
-            peer: [(a.host, a.port) for a in addresses if a.scheme == "tcp"]
-            for peer, addresses in update.peers.items()}
+        # A tracker (or whoever registered with it) chooses these addresses: take a
+        # bounded number, never one of our own, and each address once per club.
+        view: dict[str, list[tuple[str, int]]] = {}
+        taken: set[tuple[str, int]] = set()
+        own = self.own_peers()
+        for peer, addresses in update.peers.items():
+            if len(view) >= MAX_PEERS_PER_REPLY:
+                log.warning("tracker listed %d peers for club %s; taking the first %d",
+                            len(update.peers), update.club_id[:8], MAX_PEERS_PER_REPLY)
+                break
+            if peer in own:
+                continue
+            usable = [(a.host, a.port) for a in addresses if a.scheme == "tcp"]
+            usable = [a for a in dict.fromkeys(usable) if a not in taken]
+            usable = usable[:MAX_ADDRESSES_PER_PEER]
+            if usable:
+                taken.update(usable)
+                view[peer] = usable
+        self._tracker_view[update.club_id] = view
         self.reconcile()
 
     def _on_sighting(self, sighting: LanSighting) -> None:
         peers = self._lan_view.setdefault(sighting.id, {})
         known = peers.get(sighting.peer)
+        if known is None and len(peers) >= MAX_PEERS_PER_REPLY:
+            return  # anyone on the LAN can announce: a flood of made-up peers is ignored
         peers[sighting.peer] = (sighting.host, sighting.port, time.monotonic())
         if known is None or known[:2] != (sighting.host, sighting.port):
             log.info("LAN: peer %s at %s:%d for club %s", sighting.peer[:8], sighting.host,

@@ -29,6 +29,16 @@ connection is for:
    batch of units, which keeps the socket's buffer full and the flush
    overhead off each unit.
 
+**Replies backing up.** A peer that keeps sending requests but does not
+read the replies would make the engine queue replies for it without end.
+So before handing the runtime each message, the reader checks the engine's
+backlog for this peer (``engine.outgoing_backlog(conn_id)``, bytes queued
+and not yet sent); while it exceeds ``max_backlog`` the reader stops --
+the socket is then not read, and TCP throttles the peer -- until the
+writer drains it. If the backlog does not fall below the bound within
+``stall_timeout`` seconds (by default the connection's keep-alive timeout),
+the link is dropped with that reason logged.
+
 The peer's access level is the level the connection authenticated with
 (``Ready.access_level``); anything but ``read_write`` makes it a read-only
 peer for the engine. Limiters are any object with ``async acquire(n)`` and
@@ -60,12 +70,20 @@ from csembed.protocol.core import (
 from csembed.protocol.wire import Limits, Message, PayloadChunk, PayloadEnd
 from csembed.runtime.session_stream import SessionStream, connect
 from csembed.runtime.share_runtime import ShareRuntime
-from csembed.security.handshake import SessionClosed, SessionFailed
+from csembed.security.handshake import SessionClosed, SessionConfig, SessionFailed
 from csembed.security.keys import READ_WRITE, Rng, default_rng
 
 log = logging.getLogger("csembed.link")
 
 SYNC_EXTENSIONS = ("database", "directory", "rsync")
+DEFAULT_MAX_BACKLOG = 4 << 20  #: bytes queued for a peer before we stop reading from it
+
+
+def outgoing_backlog(engine: Any, conn_id: Any) -> int:
+    """Bytes the engine holds for ``conn_id`` and has not handed out yet (0 if
+    the engine cannot say)."""
+    probe = getattr(engine, "outgoing_backlog", None)
+    return 0 if probe is None else int(probe(conn_id))
 
 
 class Limiter(Protocol):
@@ -85,7 +103,8 @@ def core_config(board: BoardProfile, *, name: str | None = None,
     return CoreConfig(name=name, extensions=extensions, gzip_level=board.cpu.gzip_level,
                       ping_interval=board.network.ping_interval,
                       limits=Limits(max_body=board.memory.max_message,
-                                    max_chunk=board.memory.max_message))
+                                    max_chunk=board.memory.max_message),
+                      session=SessionConfig(max_pending=board.memory.max_handshakes))
 
 
 @dataclass
@@ -109,8 +128,12 @@ class PeerLink:
                  resolve: Callable[[Ready], ShareRuntime | None],
                  on_keys: Callable[[KeysReceived], Awaitable[None]] | None = None,
                  upload: Limiter | None = None, download: Limiter | None = None,
-                 max_unit_bytes: int = 1 << 20) -> None:
+                 max_unit_bytes: int = 1 << 20, max_backlog: int = DEFAULT_MAX_BACKLOG,
+                 stall_timeout: float | None = None) -> None:
         self.stream = stream
+        self.max_backlog = max_backlog
+        self.stall_timeout = stall_timeout
+        self._drained = asyncio.Event()  #: set by the writer after each flush
         self.resolve = resolve
         self.on_keys = on_keys
         self.upload = upload
@@ -120,6 +143,7 @@ class PeerLink:
         self.runtime: ShareRuntime | None = None
         self.conn_id: Any = self
         self.bytes_in = 0  #: payload bytes received
+        self.messages_in = 0  #: messages received after Ready (progress, for back-off)
         self.units_out = 0
         self.started = time.monotonic()
 
@@ -194,7 +218,18 @@ class PeerLink:
             if isinstance(event, SessionClosed):
                 return "peer closed the connection"
             if isinstance(event, Message | PayloadChunk | PayloadEnd):
+                if isinstance(event, Message):
+                    self.messages_in += 1
+                    stalled = await self._wait_for_backlog(runtime)
+                    if stalled is not None:
+                        log.warning("%r dropped: %s", self, stalled)
+                        return stalled
                 runtime.receive(self.conn_id, event)
+                dropped = getattr(runtime, "dropped", None)
+                reason = None if dropped is None else dropped(self.conn_id)
+                if reason is not None:  # the engine's own per-peer bounds were broken
+                    log.warning("%r dropped: %s", self, reason)
+                    return f"dropped: {reason}"
                 if isinstance(event, PayloadChunk):
                     self.bytes_in += len(event.data)
                     if self.download is not None:
@@ -204,6 +239,28 @@ class PeerLink:
                     # send the next request now, so the peer serves while we write.
                     await asyncio.sleep(0)
 
+
+    async def _wait_for_backlog(self, runtime: ShareRuntime) -> str | None:
+        """Wait while the replies queued for the peer exceed ``max_backlog``;
+        the reason to drop the link if they do not drain in time."""
+        backlog = outgoing_backlog(runtime.engine, self.conn_id)
+        if backlog <= self.max_backlog:
+            return None
+        timeout = self.stall_timeout
+        if timeout is None:
+            timeout = getattr(self.stream.machine, "timeout", 600.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while backlog > self.max_backlog:
+            self._drained.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._drained.wait()
+            except TimeoutError:
+                return (f"the peer does not read its replies ({backlog} bytes queued for "
+                        f"it, over {self.max_backlog}, for {timeout:g} s)")
+            backlog = outgoing_backlog(runtime.engine, self.conn_id)
+        return None
 
     async def _write(self, runtime: ShareRuntime, wake: asyncio.Event) -> str:
         engine = runtime.engine
@@ -228,18 +285,20 @@ class PeerLink:
                     await self.stream.flush()
             self.units_out += len(units)
             await self.stream.flush()
+            self._drained.set()
 
 
 def link_handler(resolve: Callable[[Ready], ShareRuntime | None], *,
                  on_keys: Callable[[KeysReceived], Awaitable[None]] | None = None,
                  upload: Limiter | None = None, download: Limiter | None = None,
                  on_end: Callable[[LinkResult], None] | None = None,
-                 ) -> Callable[[SessionStream], Awaitable[None]]:
+                 **options: Any) -> Callable[[SessionStream], Awaitable[None]]:
     """A handler for :func:`csembed.runtime.session_stream.serve`: each accepted
-    connection runs as a :class:`PeerLink` (``on_end`` gets how it ended)."""
+    connection runs as a :class:`PeerLink` (``on_end`` gets how it ended;
+    ``options`` are further :class:`PeerLink` arguments)."""
     async def handle(stream: SessionStream) -> None:
         link = PeerLink(stream, resolve=resolve, on_keys=on_keys, upload=upload,
-                        download=download)
+                        download=download, **options)
         result = await link.run()
         if on_end is not None:
             on_end(result)

@@ -33,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from csembed.protocol.core import CoreConfig, PeerConnection
+from csembed.protocol.core import CoreConfig, PeerConnection, Phase
 from csembed.protocol.core_access import CredentialRegistry, Grant
 from csembed.protocol.wire import _NeedData
 from csembed.security.handshake import SessionFailed
@@ -47,6 +48,11 @@ log = logging.getLogger("csembed.session")
 
 READ_SIZE = 1 << 20
 """Largest single read from the socket (the reused receive buffer's size)."""
+FIRST_READ = 4096
+"""First read size of a connection; it doubles, up to ``read_size``, each time a
+read fills it after the peer authenticated (handshake messages are < 300 bytes)."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds a clean close waits for the peer to take what is still queued."""
 WRITE_BUFFER = 2 << 20
 """Bytes the transport may hold beyond what the kernel took before writers wait."""
 
@@ -62,14 +68,22 @@ class Machine(Protocol):
     def close(self) -> None: ...
 
 
+def _authenticated(machine: Any) -> bool:
+    """Whether the peer on ``machine`` has proved its secret (the handshake is over)."""
+    if isinstance(machine, PeerConnection):
+        return machine.phase is not Phase.HANDSHAKE
+    return bool(getattr(machine, "handshake_complete", True))
+
+
 class _Transport(asyncio.BufferedProtocol):
     """Moves bytes between a socket and its :class:`SessionStream`."""
 
     def __init__(self, read_size: int) -> None:
         self.read_size = read_size
+        self.read_hint = min(FIRST_READ, read_size)  #: size of the next read; grows
         self.stream: SessionStream | None = None
         self.transport: asyncio.Transport | None = None
-        self._buffer = memoryview(bytearray(read_size))
+        self._buffer = memoryview(b"")  # allocated when reads need it, grown with read_hint
         self._write_ready: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.on_connect: Callable[[_Transport], None] | None = None
@@ -82,13 +96,19 @@ class _Transport(asyncio.BufferedProtocol):
             self.on_connect(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        want = self.read_hint
         stream = self.stream
         if stream is not None and stream._direct:
-            return stream.machine.get_buffer(len(self._buffer))  # type: ignore[attr-defined]
-        return self._buffer
+            return stream.machine.get_buffer(want)  # type: ignore[attr-defined]
+        if len(self._buffer) < want:
+            self._buffer = memoryview(bytearray(want))
+        return self._buffer[:want]
 
     def buffer_updated(self, nbytes: int) -> None:
         stream = self.stream
+        if nbytes >= self.read_hint and self.read_hint < self.read_size \
+                and stream is not None and _authenticated(stream.machine):
+            self.read_hint = min(self.read_hint * 2, self.read_size)
         if stream is None:
             return
         if stream._direct:
@@ -121,7 +141,9 @@ class _Transport(asyncio.BufferedProtocol):
 
     async def wait_writable(self) -> None:
         if self._write_ready is not None:
-            await self._write_ready
+            # shielded: several tasks may wait on it, and cancelling one of them
+            # must not cancel the shared future under the others
+            await asyncio.shield(self._write_ready)
 
 
 class SessionStream:
@@ -156,7 +178,7 @@ class SessionStream:
 
     def _on_received(self, nbytes: int) -> None:
         self._unprocessed += nbytes
-        if self._unprocessed >= self._link.read_size and not self._paused:
+        if self._unprocessed >= self._link.read_hint and not self._paused:
             assert self._link.transport is not None
             self._link.transport.pause_reading()
             self._paused = True
@@ -180,7 +202,8 @@ class SessionStream:
         the connection has nothing more to say (socket closed, machine done)."""
         while True:
             event = self.machine.next_event()
-            await self.flush()
+            with contextlib.suppress(ConnectionError):  # reported as the end below
+                await self.flush()
             if not isinstance(event, _NeedData):
                 if isinstance(event, SessionFailed):
                     self._abort()
@@ -206,12 +229,27 @@ class SessionStream:
                 self._wakeup = None
 
     async def flush(self) -> None:
-        """Write whatever the machine queued, waiting while the transport is full."""
+        """Write whatever the machine queued, waiting while the transport is full.
+
+        Raises :class:`ConnectionResetError` once the connection is lost (the
+        first failed send closes it), so a writer stops at once instead of
+        handing a dead transport more data."""
         data = self.machine.data_to_send()
-        if data and not self._finished:
-            assert self._link.transport is not None
-            self._link.transport.write(data)
+        if self._finished:
+            if data:
+                raise ConnectionResetError("the connection is closed")
+            return
+        transport = self._link.transport
+        assert transport is not None
+        if transport.is_closing() or self._link.closed.done():
+            self._abort()
+            raise ConnectionResetError("the connection was lost")
+        if data:
+            transport.write(data)
             await self._link.wait_writable()
+            if transport.is_closing():  # the write failed (peer reset): close now
+                self._abort()
+                raise ConnectionResetError("the connection was lost while sending")
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call a sending method of the machine by name, then flush."""
@@ -235,19 +273,33 @@ class SessionStream:
         """Close cleanly (our FINAL record), then the socket."""
         if not self._finished:
             self.machine.close()
-            with contextlib.suppress(ConnectionError):
-                await self.flush()
+            # A peer that does not read would hold the close record (and us) forever.
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.flush()
+            except (ConnectionError, TimeoutError):
+                self._abort(hard=True)
             self._abort()
-        await self._link.closed
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._link.closed
+        except TimeoutError:
+            self._abort(hard=True)
+            await self._link.closed
 
     def abort(self) -> None:
         """Drop the connection at once, without a close record."""
         self._abort()
 
-    def _abort(self) -> None:
+    def _abort(self, hard: bool = False) -> None:
         self._finished = True
         if self._link.transport is not None:
-            self._link.transport.close()
+            # close() still sends what is buffered; abort() drops it (for a peer
+            # that stopped reading, which would otherwise hold the socket forever).
+            if hard:
+                self._link.transport.abort()
+            else:
+                self._link.transport.close()
 
     async def __aenter__(self) -> SessionStream:
         return self
@@ -284,11 +336,44 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
                 rng: Rng = default_rng, read_size: int = READ_SIZE) -> asyncio.Server:
     """Listen on TCP; each connection becomes a :class:`PeerConnection` server
     handed to ``handler`` (closed when the handler returns). ``limiter`` is
-    keyed by the peer's IP address. ``config`` may be a function, asked at each
-    connection (settings such as the device name change while listening)."""
+    keyed by the peer's IP address.
+
+    At most ``config.session.max_pending`` accepted connections may be still
+    unauthenticated; a new one beyond that closes an older one: the oldest of
+    the source address that has the most of them, so a flood from a few
+    addresses pushes out only its own connections. Thus connections that
+    never authenticate cost a bounded amount of memory and file descriptors,
+    and a peer that holds a key or code gets in and completes. Authenticated
+    connections are not counted here (the connection manager limits those).
+    ``config`` may be a function, asked at each connection (settings such as
+    the device name change while listening)."""
     loop = asyncio.get_running_loop()
     settings = config or CoreConfig()
     tasks: set[asyncio.Task[None]] = set()
+    pending: OrderedDict[_Transport, str] = OrderedDict()  # -> source address, oldest first
+    evicted = 0
+
+    def admit(link: _Transport, source: str) -> None:
+        nonlocal evicted
+        per_source: dict[str, int] = {}
+        for other, other_source in list(pending.items()):
+            if other.closed.done() or other.stream is None \
+                    or _authenticated(other.stream.machine):
+                del pending[other]
+            else:
+                per_source[other_source] = per_source.get(other_source, 0) + 1
+        budget = (settings() if callable(settings) else settings).session.max_pending
+        while len(pending) >= budget:
+            most = max(per_source.values())
+            victim = next(t for t, src in pending.items() if per_source[src] == most)
+            per_source[pending.pop(victim)] -= 1
+            if victim.stream is not None:
+                victim.stream.abort()
+            evicted += 1
+            if evicted & (evicted - 1) == 0:  # 1, 2, 4, ...: visible, not a log flood
+                log.warning("%d unauthenticated connection(s) closed so far: more than "
+                            "%d at once were still authenticating", evicted, budget)
+        pending[link] = source
 
     async def run(stream: SessionStream) -> None:
         try:
@@ -309,7 +394,9 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
         current = settings() if callable(settings) else settings
         machine = PeerConnection.server(registry, current, clock=loop.time, rng=rng,
                                         limiter=limiter, source=source)
-        task = loop.create_task(run(SessionStream(machine, link, clock=loop.time)))
+        stream = SessionStream(machine, link, clock=loop.time)
+        admit(link, source)
+        task = loop.create_task(run(stream))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

@@ -35,10 +35,11 @@ from csembed.security.keys import (
     ShareKeys,
     new_peer_id,
 )
-from csembed.security.rate_limit import BackoffSchedule, RateLimiter
+from csembed.security.rate_limit import BackoffSchedule, GuessBudget, RateLimiter
 
 __all__ = [
     "ACCESS_LEVELS", "READ_ONLY", "READ_WRITE", "AuthenticationFailed", "BackoffSchedule",
+    "GuessBudget",
     "Credential", "HandshakeComplete", "HandshakeError", "KeyFormatError", "LevelKeys",
     "PlaintextReceived", "RateLimiter", "RecordError", "SecureSession", "SecurityError",
     "SessionClosed", "SessionConfig", "SessionFailed", "SessionStateError", "ShareKeys",

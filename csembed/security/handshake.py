@@ -108,14 +108,27 @@ Lookup = Callable[[str], "Credential | bytes | None"]
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """Tunables of a secure session."""
+    """Tunables of a secure session (and of a listener's unauthenticated ones)."""
 
     handshake_timeout: float = 30.0
     """Seconds the handshake may take (excluding a rate-limit hold on the server)."""
+    hold_limit: float = 10.0
+    """Server: longest a client hello is held by the rate limiter. When the limiter
+    asks for more, or the hold runs out, the connection is closed unanswered
+    (the client retries later), so a held hello never pins memory for long."""
+    max_pending: int = 64
+    """Listener: connections at most that have not authenticated yet (see
+    :func:`csembed.runtime.session_stream.serve`); the board's
+    ``memory.max_handshakes``."""
 
     def __post_init__(self) -> None:
         if not self.handshake_timeout > 0:
             raise ValueError("handshake_timeout must be positive")
+        if not self.hold_limit >= 0:
+            raise ValueError("hold_limit must not be negative")
+        if isinstance(self.max_pending, bool) or not isinstance(self.max_pending, int) \
+                or self.max_pending < 1:
+            raise ValueError("max_pending must be a positive whole number")
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,7 @@ class SecureSession:
         self._events: deque[SessionEvent] = deque()
         self._deadline: float | None = clock() + config.handshake_timeout
         self._release_at: float | None = None
+        self._hold_until: float | None = None  # server: when a held hello is given up
         self._spake: Spake2 | None = None
         self._keys: SessionKeys | None = None
         self._reader: RecordReader | None = None
@@ -321,7 +335,7 @@ class SecureSession:
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or ``None``."""
         if self.state is State.HOLDING:
-            return self._release_at
+            return self._release_at if self._release_at is not None else self._hold_until
         return self._deadline if self._handshake_pending() else None
 
     def _handshake_pending(self) -> bool:
@@ -330,9 +344,9 @@ class SecureSession:
 
     def handle_timer(self, now: float) -> None:
         """Act on time passing: release a held answer, or time the handshake out."""
-        if self.state is State.HOLDING and self._release_at is not None \
-                and now >= self._release_at:
-            self._try_answer(now)
+        if self.state is State.HOLDING:
+            if self._release_at is not None and now >= self._release_at:
+                self._try_answer(now)
         elif self._handshake_pending() and self._deadline is not None \
                 and now >= self._deadline:
             self._fail(HandshakeError(
@@ -377,7 +391,12 @@ class SecureSession:
         start = self._used
         available = self._end - start
         try:
-            if self.state is State.HOLDING:  # nothing the client sends now can be valid
+            if self.state is State.HOLDING or (self._stage is _Stage.CLIENT_FINISH
+                                               and self._keys is None):
+                # Until our answer went out, the client has nothing valid to send:
+                # refuse extra bytes rather than buffer them unauthenticated.
+                if available:
+                    raise HandshakeError("client sent data before the server hello")
                 return self._check_eof()
             if self._stage is _Stage.CLIENT_HELLO:
                 head = bytes(self._inbox[start:start + min(available, len(MAGIC))])
@@ -435,7 +454,9 @@ class SecureSession:
         self._client_point = unit[-POINT_BYTES:]
         self.state = State.HOLDING
         self._deadline = None
-        self._try_answer(self._clock())
+        now = self._clock()
+        self._hold_until = now + self.config.hold_limit
+        self._try_answer(now)
 
     def _try_answer(self, now: float) -> None:
         """Server: answer the client hello unless the rate limiter says wait."""
@@ -443,6 +464,12 @@ class SecureSession:
         if self._limiter is not None:
             wait = self._limiter.check(self._source, self.id_hex, now)
             if wait > 0:
+                assert self._hold_until is not None
+                if now + wait > self._hold_until:
+                    self._fail(HandshakeError(
+                        f"rate limited: attempts on this ID from {self._source or 'here'} "
+                        f"must wait {wait:.0f} s; closed unanswered"))
+                    return
                 self._release_at = now + wait
                 return
             self._limiter.record_failure(self._source, self.id_hex, now)
@@ -482,7 +509,7 @@ class SecureSession:
                 or not self._real_credential:
             raise AuthenticationFailed()
         if self._limiter is not None:
-            self._limiter.record_success(self._source, self.id_hex)
+            self._limiter.record_success(self._source, self.id_hex, self._clock())
         self._reader = RecordReader(keys.client_to_server_key, unit[MAC_BYTES:])
         self._writer = RecordWriter(keys.server_to_client_key)
         self._outbox.append(self._writer.header)

@@ -24,6 +24,7 @@ caller's job; :mod:`csembed.security.key_file` does it atomically.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -69,6 +70,15 @@ def _draw(rng: Rng, n: int, what: str) -> bytes:
     if not isinstance(data, bytes) or len(data) != n:
         raise KeyFormatError(f"rng returned {len(data)} bytes for {what}, expected {n}")
     return data
+
+
+KEY_ID_PURPOSE: Final = b"clearskies:2 key id preimage"
+
+
+def key_id_preimage(key: bytes) -> bytes:
+    """``BLAKE2b-256(KEY_ID_PURPOSE, key=key)``; the key ID is its SHA-256
+    (``protocol/discovery.md``, registration proofs)."""
+    return hashlib.blake2b(KEY_ID_PURPOSE, digest_size=32, key=key).digest()
 
 
 def new_peer_id(rng: Rng = default_rng) -> str:
@@ -130,15 +140,27 @@ class LevelKeys:
 
     @classmethod
     def generate(cls, access_level: str, rng: Rng = default_rng) -> LevelKeys:
-        """Fresh key, key ID and signing key pair for ``access_level``."""
+        """Fresh key, key ID and signing key pair for ``access_level``. The key ID
+        is derived from the key (:func:`key_id_preimage`), so a member can prove
+        to a tracker that it holds the key's preimage without revealing the key."""
         seed = _draw(rng, KEY_BYTES, "signing key")
+        key = _draw(rng, KEY_BYTES, "key")
         return cls(
             access_level=access_level,
             verify_key=bytes(nacl.signing.SigningKey(seed).verify_key),
-            key=_draw(rng, KEY_BYTES, "key"),
-            key_id=_draw(rng, KEY_ID_BYTES, "key id"),
+            key=key,
+            key_id=hashlib.sha256(key_id_preimage(key)).digest(),
             signing_key=seed,
         )
+
+    @property
+    def id_preimage(self) -> bytes | None:
+        """The bytes whose SHA-256 is the key ID, if the ID was derived from the key
+        (shares made before key IDs were derived have random ones: ``None``)."""
+        if self.key is None or self.key_id is None:
+            return None
+        preimage = key_id_preimage(self.key)
+        return preimage if hashlib.sha256(preimage).digest() == self.key_id else None
 
     @property
     def key_id_hex(self) -> str | None:

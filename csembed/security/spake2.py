@@ -35,6 +35,7 @@ later leak of the password or share keys does not open recorded sessions.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from typing import Final
@@ -44,6 +45,7 @@ import nacl.exceptions
 
 from csembed.security.errors import AuthenticationFailed, HandshakeError, KeyFormatError
 from csembed.security.keys import Rng
+from csembed.security.sodium_version import require_hash_to_point
 
 POINT_BYTES: Final = 32
 SCALAR_BYTES: Final = 32
@@ -81,11 +83,23 @@ def blake2b(data: bytes, size: int, key: bytes = b"") -> bytes:
 
 def hash_to_point(seed: bytes) -> bytes:
     """A prime-order point with unknown discrete log, from a seed string."""
-    return sodium.crypto_core_ed25519_from_uniform(blake2b(seed, 32))
+    return require_hash_to_point()(blake2b(seed, 32))
 
 
-M: Final = hash_to_point(M_SEED)
-N: Final = hash_to_point(N_SEED)
+@functools.cache
+def blinding_points() -> tuple[bytes, bytes]:
+    """``(M, N)``, computed on first use so that importing this module (and so
+    ``csembed --help``) works even where PyNaCl is too old to compute them."""
+    return hash_to_point(M_SEED), hash_to_point(N_SEED)
+
+
+def __getattr__(name: str) -> bytes:
+    # ``spake2.M`` / ``spake2.N`` as module constants, computed lazily (PEP 562).
+    if name == "M":
+        return blinding_points()[0]
+    if name == "N":
+        return blinding_points()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def password_scalar(identity: bytes, password: bytes) -> bytes:
@@ -171,7 +185,8 @@ class Spake2:
         self.identity = identity
         self._w = password_scalar(identity, password)
         self._secret = random_scalar(rng)
-        own_blind, self._peer_blind = (M, N) if role == "client" else (N, M)
+        m, n = blinding_points()
+        own_blind, self._peer_blind = (m, n) if role == "client" else (n, m)
         self.message: bytes = sodium.crypto_core_ed25519_add(
             sodium.crypto_scalarmult_ed25519_base_noclamp(self._secret), _mul(self._w, own_blind))
 
