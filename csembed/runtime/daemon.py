@@ -314,6 +314,25 @@ class Daemon:
         """Live issued codes: access ID -> our peer ID (peer-finder hook)."""
         return {issued.access_id: issued.peer_id for issued in self.codes}
 
+    def club_proofs(self) -> dict[str, bytes]:
+        """Club ID -> registration proof (its SHA-256 preimage) where we know one:
+        the derived key IDs of levels we hold, and the access IDs of codes we
+        issued or are redeeming (peer-finder hook; ``protocol/discovery.md``)."""
+        proofs: dict[str, bytes] = {}
+        for share in self.shares.values():
+            if share.runtime is None:
+                continue
+            for level in share.keys.levels:
+                if level.id_preimage is not None and level.key_id_hex is not None:
+                    proofs[level.key_id_hex] = level.id_preimage
+        for issued in self.codes:
+            if issued.id_preimage is not None:
+                proofs[issued.access_id] = issued.id_preimage
+        for attach in self.pending.values():
+            with contextlib.suppress(ValueError):
+                proofs[attach.access_id] = AccessCode.parse(attach.code).raw[:8]
+        return proofs
+
     def set_targets(self, targets: list[Target]) -> None:
         """Hand the dial targets to the connection manager (peer-finder hook)."""
         if self.manager is not None:

@@ -41,7 +41,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from csembed.access_code import AccessCode
 from csembed.discovery.lan_service import LanAnnouncer, LanListener, LanSighting
 from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_session import PeersUpdate
@@ -94,6 +93,10 @@ class FinderHooks(Protocol):
 
     def listening_on(self) -> tuple[str, int] | None:
         """Where our peers can connect (``None`` before listening)."""
+
+    def club_proofs(self) -> dict[str, bytes]:
+        """Club ID -> registration proof (its SHA-256 preimage) where we know one
+        (``protocol/discovery.md``)."""
 
     def set_targets(self, targets: list[Target]) -> None:
         """Dial these (the connection manager's targets)."""
@@ -154,27 +157,6 @@ class PeerFinder:
                 ids[club.club] = club.peer_id
         return ids
 
-    def club_proofs(self) -> dict[str, bytes]:
-        """Club ID -> registration proof (its SHA-256 preimage) where we know one:
-        the derived key IDs of levels we hold, and the access IDs of codes we
-        issued or hold (``protocol/discovery.md``)."""
-        proofs: dict[str, bytes] = {}
-        for share in self.daemon.shares.values():
-            if share.runtime is None:
-                continue
-            for level in share.keys.levels:
-                preimage = level.id_preimage
-                if preimage is not None and level.key_id_hex is not None:
-                    proofs[level.key_id_hex] = preimage
-        for issued in self.daemon.codes:
-            preimage = getattr(issued, "id_preimage", None)
-            if preimage is not None:
-                proofs[issued.access_id] = preimage
-        for attach in self.daemon.pending.values():
-            with contextlib.suppress(ValueError):
-                proofs[attach.access_id] = AccessCode.parse(attach.code).raw[:8]
-        return proofs
-
     def own_peers(self) -> set[str]:
         """Our peer IDs (announcements carrying them are our own)."""
         return {club.peer_id for club in self.hooks.clubs()}
@@ -212,7 +194,7 @@ class PeerFinder:
         ids = self.club_ids()
         if tracker is not None:
             self.tracker = TrackerClient(tracker[0], tracker[1], ids=ids,
-                                         proofs=self.club_proofs(),
+                                         proofs=self.hooks.club_proofs(),
                                          addresses=self.announce_addresses(),
                                          on_peers=self._on_tracker_peers,
                                          on_state=self._on_tracker_state)
@@ -248,7 +230,7 @@ class PeerFinder:
         """Our clubs changed: re-register everywhere, re-plan the dialling."""
         ids = self.club_ids()
         if self.tracker is not None:
-            self.tracker.set_ids(ids, self.club_proofs())
+            self.tracker.set_ids(ids, self.hooks.club_proofs())
         if self.announcer is not None:
             self.announcer.set_ids(ids)
         if self.listener is not None:
