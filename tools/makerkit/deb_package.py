@@ -119,7 +119,7 @@ def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.ex
             shutil.copy(DEB_FILES / script, control / script)
             (control / script).chmod(0o755)
         for path in stage.rglob("*"):  # dpkg-deb wants sane modes whatever the umask was
-            path.chmod((0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644))
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
         target = out / f"csembed_{version}_{arch}.deb"
         _run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(stage), str(target)])
     return target
