@@ -40,10 +40,10 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 from csembed.lab.faults import (
     Fate,
@@ -56,9 +56,10 @@ from csembed.lab.faults import (
 )
 from csembed.units import parse_duration, parse_size
 
-__all__ = ["FaultProxy", "Faults", "ProxyStats", "main", "parse_address"]
+__all__ = ["FaultProxy", "FaultProxyThread", "Faults", "ProxyStats", "main", "parse_address"]
 
 Address = tuple[str, int]
+T = TypeVar("T")
 CHUNK = 16 * 1024
 
 
@@ -418,6 +419,45 @@ class _UdpFlow:
         elif self.proxy._udp_front is not None:
             stats.bytes_down += len(data)
             self.proxy._udp_front.sendto(data, self.client)
+
+
+class FaultProxyThread:
+    """A :class:`FaultProxy` on its own event loop in a background thread.
+
+    For synchronous code (tests that drive subprocess daemons): ``with
+    FaultProxyThread(proxy) as proxy: ...`` starts it and stops it; change
+    faults with ``proxy.update(...)`` from any thread (assigning a frozen value
+    is atomic), and read ``proxy.stats`` for progress.
+    """
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="fault-proxy")
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.proxy.start(), self._loop).result(30)
+        return self.proxy
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the proxy's loop and return its result."""
+        async def run() -> T:
+            return function()
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self.proxy.close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
 
 
 # -- command -----------------------------------------------------------------
