@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -98,7 +99,6 @@ class Flash:
         self.kind = "tmpfs" if prefer_tmpfs else "ext4 on a loop device"
         self.counts_writes = False
         self._mounted = False
-        self._loop: str | None = None
 
     def __enter__(self) -> Flash:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
@@ -109,8 +109,8 @@ class Flash:
                     f.truncate(self.size)  # sparse: costs nothing until written
                 _run("mkfs.ext4", "-q", "-F", "-m", "0", "-E",
                      "lazy_itable_init=1,lazy_journal_init=1,nodiscard", str(self.image))
-                self._loop = _run("losetup", "--find", "--show", str(self.image)).strip()
-                _run("mount", self._loop, str(self.mountpoint))
+                # mount -o loop sets the loop device to detach itself once unmounted
+                _run("mount", "-o", "loop", str(self.image), str(self.mountpoint))
                 self._mounted, self.counts_writes = True, True
                 return self
             except LabError:
@@ -129,14 +129,17 @@ class Flash:
 
     def __exit__(self, *exc: object) -> None:
         if self._mounted:
-            if subprocess.run(["umount", str(self.mountpoint)], capture_output=True,
-                              timeout=60).returncode != 0:
-                subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True,
-                               timeout=60)
+            # the daemons' private mount namespaces (ip netns exec) may linger a moment
+            # after they exit: retry, then fall back to a lazy unmount
+            deadline = time.monotonic() + 15
+            while subprocess.run(["umount", str(self.mountpoint)], capture_output=True,
+                                 timeout=60).returncode != 0:
+                if time.monotonic() > deadline:
+                    subprocess.run(["umount", "-l", str(self.mountpoint)],
+                                   capture_output=True, timeout=60)
+                    break
+                time.sleep(0.2)
             self._mounted = False
-        if self._loop is not None:
-            subprocess.run(["losetup", "-d", self._loop], capture_output=True, timeout=60)
-            self._loop = None
         self.image.unlink(missing_ok=True)
 
 

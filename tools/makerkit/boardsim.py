@@ -18,6 +18,10 @@ generous deadline) for both sides to hold the expected files:
 * ``link_drop`` -- the link goes down in the middle of a transfer and comes
   back; the transfer finishes.
 
+Latency, jitter and connection resets, which ``tc tbf`` does not give, come
+from ``csembed.lab.fault_proxy`` run in the laptop's namespace between the
+laptop and the device (``--latency``, ``--jitter``, ``--reset-probability``).
+
 A sampler thread reads, every quarter second, the device daemon's RSS
 (``/proc/PID/status``), its ``write_bytes`` (``/proc/PID/io``, summed over
 restarts) and the bytes through its interface (``/proc/PID/net/dev``, which
@@ -33,6 +37,7 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +52,7 @@ from typing import Any
 
 from csembed.board_profile import BoardProfile, load_board
 from csembed.control.client import ControlClient
+from csembed.units import parse_duration
 from makerkit import svg_plot
 from makerkit.board_lab import Cgroup, Flash, LabError, Link
 
@@ -55,6 +61,36 @@ SCENARIOS = ("save", "edit", "power_cut", "link_drop")
 CPU_SHARE = {"wifi-piano": 0.25, "rpi-zero-2w": 0.5, "rpi-4": 1.0}
 RAM_SHARE = 0.25  #: the daemon's budget as a share of the board's RAM (as `boards check`)
 PORT = 40121
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """Link faults a rate limit cannot give, applied by csembed.lab.fault_proxy.
+
+    TCP hides packet loss as delay and retransmission, so a stream proxy offers
+    what a lossy link looks like from above: latency, jitter and connection resets.
+    """
+
+    latency: float = 0.0  #: seconds added one way
+    jitter: float = 0.0  #: up to this many seconds more, at random
+    reset_probability: float = 0.0  #: chance per chunk that the connection is reset
+
+    @property
+    def active(self) -> bool:
+        """Any fault set."""
+        return bool(self.latency or self.jitter or self.reset_probability)
+
+    def proxy_args(self) -> list[str]:
+        """The fault proxy's options."""
+        return ["--latency", f"{self.latency}s", "--jitter", f"{self.jitter}s",
+                "--reset-probability", str(self.reset_probability)]
+
+    def describe(self) -> str:
+        """One line for the report."""
+        if not self.active:
+            return "none"
+        return (f"latency {self.latency * 1000:g} ms + jitter up to {self.jitter * 1000:g} ms, "
+                f"reset probability {self.reset_probability:g} per chunk (fault proxy)")
 
 
 @dataclass
@@ -134,18 +170,19 @@ class DeviceProcess:
     """A daemon started through the CLI, optionally in a namespace and a cgroup."""
 
     def __init__(self, argv: list[str], log: Path, prefix: list[str],
-                 join: Callable[[], None] | None = None) -> None:
+                 join: Callable[[], None] | None = None, *, module: str = "csembed",
+                 ready_word: str = "ready") -> None:
         self.log = log
         with log.open("ab") as err:
-            self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "csembed", *argv],
+            self.proc = subprocess.Popen([*prefix, sys.executable, "-m", module, *argv],
                                          stdout=subprocess.PIPE, stderr=err,
-                                         preexec_fn=join)
+                                         stdin=subprocess.DEVNULL, preexec_fn=join)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 60)
         line = self.proc.stdout.readline().decode() if ready else ""
-        if "ready" not in line:
+        if ready_word not in line:
             self.stop()
-            raise LabError(f"daemon did not start: {line!r}; see {log}")
+            raise LabError(f"{module} did not start: {line!r}; see {log}")
 
     @property
     def pid(self) -> int:
@@ -266,8 +303,9 @@ class Simulation:
 
     def __init__(self, board: BoardProfile, stack: ExitStack, work: Path, *,
                  recordings: int, size: int, cpu: float | None, timeout: float,
-                 tmpfs: bool) -> None:
+                 tmpfs: bool, impair: Impairment | None = None) -> None:
         self.board = board
+        self.impair = impair
         self.work = work
         self.recordings = recordings
         self.size = size
@@ -291,6 +329,7 @@ class Simulation:
         self.expected: dict[str, str] = {}  # name -> sha256, what both sides must hold
         self.device: DeviceProcess | None = None
         self.laptop: DeviceProcess | None = None
+        self.proxy: DeviceProcess | None = None
         self.serial = 0
         stack.callback(self._stop_all)
 
@@ -306,18 +345,26 @@ class Simulation:
         self.sampler.follow(self.device.pid)
 
     def start_laptop(self) -> None:
-        """Start the laptop daemon, dialling the device."""
+        """Start the laptop daemon, dialling the device (through the fault proxy, if any)."""
+        peer = f"{self.link.device_ip}:{PORT}"
+        if self.impair is not None and self.impair.active:
+            # latency, jitter and resets: a userspace proxy in the laptop's namespace
+            self.proxy = DeviceProcess(
+                ["--listen", f"127.0.0.1:{PORT + 1}", "--target", peer,
+                 *self.impair.proxy_args()],
+                self.work / "proxy.log", self.link.exec_prefix(device=False),
+                module="csembed.lab.fault_proxy", ready_word="fault proxy")
+            peer = f"127.0.0.1:{PORT + 1}"
         self.laptop = DeviceProcess(
             ["daemon", "--data-dir", str(self.laptop_data), "--board", "desktop",
-             "--listen", f"{self.link.laptop_ip}:{PORT}", "--no-lan",
-             "--peer", f"{self.link.device_ip}:{PORT}"],
+             "--listen", f"{self.link.laptop_ip}:{PORT}", "--no-lan", "--peer", peer],
             self.work / "laptop.log", self.link.exec_prefix(device=False))
 
     def _stop_all(self) -> None:
         try:
             self.sampler.stop()
         finally:
-            for proc in (self.device, self.laptop):
+            for proc in (self.device, self.laptop, self.proxy):
                 if proc is not None:
                     proc.stop()
 
@@ -436,7 +483,8 @@ class Simulation:
 
 def simulate(board_name: str, *, recordings: int, size: int, cpu: float | None,
              timeout: float, workdir: Path | None, plot: Path | None,
-             scenarios: tuple[str, ...] = SCENARIOS, tmpfs: bool = False) -> Report:
+             scenarios: tuple[str, ...] = SCENARIOS, tmpfs: bool = False,
+             impair: Impairment | None = None) -> Report:
     """Build the board's world, run the scenarios, return the report."""
     board = load_board(board_name)
     report = Report(board.name, {}, ram_budget=int(board.ram * RAM_SHARE))
@@ -444,7 +492,7 @@ def simulate(board_name: str, *, recordings: int, size: int, cpu: float | None,
         work = workdir or Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="csbs-", dir="/tmp")))
         sim = Simulation(board, stack, work, recordings=recordings, size=size, cpu=cpu,
-                         timeout=timeout, tmpfs=tmpfs)
+                         timeout=timeout, tmpfs=tmpfs, impair=impair)
         rate = board.network
         report.setup = {
             "link": f"{rate.upload_rate / 1e6:g} MB/s up, {rate.download_rate / 1e6:g} MB/s "
@@ -452,6 +500,8 @@ def simulate(board_name: str, *, recordings: int, size: int, cpu: float | None,
             "flash": f"{sim.flash.size >> 20} MiB, {sim.flash.kind}",
             "limits": sim.cgroup.describe(),
         }
+        if impair is not None and impair.active:
+            report.setup["faults"] = impair.describe()
         report.counts_writes = sim.flash.counts_writes
         sim.start_device()
         sim.start_laptop()
@@ -496,6 +546,12 @@ def main(argv: list[str] | None = None) -> int:
                    + "; none otherwise)")
     p.add_argument("--scenario", action="append", choices=SCENARIOS,
                    help="run only these (repeatable; default all, in order)")
+    p.add_argument("--latency", type=parse_duration, default=0.0,
+                   help="one-way latency added by a fault proxy, e.g. 50ms")
+    p.add_argument("--jitter", type=parse_duration, default=0.0,
+                   help="random extra latency up to this, e.g. 20ms")
+    p.add_argument("--reset-probability", type=float, default=0.0,
+                   help="chance per chunk that the proxy resets the connection, e.g. 0.001")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per scenario (120)")
     p.add_argument("--tmpfs", action="store_true", help="flash as tmpfs, not ext4 on a loop "
                    "device (write_bytes is then not measurable)")
@@ -506,12 +562,21 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("boardsim: needs root (network namespaces, tc, mount, cgroups)", file=sys.stderr)
         return 2
+    if os.environ.get("CSEMBED_BOARDSIM_NS") != "1" and shutil.which("unshare"):
+        # Mount the flash in a mount namespace of our own, so processes that others
+        # start meanwhile (ip netns exec copies every mount) never pin it, and so it
+        # goes away with us whatever happens.
+        os.environ["CSEMBED_BOARDSIM_NS"] = "1"
+        return subprocess.call(["unshare", "--mount", "--propagation", "private", "--",
+                                sys.executable, sys.argv[0], *(argv or sys.argv[1:])])
     board = load_board(args.board)
     cpu = args.cpu if args.cpu is not None else CPU_SHARE.get(board.name)
     try:
         report = simulate(args.board, recordings=args.recordings, size=args.size, cpu=cpu,
                           timeout=args.timeout, workdir=args.workdir, plot=args.plot,
-                          scenarios=tuple(args.scenario or SCENARIOS), tmpfs=args.tmpfs)
+                          scenarios=tuple(args.scenario or SCENARIOS), tmpfs=args.tmpfs,
+                          impair=Impairment(args.latency, args.jitter,
+                                            args.reset_probability))
     except LabError as exc:
         print(f"boardsim: {exc}", file=sys.stderr)
         return 2
