@@ -15,6 +15,12 @@ vendor`` (the default) a PyNaCl wheel (libsodium inside) is installed into
 the private directory and the package depends only on ``python3-cffi``; with
 ``--nacl system`` it depends on ``python3-nacl (>= 1.6)`` (Debian trixie).
 ``segno`` (QR codes for provisioning) is always vendored; it is pure Python.
+Where PyPI has no PyNaCl wheel for the target (32-bit ARM, armhf), ``--sodium
+system`` builds PyNaCl from source against the distribution's libsodium
+(``SODIUM_INSTALL=system``; needs ``libsodium-dev``, ``libffi-dev`` and a
+compiler on the build machine only), which skips compiling the bundled
+libsodium -- the bulk of the "20-minute" build -- and makes the package
+depend on ``libsodium23``.
 
 The service: a system user ``csembed``, the data directory ``/var/lib/csembed``
 (made by ``postinst``, removed with the user on purge), a systemd unit and
@@ -67,7 +73,7 @@ def _installed_size_kib(root: Path) -> int:
 
 
 def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.executable,
-          arch: str | None = None) -> Path:
+          arch: str | None = None, sodium: str = "bundled") -> Path:
     """Build the package from ``source`` into folder ``out``; returns the .deb's path."""
     project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
     version = project["version"]
@@ -81,8 +87,13 @@ def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.ex
         _run([*pip, str(source)])
         if not list((private / "csembed").glob("_native*.so")):
             raise BuildError("the C extension was not built (is a C compiler installed?)")
-        vendored = ["segno"] + ([f"PyNaCl>={NACL_MIN}"] if nacl == "vendor" else [])
-        _run([*pip, *vendored])
+        _run([*pip, "segno"])
+        if nacl == "vendor":
+            if sodium == "system":
+                os.environ["SODIUM_INSTALL"] = "system"
+                _run([*pip, "--no-binary", "PyNaCl", f"PyNaCl>={NACL_MIN}"])
+            else:
+                _run([*pip, f"PyNaCl>={NACL_MIN}"])
         shutil.rmtree(private / "bin", ignore_errors=True)
         for cache in list(private.rglob("__pycache__")):
             shutil.rmtree(cache)
@@ -104,6 +115,8 @@ def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.ex
         depends = ["python3 (>= 3.11)", "python3-cffi", "python3-serial"]
         if nacl == "system":
             depends.append(f"python3-nacl (>= {NACL_MIN})")
+        elif sodium == "system":
+            depends.append("libsodium23")
         (control / "control").write_text(
             f"Package: csembed\nVersion: {version}\nArchitecture: {arch}\n"
             "Maintainer: csembed developers <csembed@localhost>\n"
@@ -138,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nacl", choices=["vendor", "system"], default="vendor",
                    help=f"vendor a PyNaCl >= {NACL_MIN} wheel (default; for bookworm, whose "
                         "python3-nacl is 1.5) or depend on the distribution's (trixie)")
+    p.add_argument("--sodium", choices=["bundled", "system"], default="bundled",
+                   help="with --nacl vendor: take PyNaCl's wheel (bundled libsodium; default) "
+                        "or build it against the system's libsodium (for armhf, where PyPI "
+                        "has no wheel; needs libsodium-dev on the build machine)")
     p.add_argument("--python", default=sys.executable,
                    help="the Python whose pip builds the package (default: this one)")
     p.add_argument("--arch", help="Debian architecture (default: dpkg --print-architecture)")
@@ -147,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         path = build(args.source.resolve(), args.out, nacl=args.nacl, python=args.python,
-                     arch=args.arch)
+                     arch=args.arch, sodium=args.sodium)
     except BuildError as exc:
         print(f"build-deb: {exc}", file=sys.stderr)
         return 1
