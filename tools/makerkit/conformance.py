@@ -156,7 +156,7 @@ class Probe:
             try:
                 async with asyncio.timeout(self.timeout * 6):
                     await step()
-            except (OSError, TimeoutError) as exc:
+            except Exception as exc:  # a hostile peer must not crash the probe
                 self.skip_rest(f"could not complete ({step.__name__}): {exc!r}")
         self.skip_rest("not reached")
         return self.ordered()
@@ -277,7 +277,7 @@ class Probe:
         answers = ("directory.data", "directory.not_present", "directory.get_error")
         return await session.wait_for(lambda: next(
             (r for r in session.inbox[start:] if r.type in answers and r.complete
-             and r.body.get("sha256", "").lower() == sha), None), self.timeout)
+             and str(r.body.get("sha256", "")).lower() == sha), None), self.timeout)
 
     async def check_files(self, session: ProbeSession) -> None:
         target = self.target
@@ -383,7 +383,7 @@ class Probe:
             await session.send({"type": "directory.present", "sha256": sha})
 
         def requested() -> set[str]:
-            return {r.body.get("sha256", "").lower() for r in session.inbox[start:]
+            return {str(r.body.get("sha256", "")).lower() for r in session.inbox[start:]
                     if r.type in ("directory.get", "rsync.signature")}
 
         async def serve_and_wait() -> bool:
