@@ -86,3 +86,24 @@ def test_probe_cli_refuses_a_mistyped_code():
     result = subprocess.run([sys.executable, str(TOOLS / "conformance"), "127.0.0.1:1",
                              mistyped], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "conformance:" in result.stderr
+
+
+def test_something_that_is_not_a_peer_fails_the_handshake_and_nothing_crashes():
+    async def scenario() -> dict[str, str]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            results = await Probe("127.0.0.1", port, AccessCode.generate(), timeout=5).run()
+        finally:
+            server.close()
+        return {r.name: r.status for r in results}
+
+    results = asyncio.run(scenario())
+    assert results["handshake"] == "fail"
+    assert {s for n, s in results.items() if n not in ("handshake",
+                                                       "handshake_refuses_wrong_code")} == {"skip"}
