@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             run_sink(args.sink)
         except KeyboardInterrupt:
             return 0
+        except (OSError, ValueError) as exc:
+            print(f"board-probe: sink on {args.sink}: {exc}", file=sys.stderr)
+            return 2
     try:
         m = measure(args.storage, args.peer, args.seconds)
     except OSError as exc:
