@@ -66,7 +66,7 @@ def test_deb_builds_installs_runs_the_daemon_and_removes_cleanly(tmp_path):
         assert line.startswith("csembed daemon ready"), daemon.stderr.read() if daemon.stderr \
             else line
         with ControlClient(data / "control", timeout=30) as client:
-            status = client.call("status")
+            status = client.call("status_detail")
         assert status["board"]["name"] == "rpi-zero-2w"
         shown = subprocess.run(["runuser", "-u", "csembed", "--", "/usr/bin/csembed",
                                 "status", "--json", "--data-dir", str(data)],

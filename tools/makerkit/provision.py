@@ -151,11 +151,22 @@ def check_link_and_clock(host: str, port: int, code: str, timeout: float,
     return asyncio.run(run())
 
 
+def device_status(line: SerialControl) -> dict[str, Any]:
+    """The device's detailed status (csembed's ``status_detail``), or the draft's
+    small ``status`` from a daemon that does not have it."""
+    try:
+        return dict(line.call("status_detail"))
+    except DeviceError as exc:
+        if exc.code not in ("not_understood", "not_supported"):
+            raise
+        return dict(line.call("status"))
+
+
 def selftest(line: SerialControl, scratch: str, host: str | None, max_skew: float,
              timeout: float) -> list[tuple[str, bool, str]]:
     """The factory self-test; returns ``(check, ok, detail)`` rows."""
     rows: list[tuple[str, bool, str]] = []
-    status = line.call("status")
+    status = device_status(line)
     listen = str(status.get("listen") or "")
     rows.append(("daemon", True, f"{status.get('software', '?')}, board "
                  f"{(status.get('board') or {}).get('name', '?')}, listen {listen or '?'}"))
@@ -241,7 +252,7 @@ def _print(args: argparse.Namespace, value: Any, text: str) -> None:
 def run(args: argparse.Namespace, line: SerialControl) -> int:
     """Carry out one sub-command over an open line."""
     if args.command == "status":
-        status = line.call("status")
+        status = device_status(line)
         board = status.get("board") or {}
         _print(args, status, f"{status.get('software', 'device')}: board "
                f"{board.get('name', '?')}, listening on {status.get('listen', '?')}, "
