@@ -535,6 +535,11 @@ class ShareEngine:
         """A scan pass is in progress."""
         return self._scan is not None
 
+    @property
+    def scan_hashed_bytes(self) -> int:
+        """Bytes the scan pass in progress has hashed so far (0 when none runs)."""
+        return 0 if self._scan is None else self._scan.hashed_bytes
+
     def scan(self, now: float, until: float | None = None) -> bool:
         """Run the scan pass (starting one if needed) until done or ``clock() >= until``.
 
@@ -554,6 +559,10 @@ class ShareEngine:
             if until is None or self._clock is None:
                 self._scan.run()
             elif not self._scan.step(until=until, clock=self._clock):
+                early = self._scan.take_early()
+                if early is not None:  # hashed so far: announce it while the scan goes on
+                    self._apply_scan(early, now)
+                    self._after()
                 return False
         except (ShareUnavailable, OSError) as exc:
             self._scan.close()
