@@ -128,7 +128,7 @@ class GzipEncoder:
         self.level = level
         self.adaptive = adaptive
         self._z: zlib._Compress | None = None  # valid only while deflating
-        self._tail = b""  # the last _WINDOW bytes sent, to prime a fresh compressor
+        self._tail = bytearray()  # at least the last _WINDOW bytes sent (for zdict)
         self._header = _ZLIB_HEADER
         self._stored = False  # current mode
         self._skip = 0  # large units to send stored before the next probe
@@ -151,11 +151,12 @@ class GzipEncoder:
             self._encode_as(parts, pieces, stored=self._stored)
         else:
             self._encode_large(parts, pieces)
-        body = b"".join(pieces)
         self._remember(parts, size)
+        length = sum(len(p) for p in pieces)
         self.bytes_in += size
-        self.bytes_out += len(body)
-        return b"%d:%s" % (len(body), body)
+        self.bytes_out += length
+        pieces.insert(0, b"%d:" % length)
+        return b"".join(pieces)  # the one copy of the payload the frame costs
 
     def _encode_large(self, parts: tuple[bytes, ...], pieces: list[bytes | memoryview]) -> None:
         after_small, self._after_small = self._after_small, False
@@ -212,7 +213,7 @@ class GzipEncoder:
         if z is None:
             if self._tail:
                 z = zlib.compressobj(self.level, zlib.DEFLATED, -zlib.MAX_WBITS,
-                                     zdict=self._tail)
+                                     zdict=bytes(self._tail[-_WINDOW:]))
             else:
                 z = zlib.compressobj(self.level, zlib.DEFLATED, -zlib.MAX_WBITS)
             self._z = z
@@ -220,15 +221,20 @@ class GzipEncoder:
 
     def _remember(self, parts: tuple[bytes, ...], size: int) -> None:
         """Keep the last 32 KiB sent, for priming a compressor after stored units."""
+        tail = self._tail
         if size >= _WINDOW:
+            tail.clear()
             last = parts[-1]
             if len(last) >= _WINDOW:
-                self._tail = bytes(last[-_WINDOW:])
+                tail += memoryview(last)[-_WINDOW:]
                 return
-            joined = b"".join(parts)
-            self._tail = joined[-_WINDOW:]
-        elif size:
-            self._tail = (self._tail + b"".join(parts))[-_WINDOW:]
+            for part in parts:
+                tail += part
+        else:
+            for part in parts:
+                tail += part
+        if len(tail) > 2 * _WINDOW:  # trimmed now and then, not on every small unit
+            del tail[:-_WINDOW]
 
 
 class GzipDecoder:
