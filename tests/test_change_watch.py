@@ -75,9 +75,14 @@ def test_new_folders_are_queued_and_overflow_means_full() -> None:
     watch.watching(1, "/", "/disk", root=True)
     watch.receive(raw(1, cw.IN_CREATE | cw.IN_ISDIR, b"sub"), 1.0)
     assert [(f.key, f.path) for f in watch.new_folders] == [("/sub", "/disk/sub")]
+    watch.watching(2, "/sub", "/disk/sub")
+    watch.receive(raw(2, cw.IN_MOVE_SELF), 1.05)  # moved away: its old name is void
+    watch.receive(raw(2, cw.IN_CLOSE_WRITE, b"x"), 1.06)
+    assert watch.folders == 1
     watch.receive(raw(-1, cw.IN_Q_OVERFLOW), 1.1)
     request = watch.take(5.0)
     assert request is not None and request.full and ("/sub", "/disk/sub") in request.settled
+    assert ("/sub/x", "/disk/sub/x") not in request.settled
     watch.receive(raw(1, cw.IN_IGNORED), 6.0)  # the root's watch is gone
     request = watch.take(10.0)
     assert request is not None and request.full

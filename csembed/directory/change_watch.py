@@ -177,6 +177,10 @@ class ChangeWatch:
         if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
             if event.wd == self._root_wd:
                 self.lost(now)
+            else:
+                # Its old name no longer applies; if it moved within the share the
+                # adapter watches it again (same wd) under the new name.
+                self._folders.pop(event.wd, None)
             return  # the parent's event names it
         if not event.name:
             return

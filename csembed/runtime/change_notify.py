@@ -165,8 +165,10 @@ class ChangeNotifier:
             if is_temp_name(item.name):
                 continue
             try:
-                child = self._child_key(key, item.name)
                 is_dir = item.is_dir(follow_symlinks=False)
+                if not (report or is_dir):
+                    continue  # the first walk only looks for folders to watch
+                child = self._child_key(key, item.name)
             except (PathError, OSError):
                 continue
             if selection.ignore.excludes_entry(child, is_dir):

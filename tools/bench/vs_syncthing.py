@@ -27,6 +27,8 @@ five times. Printed per case: seconds, CPU seconds of both daemons over the
 measured interval, each daemon's peak RSS (``VmHWM`` from /proc), and the
 ratio csembed / Syncthing.
 
+``--csembed-root DIR`` runs csembed from another checkout (``python -m
+csembed`` with that working directory), for before/after figures.
 ``--pin`` runs every daemon under ``taskset -c 0`` and csembed with the
 ``rpi-zero-2w`` board (the default is ``desktop``). Syncthing comes from
 Debian's package: ``--syncthing PATH``, or it is fetched with ``apt-get
@@ -174,8 +176,9 @@ def write_payload(stage: Path, case: str, scale: float) -> dict[str, int]:
 class CsembedPair:
     name = "csembed"
 
-    def __init__(self, base: Path, board: str, prefix: list[str]) -> None:
+    def __init__(self, base: Path, board: str, prefix: list[str], root: Path = ROOT) -> None:
         self.base = base
+        self.root = root
         self.src, self.dst = base / "cs-A", base / "cs-B"
         self.src.mkdir()
         (self.src / "hello.txt").write_text("paired\n")
@@ -193,7 +196,7 @@ class CsembedPair:
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "csembed", "daemon", "--data-dir", str(data),
              "--board", board, "--listen", "127.0.0.1:0", "--no-lan", "--log-level", "warning",
-             *extra], stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
+             *extra], stdout=subprocess.PIPE, stderr=log, text=True, cwd=self.root)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if "listening on " not in line:
@@ -204,7 +207,7 @@ class CsembedPair:
 
     def _cli(self, data: Path, *args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "csembed", *args, "--data-dir", str(data)],
-                                capture_output=True, text=True, timeout=600, cwd=ROOT)
+                                capture_output=True, text=True, timeout=600, cwd=self.root)
         if result.returncode != 0:
             raise SystemExit(f"csembed {' '.join(args)} failed: {result.stderr}")
         return result.stdout
@@ -408,6 +411,16 @@ def report(case: str, ours: dict[str, Any], anchor: dict[str, Any]) -> None:
         row(f"peak RSS {side.upper()} (MB)", f"{ours['rss_' + side] / 1e6:.0f}",
             f"{anchor['rss_' + side] / 1e6:.0f}",
             f"{ours['rss_' + side] / anchor['rss_' + side]:.2f}")
+    ratio = ours["seconds"] / anchor["seconds"]
+    rss = max(ours["rss_a"] / anchor["rss_a"], ours["rss_b"] / anchor["rss_b"])
+    goals = {"bulk": [("time <= 0.5x Syncthing's", ratio <= 0.5)],
+             "small": [("time <= 0.15x Syncthing's", ratio <= 0.15),
+                       (">= 1,500 files/s", ours["files"] / ours["seconds"] >= 1500)],
+             "latency": [("every saved file on B within 1 s", ours["seconds"] < 1.0)]}[case]
+    if case != "latency":
+        goals.append(("peak RSS <= 0.5x Syncthing's", rss <= 0.5))
+    for goal, met in goals:
+        print(f"  goal: {goal}: {'met' if met else 'NOT met'}")
 
 
 def run_case(case: str, args: argparse.Namespace, binary: Path, board: str,
@@ -418,7 +431,7 @@ def run_case(case: str, args: argparse.Namespace, binary: Path, board: str,
         base = Path(tempfile.mkdtemp(prefix=f"vs-st-{case}-{name}-", dir=args.tmp))
         pair: Any = None
         try:
-            pair = (CsembedPair(base, board, prefix) if name == "csembed"
+            pair = (CsembedPair(base, board, prefix, Path(args.csembed_root)) if name == "csembed"
                     else SyncthingPair(base, binary, prefix))
             results[name] = (measure_latency(pair, 5) if case == "latency"
                              else measure(pair, base, case, scale))
@@ -442,6 +455,8 @@ def main() -> int:
     parser.add_argument("--tmp", default=None, help="where to make the folders")
     parser.add_argument("--keep", action="store_true", help="keep folders and logs")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--csembed-root", default=str(ROOT),
+                        help="run csembed from this checkout (before/after figures)")
     args = parser.parse_args()
     binary = find_syncthing(args.syncthing, Path(args.cache))
     version = subprocess.run([str(binary), "--version"], capture_output=True,
