@@ -30,7 +30,8 @@ ratio csembed / Syncthing.
 ``--csembed-root DIR`` runs csembed from another checkout (``python -m
 csembed`` with that working directory), for before/after figures.
 ``--pin`` runs every daemon under ``taskset -c 0`` and csembed with the
-``rpi-zero-2w`` board (the default is ``desktop``). Syncthing comes from
+``rpi-zero-2w`` board (the default is ``desktop``). csembed's upload and
+download limits are set to 0 (unlimited) on every board, as Syncthing's are. Syncthing comes from
 Debian's package: ``--syncthing PATH``, or it is fetched with ``apt-get
 download syncthing`` and unpacked with ``dpkg -x`` into ``--cache`` (default
 ``~/.cache/csembed-bench``); the binary is never part of the repository.
@@ -184,6 +185,9 @@ class CsembedPair:
         (self.src / "hello.txt").write_text("paired\n")
         self.a = self._daemon("a", board, prefix)
         self.b = self._daemon("b", board, prefix, "--peer", self.a_address)
+        for data in (self.a_data, self.b_data):  # Syncthing runs unlimited too
+            for limit in ("upload_limit", "download_limit"):
+                self._cli(data, "config", limit, "0")
         code = json.loads(self._cli(self.a_data, "share", str(self.src), "--json"))["access_code"]
         self._cli(self.b_data, "attach", code, str(self.dst), "--timeout", "120")
         wait(lambda: (self.dst / "hello.txt").exists(), "csembed B to pair")
