@@ -28,6 +28,14 @@ Tables:
 ``meta``
     Schema version, this replica's peer ID and its 64-bit revision counter.
 
+Rows are turned into :class:`Record` objects through a small memo keyed by
+the version's dot (``uuid`` and ``(last_updated_by, last_updated_rev)``,
+which name one version; its stored bytes, signature and flags are compared
+too, since a signature can be added later): the engine asks for the same key several
+times while it plans, fetches and lands one file, and parsing the JSON value
+and vector clock each time was most of a lookup's cost. The memo holds at
+most :data:`RECORD_MEMO` versions, dropping the oldest first.
+
 Every change the replica makes for one message or one local write happens in a
 single ``BEGIN IMMEDIATE`` transaction (:meth:`Store.transaction`), so a crash
 leaves either all of it or none. The in-memory copies of the counter and the
@@ -97,6 +105,10 @@ def share_database_path(data_dir: str | Path, share_id: str) -> Path:
     return Path(data_dir) / "databases" / f"{share_id}.sqlite3"
 
 
+RECORD_MEMO: Final = 256
+"""Parsed versions remembered by :class:`Store` (a Record is ~1 KB)."""
+
+
 def _record_from_row(row: tuple[Any, ...]) -> Record:
     key, value, uuid, author, rev, update_ns, clock, deleted, body, signature, local = row
     return Record(
@@ -142,6 +154,7 @@ class Store:
         self.path = str(path)
         self.peer_id = peer_id
         self._depth = 0
+        self._memo: dict[tuple[str, str, int], Record] = {}
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +266,20 @@ class Store:
         """Whether a transaction is open."""
         return self._depth > 0
 
+    def _record(self, row: tuple[Any, ...]) -> Record:
+        """The Record of ``row``, parsed once per version while it stays in the memo."""
+        name = (row[2], row[3], row[4])  # uuid, last_updated_by, last_updated_rev
+        memo = self._memo
+        record = memo.get(name)
+        if (record is None or record.raw != row[8] or record.signature != row[9]
+                or record.key != row[0] or record.deleted != bool(row[7])
+                or record.local_only != bool(row[10])):
+            record = _record_from_row(row)
+            if len(memo) >= RECORD_MEMO:
+                del memo[next(iter(memo))]
+            memo[name] = record
+        return record
+
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, tuple(params))
@@ -323,7 +350,7 @@ class Store:
             " ORDER BY last_updated_by, last_updated_rev",
             (uuid,),
         ).fetchall()
-        return [_record_from_row(row) for row in rows]
+        return [self._record(row) for row in rows]
 
     def has_uuid(self, uuid: str) -> bool:
         """Whether any version of ``uuid`` is stored."""
@@ -390,7 +417,7 @@ class Store:
         row = self._execute(
             f"SELECT {_COLUMNS} FROM records WHERE uuid = ? AND visible = 1", (uuid,)
         ).fetchone()
-        return None if row is None else _record_from_row(row)
+        return None if row is None else self._record(row)
 
     def visible_by_key(self, key: str, *, live_only: bool = True) -> list[Record]:
         """Winners whose key is ``key`` (several when two records claim one key)."""
@@ -398,7 +425,7 @@ class Store:
         if live_only:
             sql += " AND deleted = 0"
         rows = self._execute(sql + " ORDER BY uuid", (key,)).fetchall()
-        return [_record_from_row(row) for row in rows]
+        return [self._record(row) for row in rows]
 
     def pending(self, author: str, after: int, limit: int) -> list[Record]:
         """Shareable versions by ``author`` with revision above ``after``, oldest first."""
@@ -408,7 +435,7 @@ class Store:
             " ORDER BY last_updated_rev LIMIT ?",
             (author, after, limit),
         ).fetchall()
-        return [_record_from_row(row) for row in rows]
+        return [self._record(row) for row in rows]
 
     def iter_visible(self, *, include_deleted: bool = False) -> Iterator[Record]:
         """Every record's winner, streamed in batches (never the whole table at once)."""
@@ -430,7 +457,7 @@ class Store:
             if not rows:
                 return
             for row in rows:
-                yield _record_from_row(row[1:])
+                yield self._record(row[1:])
             last = rows[-1][0]
 
     def count(self) -> int:

@@ -362,6 +362,12 @@ class ShareEngine:
         """A scan pass is in progress."""
         return self._ctx.changes.pass_ is not None
 
+    @property
+    def scan_hashed_bytes(self) -> int:
+        """Bytes the scan pass in progress has hashed so far (0 when none runs)."""
+        scan = self._ctx.changes.pass_
+        return 0 if scan is None else scan.hashed_bytes
+
     def scan(self, now: float, until: float | None = None) -> bool:
         """Run the scan pass (starting one if needed) until done or ``clock() >= until``.
 
@@ -372,7 +378,10 @@ class ShareEngine:
         done, result = self._ctx.changes.run(now, until)
         if result is not None:
             self._apply_database()
-            self._ctx.changes.apply(result, now)
+            if done:
+                self._ctx.changes.apply(result, now)
+            else:  # hashed so far: announce it while the scan goes on
+                self._ctx.changes.apply_early(result, now)
             self._after()
         return done
 

@@ -62,7 +62,9 @@ class LocalChanges:
         """Run the pass until done or ``clock() >= until``.
 
         Returns (ended, its result); an unavailable share sets the share's
-        error and ends the pass without a result.
+        error and ends the pass without a result. A pass that has not ended
+        may return what it has hashed so far (final events, for
+        :meth:`apply_early`), so that transfers start while it goes on.
         """
         ctx = self.ctx
         interval = ctx.board.cpu.scan_interval
@@ -78,7 +80,7 @@ class LocalChanges:
             if until is None or self.clock is None:
                 self.pass_.run()
             elif not self.pass_.step(until=until, clock=self.clock):
-                return False, None
+                return False, self.pass_.take_early()
         except (ShareUnavailable, OSError) as exc:
             self.pass_.close()
             self.pass_ = None
@@ -105,6 +107,10 @@ class LocalChanges:
             due = min(due, result.next_check)
         self.next_scan = due
         ctx.report.count("scans")
+
+    def apply_early(self, result: ScanResult, now: float) -> None:
+        """Write the changes a pass still in progress has already settled."""
+        self._apply(result, now)
 
     def close(self) -> None:
         """Stop a pass in progress."""

@@ -33,6 +33,17 @@ A scan is a :class:`ScanPass` in three phases.
    injected clock, in the middle of a file if need be, so the caller can
    pace the work with :class:`csembed.directory.pacing.ScanBudget`.
 
+   Two things skip the settle wait: :meth:`Scanner.settle_next_pass` (an
+   explicit ``rescan`` settles everything it sees; a change notification
+   settles the paths whose writer closed them), and a file hashed while its
+   signature held still is checked once more by that very hashing.
+
+   **Early reports** (:meth:`ScanPass.take_early`). Between slices the
+   caller may take what has been hashed so far, so transfers start while the
+   scan goes on. That is only done while the pass has seen nothing vanish:
+   with no vanished path there is no move to pair, and a new or changed
+   file's event is final. Taken keys are left out of :meth:`finish`.
+
 3. **Report** (:meth:`ScanPass.finish`). Settled changes form one batch, and
    moves are found in the whole batch before anything is reported
    (directory.md "File Change Notification"): a vanished path and a new path
@@ -217,6 +228,16 @@ class Scanner:
         self.debouncer = Debouncer(settle)
         self._memo: dict[str, tuple[tuple[bool, int, int, int, int, int], str]] = {}
         self._noticed: set[tuple[str, str]] = set()
+        self._settle_all = False
+        self._settle_keys: set[str] = set()
+
+    def settle_next_pass(self, keys: Iterable[str] | None = None) -> None:
+        """Treat changes seen by the next pass as settled: all (``None``, a rescan
+        the user asked for) or just ``keys`` (files whose writer closed them)."""
+        if keys is None:
+            self._settle_all = True
+        else:
+            self._settle_keys.update(keys)
 
     def start(self, now: float) -> ScanPass:
         """List the tree (phase 1); raises :class:`ShareUnavailable` for a bad root."""
@@ -286,6 +307,8 @@ class ScanPass:
         self._job: tuple[Entry, io.FileIO, hashlib._Hash, int] | None = None
         self._dir_cache: tuple[tuple[str, ...], int] | None = None
         self._buffer = bytearray(scanner.io_buffer)
+        self._settle_all, scanner._settle_all = scanner._settle_all, False
+        self._settle_keys, scanner._settle_keys = scanner._settle_keys, set()
         self.hashed_files = 0
         self.hashed_bytes = 0
 
@@ -387,7 +410,7 @@ class ScanPass:
             if not selection.in_subtree(key) or selection.ignore.excludes(key, old.is_dir):
                 self._drops.append(key)  # now outside what we sync: forget, do not delete
                 continue
-            if s.debouncer.observe(key, _MISSING, self.now):
+            if self._settles_now(key) or s.debouncer.observe(key, _MISSING, self.now):
                 self._ready_missing[key] = old
             else:
                 self._pending_missing.add(key)
@@ -396,7 +419,9 @@ class ScanPass:
             if known is not None and known.signature == entry.signature:
                 s.debouncer.forget(key)
                 continue
-            if not s.debouncer.observe(key, entry.signature, self.now, entry.changed_at):
+            if self._settles_now(key):
+                s.debouncer.forget(key)
+            elif not s.debouncer.observe(key, entry.signature, self.now, entry.changed_at):
                 self._pending_present.add(key)
                 continue
             memo = s._memo.get(key)
@@ -412,6 +437,9 @@ class ScanPass:
                 s._memo.pop(key, None)
         # Hash folder by folder so one directory descriptor serves many files.
         self._queue.sort(key=lambda e: (e.disk_parent, e.disk_name), reverse=True)
+
+    def _settles_now(self, key: str) -> bool:
+        return self._settle_all or key in self._settle_keys
 
     # -- phase 2: hashing --------------------------------------------------------
 
@@ -529,6 +557,50 @@ class ScanPass:
         if self._root_fd >= 0:
             os.close(self._root_fd)
             self._root_fd = -1
+
+    # -- early reports ----------------------------------------------------------------
+
+    def take_early(self) -> ScanResult | None:
+        """Events for what is hashed so far, if they are final; None if nothing is.
+
+        Final means the pass has seen nothing vanish (no move can pair with
+        them). A file is taken only once its folder is known to the cache or
+        taken in the same batch. Hand the result to the database, then
+        :meth:`Scanner.commit`, as for :meth:`finish`.
+        """
+        if self._ready_missing or self._pending_missing or not self._hashed:
+            return None
+        s = self._s
+        cache = s.cache
+        stale = cache.touched_since(self._mark)
+        events: list[ChangeEvent] = []
+        puts: list[CachedEntry] = []
+        taken: list[str] = []
+        # Folders first (shallowest first), so their files can follow in this batch.
+        for key in sorted(self._hashed, key=_depth):
+            entry = self.listing.get(key)
+            if entry is None or key in self._pending_present or key in stale:
+                continue
+            if key != "/" and parent_key(key) not in cache and parent_key(key) not in taken:
+                continue
+            sha = self._hashed[key] or None
+            prior = cache.get(key)
+            value = (FileValue.for_directory(entry.mode) if entry.is_dir else
+                     FileValue.for_file(entry.size, self._hashed[key], entry.mtime_ns, entry.mode))
+            if prior is None:
+                events.append(Added(key, value))
+            elif prior.is_dir != entry.is_dir or prior.sha256 != sha or prior.mode != entry.mode:
+                events.append(Modified(key, value, prior.value()))
+            puts.append(entry.cached(sha))
+            taken.append(key)
+        if not taken:
+            return None
+        for key in taken:
+            del self._hashed[key]
+        events.sort(key=_event_order)
+        return ScanResult(events=events, notices=[], pending=0, next_check=None, temp_files=[],
+                          listed=len(self.listing), hashed_files=0, hashed_bytes=0,
+                          _puts=puts, _deletes=[], _reported=taken)
 
     # -- phase 3: report -----------------------------------------------------------
 

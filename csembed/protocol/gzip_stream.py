@@ -16,10 +16,43 @@ decoder has digested the previous piece. A frame's length is checked digit
 by digit against :data:`MAX_FRAME`, and compressed bytes are streamed into
 zlib as they arrive, so neither a huge frame nor a zip bomb can make the
 receiver allocate more than those bounds.
+
+Adaptive compression (sender side only)
+---------------------------------------
+Deflating data that does not compress (media, archives, encrypted files)
+costs the sender a lot of CPU for nothing. :class:`GzipEncoder` therefore
+writes the deflate stream itself and chooses, per unit, between two kinds of
+deflate block (RFC 1951 section 3.2.3) -- both part of any standard stream,
+so every peer's ordinary zlib decoder reads the result unchanged:
+
+* **deflate**: a raw-deflate ``compressobj`` at the board's level, ended by a
+  sync flush (which leaves the stream byte-aligned);
+* **stored**: the bytes copied verbatim behind a five-byte block header
+  (``BFINAL=0 BTYPE=00`` padded to a byte, ``LEN``, ``NLEN``), at most
+  65,535 bytes per block.
+
+The two kinds interleave freely because every unit ends byte-aligned. After
+stored units the compressor's history no longer matches the stream, so on
+the way back to deflate a fresh ``compressobj`` is primed with the last
+32 KiB sent (``zdict``; a raw stream writes no dictionary id), and
+back-references stay valid.
+
+The choice: a unit under :data:`SMALL_UNIT` (a JSON message, a payload
+end) keeps the current mode. A large unit that follows a small one (a new
+message, so most likely a new file) is *probed*: while deflating, its first
+:data:`PROBE_SIZE` bytes go through the live compressor and are flushed; if
+they came out at under 90 % of their size the rest is deflated too (the
+probe cost nothing), otherwise the rest is stored and the stream stays
+stored. In stored mode a probe deflates 2 KiB from the middle of a large
+unit at level 1 on a scratch compressor, after a small unit or when a
+back-off has run out; the back-off doubles after each failed probe up to
+:data:`MAX_BACKOFF` units. Any large deflated unit that came out at 90 % or
+more of its size also switches the stream to stored.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from typing import Final
 
@@ -35,22 +68,173 @@ class GzipError(ProtocolError):
     """The peer's compressed stream is malformed."""
 
 
-class GzipEncoder:
-    """Compresses outgoing units into gzip.md frames."""
+SMALL_UNIT: Final = 4096
+"""Units shorter than this (messages, chunk headers) never cause a probe or a switch."""
+PROBE_SIZE: Final = 2048
+"""Bytes of a large unit deflated at level 1 to judge whether it compresses."""
+MAX_BACKOFF: Final = 64
+"""Most large units sent stored between two probes of a stream that keeps not compressing."""
+_WINDOW: Final = 32 * 1024  # deflate's largest back-reference distance
+_STORED_MAX: Final = 0xFFFF  # one stored block's LEN field
+_ZLIB_HEADER: Final = b"\x78\x9c"  # CM=8, CINFO=7 (32 KiB window), default level; FCHECK ok
+_POOR_RATIO: Final = 0.9
 
-    def __init__(self, level: int = 6) -> None:
+
+def stored_blocks(data: bytes | memoryview) -> list[bytes | memoryview]:
+    """``data`` as non-final stored deflate blocks (the stream must be byte-aligned)."""
+    out: list[bytes | memoryview] = []
+    view = memoryview(data)
+    for at in range(0, len(view), _STORED_MAX):
+        piece = view[at:at + _STORED_MAX]
+        n = len(piece)
+        out.append(struct.pack("<BHH", 0, n, n ^ 0xFFFF))
+        out.append(piece)
+    return out
+
+
+def compresses(sample: bytes | memoryview) -> bool:
+    """Whether ``sample`` shrinks to under 90 % at deflate level 1."""
+    z = zlib.compressobj(1, zlib.DEFLATED, -12, 8)
+    size = len(z.compress(sample)) + len(z.flush())
+    return size < _POOR_RATIO * len(sample)
+
+
+def _split(parts: tuple[bytes, ...], count: int
+           ) -> tuple[tuple[memoryview, ...], tuple[memoryview, ...]]:
+    """The first ``count`` bytes of ``parts`` and the rest, as views."""
+    head: list[memoryview] = []
+    rest: list[memoryview] = []
+    for part in parts:
+        view = memoryview(part)
+        take = min(count, len(view))
+        if take:
+            head.append(view[:take])
+        if take < len(view):
+            rest.append(view[take:])
+        count -= take
+    return tuple(head), tuple(rest)
+
+
+class GzipEncoder:
+    """Compresses outgoing units into gzip.md frames, storing what does not compress.
+
+    ``adaptive=False`` deflates every unit (the plain behaviour, for
+    comparison). :attr:`stored_units` / :attr:`probes` count the decisions.
+    """
+
+    def __init__(self, level: int = 6, *, adaptive: bool = True) -> None:
         if not -1 <= level <= 9:
             raise ValueError(f"zlib compression level must be -1..9, not {level}")
-        self._z = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS)
+        self.level = level
+        self.adaptive = adaptive
+        self._z: zlib._Compress | None = None  # valid only while deflating
+        self._tail = bytearray()  # at least the last _WINDOW bytes sent (for zdict)
+        self._header = _ZLIB_HEADER
+        self._stored = False  # current mode
+        self._skip = 0  # large units to send stored before the next probe
+        self._backoff = 1
+        self._after_small = True
         self.bytes_in = 0
         self.bytes_out = 0
+        self.stored_units = 0
+        self.probes = 0
 
     def encode(self, *parts: bytes) -> bytes:
-        """One frame: ``<length>:<compressed parts, sync-flushed>``."""
-        body = b"".join([self._z.compress(p) for p in parts] + [self._z.flush(zlib.Z_SYNC_FLUSH)])
-        self.bytes_in += sum(len(p) for p in parts)
-        self.bytes_out += len(body)
-        return b"%d:%s" % (len(body), body)
+        """One frame: ``<length>:<the parts as deflate or stored blocks>``."""
+        size = sum(len(p) for p in parts)
+        pieces: list[bytes | memoryview] = [self._header] if self._header else []
+        self._header = b""
+        if not self.adaptive or size == 0:
+            pieces.append(self._deflate(parts))
+        elif size < SMALL_UNIT:
+            self._after_small = True
+            self._encode_as(parts, pieces, stored=self._stored)
+        else:
+            self._encode_large(parts, pieces)
+        self._remember(parts, size)
+        length = sum(len(p) for p in pieces)
+        self.bytes_in += size
+        self.bytes_out += length
+        pieces.insert(0, b"%d:" % length)
+        return b"".join(pieces)  # the one copy of the payload the frame costs
+
+    def _encode_large(self, parts: tuple[bytes, ...], pieces: list[bytes | memoryview]) -> None:
+        after_small, self._after_small = self._after_small, False
+        if self._stored:
+            if not after_small and self._skip > 0:
+                self._skip -= 1
+                self._encode_as(parts, pieces, stored=True)
+                return
+            self.probes += 1
+            big = max(parts, key=len)
+            middle = max(0, len(big) // 2 - PROBE_SIZE // 2)
+            if compresses(memoryview(big)[middle:middle + PROBE_SIZE]):
+                self._stored, self._backoff, self._skip = False, 1, 0
+                self._encode_as(parts, pieces, stored=False)
+            else:
+                self._backoff = min(MAX_BACKOFF, self._backoff * 2)
+                self._skip = self._backoff
+                self._encode_as(parts, pieces, stored=True)
+            return
+        if not after_small:
+            body = self._deflate(parts)
+            pieces.append(body)
+            if len(body) >= _POOR_RATIO * sum(len(p) for p in parts):
+                self._go_stored()
+            return
+        # A new message's first large unit: deflate its first PROBE_SIZE bytes
+        # with the live compressor (not wasted when they compress), judge by them.
+        self.probes += 1
+        head, rest = _split(parts, PROBE_SIZE)
+        body = self._deflate(head)
+        pieces.append(body)
+        if len(body) < _POOR_RATIO * sum(len(p) for p in head):
+            pieces.append(self._deflate(rest))
+        else:
+            self._go_stored()
+            self._encode_as(rest, pieces, stored=True)
+
+    def _go_stored(self) -> None:
+        self._stored, self._skip, self._backoff = True, 1, 1
+        self._z = None
+
+    def _encode_as(self, parts: tuple[bytes | memoryview, ...], pieces: list[bytes | memoryview],
+                   *, stored: bool) -> None:
+        if not stored:
+            pieces.append(self._deflate(parts))
+            return
+        self.stored_units += 1
+        self._z = None  # its history misses these bytes from now on
+        for part in parts:
+            pieces += stored_blocks(part)
+
+    def _deflate(self, parts: tuple[bytes | memoryview, ...]) -> bytes:
+        z = self._z
+        if z is None:
+            if self._tail:
+                z = zlib.compressobj(self.level, zlib.DEFLATED, -zlib.MAX_WBITS,
+                                     zdict=bytes(self._tail[-_WINDOW:]))
+            else:
+                z = zlib.compressobj(self.level, zlib.DEFLATED, -zlib.MAX_WBITS)
+            self._z = z
+        return b"".join([z.compress(p) for p in parts] + [z.flush(zlib.Z_SYNC_FLUSH)])
+
+    def _remember(self, parts: tuple[bytes, ...], size: int) -> None:
+        """Keep the last 32 KiB sent, for priming a compressor after stored units."""
+        tail = self._tail
+        if size >= _WINDOW:
+            tail.clear()
+            last = parts[-1]
+            if len(last) >= _WINDOW:
+                tail += memoryview(last)[-_WINDOW:]
+                return
+            for part in parts:
+                tail += part
+        else:
+            for part in parts:
+                tail += part
+        if len(tail) > 2 * _WINDOW:  # trimmed now and then, not on every small unit
+            del tail[:-_WINDOW]
 
 
 class GzipDecoder:

@@ -12,7 +12,11 @@ one task per share that loops:
    the connections keep running in between;
 2. **tick** the engine (retries, expired bans, planning);
 3. **sleep** until the engine's next deadline or until something wakes it
-   (a rescan request, a new connection).
+   (a rescan request, a change notification, a new connection).
+
+A requested scan (``rescan``, a change notification) runs at full speed, as
+does hashing new or changed content (:func:`~csembed.directory.pacing.slice_is_urgent`);
+one requested while a pass runs follows it.
 
 Every call into the engine may have queued output for any connection, so
 after each one :meth:`notify` sets every attached connection's wake-up
@@ -39,21 +43,24 @@ from collections.abc import Callable
 from typing import Any
 
 from csembed.directory.engine import PeerInfo, ShareEngine
-from csembed.directory.pacing import ScanBudget
+from csembed.directory.pacing import ScanBudget, slice_is_urgent
 from csembed.directory.transfer_stream import RemoteStream
 from csembed.protocol.wire import Message, PayloadChunk, PayloadEnd
+from csembed.runtime.change_notify import ChangeNotifier
 
 
 class ShareRuntime:
     """Runs one :class:`ShareEngine` on the event loop.
 
     ``scan_budget`` overrides the board's ``cpu.scan_budget`` (tests pass 1.0
-    to scan at full speed); ``wall`` and ``monotonic`` are the clocks.
+    to scan at full speed); ``wall`` and ``monotonic`` are the clocks;
+    ``watch_changes`` starts inotify (:mod:`.change_notify`) while running.
     """
 
     def __init__(self, engine: ShareEngine, *, scan_budget: float | None = None,
                  slice_seconds: float = 0.05, wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 watch_changes: bool = True) -> None:
         self.engine = engine
         self.scan_budget = scan_budget if scan_budget is not None \
             else engine.board.cpu.scan_budget
@@ -68,6 +75,11 @@ class ShareRuntime:
         self.scan_wall_seconds = 0.0  #: wall time of the last completed scan pass
         #: called with (conn_id, reason) for each connection the engine dropped
         self.on_drop: Callable[[Any, str], None] | None = None
+        self._scan_requested = False
+        self._rescan_after = False
+        self.watch_changes = watch_changes
+        self.notifier: ChangeNotifier | None = None  #: inotify, while running
+        self.last_budget: ScanBudget | None = None  #: pacing of the last scan pass
 
     # -- connections --------------------------------------------------------------
 
@@ -132,8 +144,16 @@ class ShareRuntime:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def request_scan(self) -> None:
-        """Rescan now (a daemon command, or a test that just changed files)."""
+    def request_scan(self, settled: list[str] | None = None) -> None:
+        """Rescan now at full speed (a daemon command, a change notification).
+
+        A requested scan settles every change it sees at once; with
+        ``settled`` (keys a notification saw closed after writing) only those.
+        """
+        self.engine.local.scanner.settle_next_pass(settled)
+        self._scan_requested = True
+        if self.engine.scanning:
+            self._rescan_after = True  # the pass in progress may have listed too early
         self.engine.request_scan()
         self._kick.set()
 
@@ -153,6 +173,17 @@ class ShareRuntime:
     async def run(self) -> None:
         """Scan, tick and sleep until :meth:`stop`."""
         engine = self.engine
+        if self.watch_changes:
+            self.notifier = ChangeNotifier.start(engine.local.scanner, self, self.monotonic)
+        try:
+            await self._loop()
+        finally:
+            if self.notifier is not None:
+                self.notifier.close()
+                self.notifier = None
+
+    async def _loop(self) -> None:
+        engine = self.engine
         while not self._stopping:
             if engine.scan_due(self.wall()):
                 await self._scan()
@@ -170,15 +201,25 @@ class ShareRuntime:
     async def _scan(self) -> None:
         budget = ScanBudget(self.scan_budget, clock=self.monotonic,
                             slice_seconds=self.slice_seconds)
+        requested, self._scan_requested = self._scan_requested, False
         started = self.monotonic()
         while True:
             until = budget.start_slice()
+            before = self.engine.scan_hashed_bytes
             done = self.engine.scan(self.wall(), until=until)
-            rest = budget.end_slice()
+            last = self.engine.last_scan
+            hashed = ((last.hashed_bytes if done and last is not None else
+                       self.engine.scan_hashed_bytes) - before)
+            rest = budget.end_slice(full_speed=slice_is_urgent(requested=requested,
+                                                               hashed_bytes=hashed))
+            self.last_budget = budget
             self.notify()
             if done:
                 break
             await asyncio.sleep(rest)
+        if self._rescan_after:
+            self._rescan_after = False
+            self.engine.request_scan()
         self.scan_work_seconds = budget.work_seconds
         self.scan_wall_seconds = self.monotonic() - started
 
