@@ -14,8 +14,11 @@ restarted daemon is found again at the same address.
 
 Each side edits only its own subtree (``a/`` or ``b/``), so the expected end
 state is exact: the test keeps a model of every file it wrote, and at the end
-both trees must equal each other and the model -- no lost edit, no deleted
-file back, no ``.!clearsky`` temp file visible -- with every database intact.
+both trees must agree and match the model -- every edit present (as the file
+or, where a kill made the engine see a conflict, as a ``CONFLICT`` copy), no
+deleted file back, no content the test never wrote, no ``.!clearsky`` temp
+file under a visible name (a partial download kept for resuming is a hidden
+dot-file) -- and every database intact after the daemons stop.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ class Side:
         self.rng = rng
         self.model: dict[str, str] = {}  #: what each path should hold now
         self.written: set[str] = set()  #: every content ever written
+        self.history: list[str] = []  #: what happened to each path, for a failure report
+        self.round = 0
         self.counter = 0
 
     def _new_name(self, ext: str) -> str:
@@ -109,6 +114,7 @@ class Side:
         path.write_bytes(data)
         self.model[name] = hashlib.sha256(data).hexdigest()
         self.written.add(self.model[name])
+        self.history.append(f"round {self.round}: wrote {name} {self.model[name][:8]}")
 
     def add(self, size: int, ext: str = ".bin") -> str:
         name = self._new_name(ext)
@@ -128,12 +134,14 @@ class Side:
                 name = self.rng.choice(names)
                 (self.root / name).unlink()
                 del self.model[name]
+                self.history.append(f"round {self.round}: deleted {name}")
             else:
                 old = self.rng.choice(names)
                 new = self._new_name(Path(old).suffix)
                 (self.root / new).parent.mkdir(parents=True, exist_ok=True)
                 (self.root / old).rename(self.root / new)
                 self.model[new] = self.model.pop(old)
+                self.history.append(f"round {self.round}: renamed {old} -> {new}")
 
     def rescan(self) -> None:
         self.daemon.cli("rescan", self.root)
@@ -195,7 +203,9 @@ def test_sigkill_campaign_loses_nothing_and_corrupts_nothing(procs: Procs) -> No
         wait_for(lambda: tree(pa) == tree(pb), "the first sync")
 
         seen: dict[str, int] = {}
+        rounds: list[str] = []
         kills = databases = 0
+
         def linked() -> bool:
             return all((d.share(p) or {}).get("peers", 0) >= 1 for d, p in ((a, pa), (b, pb)))
 
@@ -224,9 +234,12 @@ def test_sigkill_campaign_loses_nothing_and_corrupts_nothing(procs: Procs) -> No
                 source.mixed_edits(rng.randrange(5, 20))
                 source.rescan()
                 hit = _moment(lambda s=source, n=before: _scans(s) > n)
-            victim, survivor = (source, other) if kill_source else (other, source)
+            victim = source if kill_source else other
             moment = f"{kind}{'+' if hit else '-'}"
             seen[moment] = seen.get(moment, 0) + 1
+            rounds.append(f"round {kills}: {kind} on {source.prefix}, killed {victim.prefix} "
+                          f"({'at' if hit else 'after missing'} the moment)")
+            side_a.round = side_b.round = kills + 1
 
             def offline_edits(victim: Side = victim) -> None:
                 victim.mixed_edits(rng.randrange(1, 6))
@@ -248,8 +261,10 @@ def test_sigkill_campaign_loses_nothing_and_corrupts_nothing(procs: Procs) -> No
             ta, tb = tree(pa), tree(pb)
             diff = {n: (ta.get(n), tb.get(n)) for n in sorted(set(ta) | set(tb))
                     if ta.get(n) != tb.get(n)}
+            told = [line for line in side_a.history + side_b.history
+                    if any(n in line for n in diff)]
             raise AssertionError(f"trees differ: {diff}\nA: {a.share(pa)}\nB: {b.share(pb)}"
-                                 f"\nmoments: {seen}") from None
+                                 f"\nmoments: {seen}\npaths: {told}\nrounds: {rounds}") from None
         final = tree(pa)
         elapsed = time.monotonic() - started
         conflicts = sorted(n for n in final if "CONFLICT" in n)
@@ -264,6 +279,10 @@ def test_sigkill_campaign_loses_nothing_and_corrupts_nothing(procs: Procs) -> No
                 copies = [final.get(name)] + [final[n] for n in conflicts
                                               if _conflict_of(n) == name]
                 assert digest in copies, f"lost edit: {name} (have {copies})"
+            kept = {n for n, h in final.items() if n.startswith(side.prefix + "/")
+                    and h != "dir" and n not in conflicts and n not in temps}
+            back = kept - set(side.model)
+            assert not back, f"deleted or renamed away, yet back: {back}"
         for name, digest in final.items():
             if digest not in ("dir", "partial"):
                 assert digest in written, f"{name} holds content the test never wrote"

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import signal
 import socket
 import struct
 import sys
@@ -509,8 +510,6 @@ def _apply_line(proxy: FaultProxy, line: str) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> ProxyStats:
-    import signal
-
     faults = Faults(latency=args.latency, jitter=args.jitter, loss=args.loss,
                     bandwidth=args.bandwidth, reset_after=args.reset_after,
                     reset_probability=args.reset_probability,
