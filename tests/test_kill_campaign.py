@@ -263,6 +263,11 @@ def test_sigkill_campaign_loses_nothing_and_corrupts_nothing(procs: Procs) -> No
                     if ta.get(n) != tb.get(n)}
             told = [line for line in side_a.history + side_b.history
                     if any(n in line for n in diff)]
+            renamed_away = {line.split()[3] for line in side_a.history + side_b.history
+                            if line.split()[2] == "renamed"}
+            if diff and all(n in renamed_away and None in both for n, both in diff.items()):
+                pytest.xfail(f"known engine bug (test_a_rename_recorded_just_before_a_crash_"
+                             f"is_still_followed): old names left after renames: {diff}")
             raise AssertionError(f"trees differ: {diff}\nA: {a.share(pa)}\nB: {b.share(pb)}"
                                  f"\nmoments: {seen}\npaths: {told}\nrounds: {rounds}") from None
         final = tree(pa)
@@ -292,3 +297,31 @@ def test_sigkill_campaign_loses_nothing_and_corrupts_nothing(procs: Procs) -> No
         a.stop()
         b.stop()
         assert _check_databases(a.data) and _check_databases(b.data)
+
+
+def _skip(engine: object, method: str) -> None:
+    """Make the engine skip one disk step, as if killed between the record and the disk."""
+    for owner in (engine, getattr(getattr(engine, "ctx", None), "planner", None)):
+        if owner is not None and hasattr(owner, method):
+            setattr(owner, method, lambda *args, **kwargs: None)
+            return
+    raise AssertionError(f"the engine has no {method}")
+
+
+@pytest.mark.xfail(strict=True, reason="engine: a peer's rename committed to the records just "
+                   "before a kill is never followed on disk; the old name stays forever "
+                   "(found by the SIGKILL campaign)")
+def test_a_rename_recorded_just_before_a_crash_is_still_followed(tmp_path: Path) -> None:
+    from test_sync_support import Node, Wire, settle
+
+    a, b = Node(tmp_path, "a"), Node(tmp_path, "b", seed=2)
+    a.write("x/take.txt", b"one take")
+    wire = Wire(a, b)
+    settle([a, b], [wire])
+    (a.root / "x/take.txt").rename(a.root / "x/best take.txt")
+    _skip(b.engine, "_follow_rename")  # B records the rename, then "dies" before moving
+    settle([a, b], [wire])
+    wire.disconnect()
+    b.restart()
+    settle([a, b], [Wire(a, b)])
+    assert b.tree() == a.tree()
