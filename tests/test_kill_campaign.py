@@ -258,7 +258,7 @@ def test_sigkill_campaign_loses_nothing_and_corrupts_nothing(procs: Procs) -> No
         try:
             wait_for(settled, "the trees to agree after the campaign", timeout=120, interval=1.0)
         except AssertionError:
-            ta, tb = tree(pa), tree(pb)
+            ta, tb = _settled_tree(pa), _settled_tree(pb)
             diff = {n: (ta.get(n), tb.get(n)) for n in sorted(set(ta) | set(tb))
                     if ta.get(n) != tb.get(n)}
             told = [line for line in side_a.history + side_b.history
