@@ -8,15 +8,19 @@ A flipped bit must be caught by the secure session (the record fails to
 authenticate and the link is dropped), B redials, and the sync resumes. While
 it runs a watcher samples B's tree: every complete file must always hold
 exactly one of the versions A ever had, so no corrupt file ever lands. Once
-the proxy has done a set number of resets and flips (counted, so the outcome
-does not depend on luck), resets and flips stop; the trees must then agree.
+the proxy has reset three links, and then (separately) a flipped bit has been
+caught by a session -- counted, so the outcome does not depend on luck --
+resets and flips stop; the trees must then agree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,7 +72,7 @@ def test_trees_converge_through_latency_resets_bandwidth_cap_and_bit_flips(
     a = procs.daemon("a")
     pa, pb = procs.root / "A", procs.root / "B"
     pa.mkdir()
-    (pa / "take1.wav").write_bytes(rng.randbytes(1_500_000))
+    (pa / "take1.wav").write_bytes(rng.randbytes(3_000_000))
     (pa / "take2.wav").write_bytes(rng.randbytes(900_000))
     for i in range(20):
         (pa / "notes" / f"n{i:02d}.txt").parent.mkdir(exist_ok=True)
@@ -83,18 +87,28 @@ def test_trees_converge_through_latency_resets_bandwidth_cap_and_bit_flips(
         # the link turns bad as soon as the share is attached
         attach = b.cli("attach", code, pb, "--json", "--timeout", "60")
         assert json.loads(attach.stdout)["access_level"] == "read_write"
-        live.faults = Faults(latency=0.03, jitter=0.02, bandwidth=600_000,
-                             reset_after=700_000, flip_probability=0.02)
+        bad_link = Faults(latency=0.03, jitter=0.02, bandwidth=600_000)
         watcher = _Watcher(pb, known)
         watcher.start()
         try:
-            wait_for(lambda: live.stats.resets >= 3 and live.stats.flips >= 2,
-                     "the proxy to reset links and flip bits", timeout=120)
-            # an edit on A while the link is bad: both versions are legitimate on B
+            # resets: each connection cut after a fixed byte count, until three were cut
+            live.faults = dataclasses.replace(bad_link, reset_after=700_000)
+            wait_for(lambda: live.stats.resets >= 3, "the proxy to reset links", timeout=120)
+            # bit flips: new traffic (an edit on A) until a flipped record is caught. Not
+            # together with resets: a reset right behind a flipped chunk would let the
+            # receiving kernel discard it unread.
+            live.faults = dataclasses.replace(bad_link, flip_probability=0.2)
             (pa / "take2.wav").write_bytes(rng.randbytes(700_000))
             known["take2.wav"] |= _hashes(pa)["take2.wav"]
             a.rescan_until_scanned(pa)
-            live.faults = Faults(latency=0.03, jitter=0.02, bandwidth=600_000)
+            for extra in range(10):  # more traffic while none was caught yet
+                if _moment(lambda: _caught(procs.root), 15.0):
+                    break
+                (pa / f"more{extra}.bin").write_bytes(rng.randbytes(300_000))
+                known[f"more{extra}.bin"] = _hashes(pa)[f"more{extra}.bin"]
+                a.rescan_until_scanned(pa)
+            live.faults = bad_link
+            assert _caught(procs.root), "no flipped bit was caught by the secure session"
             wait_for(lambda: tree(pa) == tree(pb), "the trees to agree after the faults",
                      timeout=120)
         finally:
@@ -104,8 +118,20 @@ def test_trees_converge_through_latency_resets_bandwidth_cap_and_bit_flips(
         flips, resets = live.stats.flips, live.stats.resets
         # every connection B made went through the proxy, and it had to redial
         assert live.stats.connections >= 1 + resets
-    a_log, b_log = (procs.root / "a.log").read_text(), (procs.root / "b.log").read_text()
-    assert flips >= 2 and resets >= 3, (flips, resets)
-    # a flipped bit reaching a session fails its record's authentication and ends the link
-    assert "failed authentication" in a_log + b_log
+    assert flips >= 1 and resets >= 3, (flips, resets)
     assert tree(pa) == tree(pb)
+
+
+def _moment(condition: Callable[[], object], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _caught(root: Path) -> int:
+    """How many records failed authentication (a flipped bit) in either daemon's log."""
+    return sum((root / f"{name}.log").read_text().count("failed authentication")
+               for name in ("a", "b"))

@@ -344,3 +344,34 @@ def test_command_line_proxy_forwards_and_takes_settings_on_stdin() -> None:
                 assert await asyncio.wait_for(proc.wait(), 30) == 0
 
     asyncio.run(main())
+
+
+def test_tcp_a_reset_from_one_end_reaches_the_other() -> None:
+    async def main() -> None:
+        accepted: asyncio.Future[asyncio.StreamReader] = \
+            asyncio.get_running_loop().create_future()
+
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.set_result(reader)
+            writer.write(b"x" * 100_000)  # unread by the client: its close becomes a RST
+            await writer.drain()
+            await reader.read(-1)
+            writer.close()
+
+        server = await asyncio.start_server(hold, LOOPBACK, 0)
+        async with server, FaultProxy((LOOPBACK, 0), (LOOPBACK, _port(server))) as proxy:
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            writer.write(b"hello")
+            server_side = await asyncio.wait_for(accepted, 10)
+            assert await asyncio.wait_for(server_side.readexactly(5), 10) == b"hello"
+            await asyncio.wait_for(reader.readexactly(10), 10)
+            from csembed.lab.fault_proxy import _abort_with_rst
+            _abort_with_rst(writer)  # the client dies (as a SIGKILLed process with unread data)
+            try:
+                rest = await asyncio.wait_for(server_side.read(-1), 10)
+            except ConnectionResetError:
+                rest = b""
+            assert rest == b""  # the server saw its end close, not a connection left hanging
+            await _until(lambda: proxy.open_connections == 0, 10)
+
+    asyncio.run(main())

@@ -36,14 +36,15 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import signal
 import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from csembed.lab.faults import (
     Fate,
@@ -251,16 +252,23 @@ class _TcpLink:
                    LinkDirection(proxy.rng, proxy._up_bucket, ordered=True), upward=True)
         down = _Pipe(self, self.upstream[0], self.client[1],
                      LinkDirection(proxy.rng, proxy._down_bucket, ordered=True), upward=False)
-        self._tasks = [asyncio.create_task(coro) for coro in
+        self._tasks = [asyncio.create_task(self._guard(coro)) for coro in
                        (up.read(), up.write(), down.read(), down.write())]
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        failed = any(isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
-                     for r in results)
-        if failed or self.closed:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.closed:
             self.reset()
         else:
             for _, writer in (self.client, self.upstream):
                 writer.close()
+
+    async def _guard(self, pump: Coroutine[Any, Any, None]) -> None:
+        """Run one pump; an error on either socket (a reset, a dead peer) resets both
+        ends at once, as a router would pass the RST on, rather than leave the other
+        end connected to nothing."""
+        try:
+            await pump
+        except (OSError, asyncio.IncompleteReadError):
+            self.reset()
 
     def reset(self) -> None:
         self.closed = True
@@ -290,12 +298,7 @@ class _Pipe:
         proxy = self.link.proxy
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                data = await self.source.read(CHUNK)
-            except OSError:
-                if self.link.closed:
-                    return
-                raise
+            data = await self.source.read(CHUNK)
             if not data:
                 self.queue.put_nowait(None)
                 return
@@ -507,8 +510,6 @@ def _apply_line(proxy: FaultProxy, line: str) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> ProxyStats:
-    import signal
-
     faults = Faults(latency=args.latency, jitter=args.jitter, loss=args.loss,
                     bandwidth=args.bandwidth, reset_after=args.reset_after,
                     reset_probability=args.reset_probability,
