@@ -203,12 +203,14 @@ def test_dial_policy_backs_off_after_failures() -> None:
 
 def test_lan_sightings_per_club_are_bounded() -> None:
     """Anyone on the LAN can announce any peer for a club: only so many are kept."""
-    from types import SimpleNamespace
-
     from csembed.discovery.lan_service import LanSighting
     from csembed.runtime.peer_finder import MAX_PEERS_PER_REPLY, PeerFinder
 
-    finder = PeerFinder(SimpleNamespace(manager=None))  # type: ignore[arg-type]
+    class NotListening:  # a daemon that has not started listening: nothing is dialled
+        def listening_on(self) -> None:
+            return None
+
+    finder = PeerFinder(NotListening())  # type: ignore[arg-type]
     club = "ab" * 32
     for n in range(5000):
         finder._on_sighting(LanSighting(club, f"{n:032x}", "127.0.0.9", 1000 + n % 60000))

@@ -14,6 +14,11 @@ every dial:
   authenticated) the address waits ``initial * 2**(failures - 1)`` seconds,
   capped at ``maximum``; a dial that reached an authenticated peer clears it.
 
+Manual peers (``--peer``, the ``peers`` setting) are the owner's choice, not
+an attacker's: the manager does not hold them back by this policy (their
+targets still back off after failures), so that trying one code after
+another against one's own device is not refused for minutes.
+
 The table is bounded (``max_entries``, least recently used dropped first).
 The cap on dials in progress and on targets lives in the manager, which
 owns the tasks.
