@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from test_nat_support import TURNSERVER, free_udp_port, stun_server
 
 from csembed.nat.stun import (
     MAGIC_COOKIE,
@@ -19,7 +20,6 @@ from csembed.nat.stun import (
     parse_response,
 )
 from csembed.runtime.utp_endpoint import UtpEndpoint
-from test_nat_support import TURNSERVER, free_udp_port, stun_server
 
 TID = bytes(range(12))
 

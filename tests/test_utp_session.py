@@ -15,7 +15,7 @@ from csembed.protocol.wire import Message, PayloadChunk, PayloadEnd
 from csembed.runtime.session_stream import SessionStream
 from csembed.runtime.utp_endpoint import UtpEndpoint, connect_utp, serve_utp
 from csembed.security.handshake import SessionClosed, SessionFailed
-from csembed.security.keys import READ_ONLY, READ_WRITE, ShareKeys, new_peer_id
+from csembed.security.keys import READ_WRITE, ShareKeys, new_peer_id
 
 CONFIG = CoreConfig(gzip_level=1)
 TIMEOUT = 30  # seconds; only guards against a hang

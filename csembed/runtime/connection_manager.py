@@ -47,10 +47,12 @@ from typing import Any, Protocol
 from csembed.discovery.backoff import Backoff
 from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
 from csembed.protocol.core_access import CredentialRegistry
+from csembed.runtime.dial_race import first_connected
 from csembed.runtime.peer_link import LinkResult, PeerLink
 from csembed.runtime.rate_limit import DaemonRateLimits
 from csembed.runtime.session_stream import SessionStream, connect, serve
 from csembed.runtime.share_runtime import ShareRuntime
+from csembed.runtime.utp_endpoint import UtpEndpoint, connect_utp, serve_utp
 from csembed.security.rate_limit import RateLimiter as AuthLimiter
 
 __all__ = ["ConnectionManager", "LinkHooks", "LinkRecord", "Target"]
@@ -59,6 +61,8 @@ log = logging.getLogger("csembed.connections")
 
 CONNECT_TIMEOUT = 15.0
 STABLE_LINK = 30.0  #: a link that carried its share this long resets the back-off
+TCP_STAGGER = 0.25  #: between starting dials to a peer's successive TCP addresses
+UTP_HEAD_START = 1.0  #: TCP's head start over uTP: a direct TCP path that works wins
 
 
 class LinkHooks(Protocol):
@@ -92,11 +96,12 @@ class Target:
     addresses: tuple[tuple[str, int], ...]
     level: str | None = None
     source: str = ""
+    utp_addresses: tuple[tuple[str, int], ...] = ()  #: its ``utp:`` addresses (NAT.md)
 
     @property
     def key(self) -> tuple[str, str, str]:
         """Identity of the dial task: the peer when known, else the address."""
-        host, port = self.addresses[0]
+        host, port = (self.addresses or self.utp_addresses)[0]
         who = self.peer_id or f"@{host}:{port}"
         return (self.kind, self.club, who)
 
@@ -157,6 +162,8 @@ class ConnectionManager:
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._auth_limiter = AuthLimiter()
+        self.utp_enabled = True  #: listen() also opens uTP on the same port number (UDP)
+        self.utp: UtpEndpoint | None = None
         self.paused = False
 
     # -- state ----------------------------------------------------------------------
@@ -193,11 +200,21 @@ class ConnectionManager:
         self._server = await serve(host, port, self.registry, self._accepted, self.core,
                                    limiter=self._auth_limiter)
         sockname = self._server.sockets[0].getsockname()
+        if self.utp_enabled:
+            try:
+                self.utp = await UtpEndpoint.open(host, int(sockname[1]))
+                serve_utp(self.utp, self.registry, self._accepted, self.core,
+                          limiter=self._auth_limiter)
+            except OSError as exc:
+                log.warning("uTP unavailable on UDP port %d: %s", sockname[1], exc)
         return str(sockname[0]), int(sockname[1])
 
     async def _accepted(self, stream: SessionStream) -> None:
         peer = stream.peername
         address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if stream._link.transport is not None and \
+                stream._link.transport.get_extra_info("transport_kind") == "utp":
+            address = "utp:" + address
         record = self._make_record(stream, outgoing=False, address=address)
         await self._run(record)
 
@@ -354,14 +371,31 @@ class ConnectionManager:
             marker = (target.club, peer)
             self._dialing.add(marker)
         try:
-            for host, port in target.addresses:
-                try:
+            ways = [("tcp", a, TCP_STAGGER * i) for i, a in enumerate(target.addresses)]
+            if self.utp is not None:
+                ways += [("utp", a, UTP_HEAD_START + TCP_STAGGER * i)
+                         for i, a in enumerate(target.utp_addresses)]
+
+            def attempt(kind: str, host: str, port: int) -> Any:
+                async def dial() -> SessionStream:
                     async with asyncio.timeout(CONNECT_TIMEOUT):
-                        stream = await connect(host, port, grant, self.core)
-                except (OSError, TimeoutError) as exc:
-                    log.debug("cannot reach %s:%d: %s", host, port, exc)
-                    continue
-                record = self._make_record(stream, outgoing=True, address=f"{host}:{port}")
+                        if kind == "utp":
+                            assert self.utp is not None
+                            return await connect_utp(self.utp, host, port, grant, self.core)
+                        return await connect(host, port, grant, self.core)
+                return dial
+
+            def failed(index: int, exc: BaseException) -> None:
+                kind, (host, port), _ = ways[index]
+                log.debug("cannot reach %s:%s:%d: %s", kind, host, port, exc)
+
+            won = await first_connected([(delay, attempt(kind, *a)) for kind, a, delay in ways],
+                                        on_error=failed)
+            if won is not None:
+                kind, (host, port), _ = ways[won[0]]
+                stream = won[1]
+                address = f"{host}:{port}" if kind == "tcp" else f"utp:{host}:{port}"
+                record = self._make_record(stream, outgoing=True, address=address)
                 task = asyncio.get_running_loop().create_task(self._run(record))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -409,6 +443,8 @@ class ConnectionManager:
         """Stop listening and dialling; close every link."""
         if self._server is not None:
             self._server.close()
+        if self.utp is not None:
+            self.utp.close()
         for task in self._dialers.values():
             task.cancel()
         # Cancelling a link's task makes it close cleanly (a close record, not a reset).

@@ -75,6 +75,7 @@ from csembed.runtime.data_dir import (
 from csembed.runtime.peer_finder import PeerFinder
 from csembed.runtime.peer_link import core_config
 from csembed.runtime.rate_limit import DaemonRateLimits
+from csembed.runtime.reach import ReachConfig
 from csembed.runtime.share_runtime import ShareRuntime
 from csembed.security.keys import READ_ONLY, READ_WRITE, ShareKeys, new_peer_id
 
@@ -104,6 +105,7 @@ class DaemonOptions:
     lan_port: int = LAN_PORT
     control_serial: tuple[str, int] | None = None
     scan_budget: float | None = None  #: override the board's (benchmarks)
+    reach: ReachConfig = field(default_factory=ReachConfig)  #: uTP, STUN, port mapping
 
 
 @dataclass
@@ -172,6 +174,7 @@ class Daemon:
                                          limits=self.limits,
                                          max_connections=self.board.memory.max_connections)
         host, port = self.options.listen
+        self.manager.utp_enabled = self.options.reach.utp
         try:
             self.listen_address = await self.manager.listen(host, port)
         except OSError as exc:
@@ -689,6 +692,7 @@ class Daemon:
                 "address": _hostport(tracker),
                 "state": self.finder.tracker.state if self.finder.tracker else "off"},
             "lan_broadcast": self.finder.announcer is not None,
+            "nat": self.finder.reach.status() if self.finder.reach else None,
             "connections": self.manager.ready_count if self.manager else 0,
             "shares": [self.share_status(s) for s in self.shares.values()] +
                       [self.attach_status(p) for p in self.pending.values()] +

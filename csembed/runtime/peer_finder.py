@@ -41,6 +41,7 @@ from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_session import PeersUpdate
 from csembed.runtime.connection_manager import Target
 from csembed.runtime.data_dir import parse_host_port
+from csembed.runtime.reach import Reach, ReachConfig
 from csembed.security.keys import READ_ONLY, READ_WRITE
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class PeerFinder:
         self.announcer: LanAnnouncer | None = None
         self.listener: LanListener | None = None
         self._tracker_view: dict[str, dict[str, list[tuple[str, int]]]] = {}
+        self._tracker_utp: dict[str, dict[str, list[tuple[str, int]]]] = {}
+        self.reach: Reach | None = None
         self._lan_view: dict[str, dict[str, tuple[str, int, float]]] = {}
 
     def poke(self) -> None:
@@ -144,17 +147,32 @@ class PeerFinder:
             if self.tracker is not None and self.tracker.your_ip:
                 hosts.append(self.tracker.your_ip.strip("[]"))
         out = []
-        for h in hosts:
-            text = f"tcp:[{h}]:{port}" if ":" in h else f"tcp:{h}:{port}"
-            if text not in out:
-                out.append(text)
+        schemes = ["tcp"] + (["utp"] if self.daemon.manager is not None
+                             and self.daemon.manager.utp is not None else [])
+        for scheme in schemes:
+            for h in hosts:
+                text = f"{scheme}:[{h}]:{port}" if ":" in h else f"{scheme}:{h}:{port}"
+                if text not in out:
+                    out.append(text)
+        if self.reach is not None:
+            out += [a for a in self.reach.addresses() if a not in out]
         return out
+
+    def _on_reach_change(self) -> None:
+        if self.tracker is not None:
+            self.tracker.set_addresses(self.announce_addresses())
 
     async def start(self) -> None:
         """Start the tracker client and the LAN services the settings ask for."""
         assert self.daemon.listen_address is not None
         tracker = self.tracker_address()
         ids = self.club_ids()
+        manager = self.daemon.manager
+        reach_config = getattr(self.daemon.options, "reach", None) or ReachConfig()
+        self.reach = Reach(None if manager is None else manager.utp,
+                           self.daemon.listen_address[1], reach_config, tracker=tracker,
+                           on_change=self._on_reach_change)
+        self.reach.start()
         if tracker is not None:
             self.tracker = TrackerClient(tracker[0], tracker[1], ids=ids,
                                          addresses=self.announce_addresses(),
@@ -179,6 +197,9 @@ class PeerFinder:
 
     async def stop(self) -> None:
         """Stop them (settings changed, or the daemon is stopping)."""
+        if self.reach is not None:
+            await self.reach.close()
+            self.reach = None
         if self.tracker is not None:
             await self.tracker.close()
             self.tracker = None
@@ -187,6 +208,7 @@ class PeerFinder:
                 await service.close()
         self.announcer = self.listener = None
         self._tracker_view.clear()
+        self._tracker_utp.clear()
 
     def update(self) -> None:
         """Our clubs changed: re-register everywhere, re-plan the dialling."""
@@ -200,6 +222,7 @@ class PeerFinder:
             self.listener.set_ids(list(ids))
         for club in [c for c in self._tracker_view if c not in ids]:
             del self._tracker_view[club]
+            self._tracker_utp.pop(club, None)
         self.reconcile()
 
     def _on_tracker_state(self, state: str) -> None:
@@ -210,6 +233,9 @@ class PeerFinder:
     def _on_tracker_peers(self, update: PeersUpdate) -> None:
         self._tracker_view[update.club_id] = {
             peer: [(a.host, a.port) for a in addresses if a.scheme == "tcp"]
+            for peer, addresses in update.peers.items()}
+        self._tracker_utp[update.club_id] = {
+            peer: [(a.host, a.port) for a in addresses if a.scheme == "utp"]
             for peer, addresses in update.peers.items()}
         self.reconcile()
 
@@ -236,6 +262,10 @@ class PeerFinder:
                 found[peer].insert(0, (host, port))  # the LAN is the short way
         return found
 
+    def utp_sightings(self, club: str, peer: str) -> list[tuple[str, int]]:
+        """The ``utp:`` addresses the tracker gave for a peer of a club."""
+        return self._tracker_utp.get(club, {}).get(peer, [])
+
     def reconcile(self) -> None:
         """Compute the dial targets from what discovery knows (module docstring)."""
         if self.daemon.manager is None:
@@ -247,11 +277,15 @@ class PeerFinder:
             if share.runtime is None:
                 continue
             best: dict[str, tuple[str, list[tuple[str, int]]]] = {}
+            utp: dict[str, list[tuple[str, int]]] = {}
             held = [lv for lv in share.keys.levels if lv.has_key and lv.key_id_hex]
             for level in held:
                 assert level.key_id_hex is not None
                 for peer, addresses in self.sightings(level.key_id_hex).items():
-                    if not addresses:
+                    more = self.utp_sightings(level.key_id_hex, peer)
+                    utp.setdefault(peer, []).extend(
+                        a for a in more if a not in utp.get(peer, []))
+                    if not addresses and not more:
                         continue
                     prior = best.get(peer)
                     if prior is None or rank.get(level.access_level, 0) > rank.get(prior[0], 0):
@@ -262,7 +296,7 @@ class PeerFinder:
                         prior[1].extend(a for a in addresses if a not in prior[1])
             for peer, (level_name, addresses) in best.items():
                 targets.append(Target("share", share.entry.share_id, peer, tuple(addresses),
-                                      level_name, "discovered"))
+                                      level_name, "discovered", tuple(utp.get(peer, ()))))
             if held:
                 top = max(held, key=lambda lv: rank.get(lv.access_level, 0)).access_level
                 for address in manual:
@@ -270,9 +304,10 @@ class PeerFinder:
                                           top, "manual"))
         for attach in self.daemon.pending.values():
             for peer, addresses in self.sightings(attach.access_id).items():
-                if addresses:
+                more = self.utp_sightings(attach.access_id, peer)
+                if addresses or more:
                     targets.append(Target("attach", attach.access_id, peer, tuple(addresses),
-                                          None, "discovered"))
+                                          None, "discovered", tuple(more)))
             for address in manual:
                 targets.append(Target("attach", attach.access_id, None, (address,), None,
                                       "manual"))

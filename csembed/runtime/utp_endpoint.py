@@ -197,7 +197,7 @@ class UtpTransport(asyncio.Transport):
             if isinstance(protocol, asyncio.BufferedProtocol):
                 view = memoryview(event.data)
                 while view:
-                    buffer = protocol.get_buffer(len(view))
+                    buffer = memoryview(protocol.get_buffer(len(view)))
                     n = min(len(buffer), len(view))
                     buffer[:n] = view[:n]
                     protocol.buffer_updated(n)
@@ -292,14 +292,14 @@ class UtpEndpoint(asyncio.DatagramProtocol):
                 self.send_datagram(encode(Packet(ST_RESET, packet.connection_id, 0, 0, 0, 0,
                                                  packet.seq_nr)), source)
             return
-        transport = self._conns.get((source, packet.connection_id))
-        if transport is None:
+        known = self._conns.get((source, packet.connection_id))
+        if known is None:
             if packet.type != ST_RESET:
                 self.send_datagram(encode(Packet(ST_RESET, packet.connection_id, 0, 0, 0,
                                                  0, packet.seq_nr)), source)
             return
-        transport.conn.receive_packet(packet, now)
-        transport.service()
+        known.conn.receive_packet(packet, now)
+        known.service()
 
     def error_received(self, exc: Exception) -> None:
         log.debug("uTP socket error: %s", exc)
