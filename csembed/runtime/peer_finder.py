@@ -237,6 +237,9 @@ class PeerFinder:
         self._tracker_utp[update.club_id] = {
             peer: [(a.host, a.port) for a in addresses if a.scheme == "utp"]
             for peer, addresses in update.peers.items()}
+        if self.reach is not None:  # open our NAT to them, whoever dials (nat.md)
+            self.reach.punch([a for peers in self._tracker_utp[update.club_id].values()
+                              for a in peers])
         self.reconcile()
 
     def _on_sighting(self, sighting: LanSighting) -> None:

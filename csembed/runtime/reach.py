@@ -31,13 +31,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from csembed.nat.stun import classify
-from csembed.runtime.utp_endpoint import UtpEndpoint
+from csembed.runtime.utp_endpoint import PUNCH, UtpEndpoint
 
 __all__ = ["DEFAULT_STUN_PORT", "Reach", "ReachConfig"]
 
 log = logging.getLogger("csembed.reach")
 
 DEFAULT_STUN_PORT = 3478
+PUNCH_ROUNDS = 15
+MAX_PUNCH = 32
 
 Address = tuple[str, int]
 
@@ -93,6 +95,7 @@ class Reach:
         self.stun_error: str | None = None
         self.mapper: Any = None  #: a port_mapping.PortMapper once mapping runs
         self._tasks: list[asyncio.Task[None]] = []
+        self._punching: set[Address] = set()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -159,6 +162,32 @@ class Reach:
                 log.info("port mapping: %s", mapper.describe())
                 self.on_change()
             await asyncio.sleep(mapper.next_refresh())
+
+    # -- hole punching --------------------------------------------------------------------
+
+    def punch(self, addresses: list[Address]) -> None:
+        """Open our NAT towards peers' ``utp:`` addresses: a one-byte datagram to each,
+        once a second for ``PUNCH_ROUNDS`` seconds, from the uTP socket. A peer that
+        only waits for us to dial (we issued the code it holds) can then be reached."""
+        if self.endpoint is None:
+            return
+        fresh = [a for a in addresses[:MAX_PUNCH] if a not in self._punching]
+        if not fresh:
+            return
+        self._punching.update(fresh)
+        task = asyncio.get_running_loop().create_task(self._punch(fresh))
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _punch(self, addresses: list[Address]) -> None:
+        assert self.endpoint is not None
+        try:
+            for _ in range(PUNCH_ROUNDS):
+                for address in addresses:
+                    self.endpoint.send_datagram(PUNCH, address)
+                await asyncio.sleep(1.0)
+        finally:
+            self._punching.difference_update(addresses)
 
     # -- what we tell others ----------------------------------------------------------------
 

@@ -57,11 +57,13 @@ from csembed.transport.utp_packet import (
     looks_like_utp,
 )
 
-__all__ = ["UtpEndpoint", "UtpTransport", "connect_utp"]
+__all__ = ["PUNCH", "UtpEndpoint", "UtpTransport", "connect_utp", "serve_utp"]
 
 log = logging.getLogger("csembed.utp")
 
 WRITE_HIGH = 1 << 20
+PUNCH = b"\x00"
+"""What we send only to open our own NAT towards a peer (nat.md); ignored on arrival."""
 
 Address = tuple[str, int]
 
@@ -268,7 +270,8 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             self._on_stun(data)
             return
         if not looks_like_utp(data):
-            self.stats["malformed"] += 1
+            if data != PUNCH:
+                self.stats["malformed"] += 1
             return
         try:
             packet = decode(data)
