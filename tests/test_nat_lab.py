@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +102,43 @@ def test_cone_nats_sync_over_utp_through_punched_holes(lab_factory, procs: Procs
     (pb / "reply.txt").write_text("sounds good\n")
     b.rescan_until_scanned(pb)
     wait_for(lambda: (pa / "reply.txt").exists(), "A to get B's file", timeout=60)
+
+
+def test_symmetric_nat_gives_a_clear_status_and_no_hang(lab_factory, procs: Procs) -> None:
+    lab = lab_factory(nat_a="symmetric", nat_b="cone")
+    a = _daemon(procs, lab, "a", "--port-mapping", "off")
+    b = _daemon(procs, lab, "b", "--port-mapping", "off")
+    nat = wait_for(lambda: a.status()["nat"]["nat_type"] == "symmetric" and a.status()["nat"],
+                   "A to find out it is behind a symmetric NAT", timeout=30)
+    assert nat["hole_punching"] is False
+    assert "symmetric NAT" in nat["summary"] and "hole punching cannot work" in nat["summary"]
+    assert nat["public_udp"] is None  # the servers disagree: no single public address
+    pa, pb = procs.root / "A", procs.root / "B"
+    pa.mkdir()
+    (pa / "take1.mid").write_bytes(b"MThd" + os.urandom(1000))
+    code = json.loads(a.cli("share", pa, "--json").stdout)["access_code"]
+    result = b.cli("attach", code, pb, "--timeout", "8", check=False)
+    assert result.returncode != 0 and "still waiting" in result.stdout
+    # both daemons keep answering promptly while their dials go nowhere
+    assert b.status()["nat"]["nat_type"] == "cone"
+    assert a.status()["connections"] == 0 and b.status()["connections"] == 0
+
+
+@pytest.mark.skipif(MINIUPNPD is None, reason="miniupnpd is not installed")
+def test_upnp_mapping_on_a_real_gateway_carries_tcp(lab_factory, procs: Procs) -> None:
+    lab = lab_factory(nat_a="cone", nat_b="cone", upnp_a=True)
+    a = _daemon(procs, lab, "a", "--port-mapping", "on")
+    b = _daemon(procs, lab, "b", "--port-mapping", "off")
+    mapping = wait_for(lambda: a.status()["nat"]["port_mapping"].startswith("upnp:") and
+                       a.status()["nat"]["port_mapping"], "A's UPnP mapping", timeout=30)
+    assert f"{lab.router_ip['a']}:{PORT}" in mapping and "TCP+UDP" in mapping, mapping
+    assert f"dport {PORT}" in lab.nft_ruleset("ra")
+    pa, pb = _share_and_attach(procs, a, b)
+    wait_for(lambda: tree(pa) == tree(pb), "B to sync A's files through A's mapping",
+             timeout=90)
+    links = [p for p in b.call("list_peers")["peers"] if p.get("state") == "connected"]
+    assert [p["address"] for p in links] == [f"{lab.router_ip['a']}:{PORT}"], links
+    # the mapping is removed when the daemon stops
+    assert a.stop() == 0
+    wait_for(lambda: f"dport {PORT}" not in lab.nft_ruleset("ra"),
+             "the gateway to drop A's mapping", timeout=20)

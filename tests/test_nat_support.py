@@ -150,7 +150,11 @@ class NatLab:
         tag = uuid.uuid4().hex[:6]
         self.ns = {name: f"cs{name}{tag}" for name in ("inet", "ra", "rb", "ha", "hb")}
         r = int(tag[:4], 16)
-        self.wan = f"100.{64 + r % 60}.{r // 60 % 250}"
+        # The "internet" is CGNAT space, except with a UPnP gateway: miniupnpd refuses to
+        # map ports on a reserved external address, so that lab's segment uses 11.0.0.0/8.
+        # Either way these addresses exist only inside the namespaces made here.
+        self.wan = f"11.{r % 250}.{r // 250 % 250}" if upnp_a else \
+            f"100.{64 + r % 60}.{r // 60 % 250}"
         self.home = {"a": f"10.{200 + r % 20}.{r % 250}", "b": f"10.{220 + r % 20}.{r % 250}"}
         self.tracker_ip = f"{self.wan}.1"
         self.stun_ips = [f"{self.wan}.10", f"{self.wan}.11"]
@@ -209,7 +213,8 @@ class NatLab:
         _run(*self.prefix("ra"), "nft", "-f", "-", input=MINIUPNPD_TABLES)
         conf = self.root / "miniupnpd.conf"
         conf.write_text("\n".join([
-            "ext_ifname=wan", f"ext_ip={self.router_ip['a']}", "listening_ip=lan", "http_port=5555", "enable_upnp=yes",
+            "ext_ifname=wan", f"ext_ip={self.router_ip['a']}", "listening_ip=lan",
+            "http_port=5555", "enable_upnp=yes",
             "enable_natpmp=yes", "secure_mode=yes", "system_uptime=no",
             f"uuid={uuid.uuid4()}", "upnp_table_name=miniupnpd",
             "upnp_nat_table_name=miniupnpd", "upnp_forward_chain=miniupnpd",
