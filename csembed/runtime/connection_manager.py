@@ -164,6 +164,7 @@ class ConnectionManager:
         self._auth_limiter = AuthLimiter()
         self.utp_enabled = True  #: listen() also opens uTP on the same port number (UDP)
         self.utp: UtpEndpoint | None = None
+        self._server_v4: asyncio.Server | None = None  #: IPv4 beside ``::`` (dual stack)
         self.paused = False
 
     # -- state ----------------------------------------------------------------------
@@ -200,6 +201,13 @@ class ConnectionManager:
         self._server = await serve(host, port, self.registry, self._accepted, self.core,
                                    limiter=self._auth_limiter)
         sockname = self._server.sockets[0].getsockname()
+        if host == "::":  # asyncio binds "::" IPv6-only: add IPv4 on the same port number
+            try:
+                self._server_v4 = await serve("0.0.0.0", int(sockname[1]), self.registry,
+                                              self._accepted, self.core,
+                                              limiter=self._auth_limiter)
+            except OSError as exc:
+                log.warning("IPv4 unavailable beside IPv6 on port %d: %s", sockname[1], exc)
         if self.utp_enabled:
             try:
                 self.utp = await UtpEndpoint.open(host, int(sockname[1]))
@@ -445,6 +453,8 @@ class ConnectionManager:
             self._server.close()
         if self.utp is not None:
             self.utp.close()
+        if self._server_v4 is not None:
+            self._server_v4.close()
         for task in self._dialers.values():
             task.cancel()
         # Cancelling a link's task makes it close cleanly (a close record, not a reset).

@@ -41,7 +41,7 @@ from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_session import PeersUpdate
 from csembed.runtime.connection_manager import Target
 from csembed.runtime.data_dir import parse_host_port
-from csembed.runtime.reach import Reach, ReachConfig
+from csembed.runtime.reach import Reach, ReachConfig, global_ipv6_addresses
 from csembed.security.keys import READ_ONLY, READ_WRITE
 
 if TYPE_CHECKING:
@@ -146,6 +146,8 @@ class PeerFinder:
                     hosts.append(probe.getsockname()[0])
             if self.tracker is not None and self.tracker.your_ip:
                 hosts.append(self.tracker.your_ip.strip("[]"))
+            if host == "::":  # dual stack: our global IPv6 addresses too
+                hosts += global_ipv6_addresses()
         out = []
         schemes = ["tcp"] + (["utp"] if self.daemon.manager is not None
                              and self.daemon.manager.utp is not None else [])

@@ -28,6 +28,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from csembed.nat.stun import classify
@@ -56,6 +57,22 @@ class ReachConfig:
     """UPnP/NAT-PMP mapping: on, off, or ``None`` = on unless the tracker is on loopback."""
     stun_interval: float = 25.0
     mapping_lease: int = 3600
+
+
+def global_ipv6_addresses(table: Path = Path("/proc/net/if_inet6")) -> list[str]:
+    """This host's global-scope IPv6 addresses (not tentative, not deprecated)."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in table.read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 6 or fields[3] != "00":  # scope 0x00: global
+                continue
+            flags = int(fields[4], 16)
+            if flags & (0x40 | 0x20 | 0x01):  # tentative, deprecated, temporary
+                continue
+            with contextlib.suppress(ValueError):
+                out.append(str(ipaddress.IPv6Address(bytes.fromhex(fields[0]))))
+    return out
 
 
 def _is_loopback(host: str) -> bool:
