@@ -44,18 +44,40 @@ void cs_sumset_free(cs_sumset *s)
     free(s);
 }
 
+/* *out = a * b; 0 if the product does not fit in size_t.  With a 32-bit
+ * size_t, SUMSET_MAX_BLOCKS records of up to 36 bytes would not. */
+static int mul_fits(size_t a, size_t b, size_t *out)
+{
+    if (b != 0 && a > SIZE_MAX / b)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* Bytes of the two record arrays for cap records; 0 if that overflows. */
+static int record_bytes(const cs_sumset *s, size_t cap, size_t *weak, size_t *strong)
+{
+    return mul_fits(cap, sizeof(uint32_t), weak) && mul_fits(cap, s->strong_len, strong);
+}
+
 static cs_status grow(cs_sumset *s, size_t need)
 {
     size_t cap = s->capacity ? s->capacity : 1024;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SUMSET_MAX_BLOCKS / 2 ? SUMSET_MAX_BLOCKS : cap * 2;
     if (cap > SUMSET_MAX_BLOCKS)
         cap = SUMSET_MAX_BLOCKS;
-    uint32_t *w = realloc(s->weak_sums, cap * sizeof *w);
+    size_t weak_bytes, strong_bytes;
+    if (!record_bytes(s, cap, &weak_bytes, &strong_bytes)) {
+        cap = need; /* doubling overshot what size_t can address; try the exact need */
+        if (!record_bytes(s, cap, &weak_bytes, &strong_bytes))
+            return CS_ERR_LIMIT;
+    }
+    uint32_t *w = realloc(s->weak_sums, weak_bytes);
     if (!w)
         return CS_ERR_NOMEM;
     s->weak_sums = w;
-    uint8_t *st = realloc(s->strong_sums, cap * (size_t)s->strong_len);
+    uint8_t *st = realloc(s->strong_sums, strong_bytes);
     if (!st)
         return CS_ERR_NOMEM;
     s->strong_sums = st;
@@ -128,11 +150,15 @@ static uint32_t *sort_blocks(const cs_sumset *s, uint32_t *a, uint32_t *tmp, siz
     return a;
 }
 
+/* Smallest power of two >= n; 0 if that does not fit in size_t. */
 static size_t pow2_at_least(size_t n)
 {
     size_t p = 1;
-    while (p < n)
+    while (p < n) {
+        if (p > SIZE_MAX / 2)
+            return 0;
         p *= 2;
+    }
     return p;
 }
 
@@ -188,6 +214,7 @@ cs_status cs_sumset_index(cs_sumset *s)
     const size_t n = s->count;
     if (s->indexed)
         return CS_ERR_STATE;
+    /* n * 4 bytes fit: grow() checked as much for the weak sums */
     uint32_t *a = malloc((n ? n : 1) * sizeof *a);
     uint32_t *tmp = malloc((n ? n : 1) * sizeof *tmp);
     if (!a || !tmp) {
@@ -204,12 +231,14 @@ cs_status cs_sumset_index(cs_sumset *s)
     s->order = sorted;
     s->unique = dedupe(s, sorted, n, &distinct);
 
-    size_t nslots = pow2_at_least(2 * distinct + 4);
-    size_t nwords = pow2_at_least(distinct * FILTER_BITS_PER_SUM / 64);
+    /* slot_mask and the run fields are 32-bit: the table may not exceed 2^32 slots */
+    size_t nslots = distinct <= (SIZE_MAX - 4) / 2 ? pow2_at_least(2 * distinct + 4) : 0;
+    if (nslots == 0 || (uint64_t)nslots - 1 > UINT32_MAX)
+        return CS_ERR_LIMIT;
+    size_t nwords = distinct / (64 / FILTER_BITS_PER_SUM); /* no product to overflow */
+    nwords = nwords > FILTER_MAX_WORDS ? FILTER_MAX_WORDS : pow2_at_least(nwords);
     if (nwords < FILTER_MIN_WORDS)
         nwords = FILTER_MIN_WORDS;
-    if (nwords > FILTER_MAX_WORDS)
-        nwords = FILTER_MAX_WORDS;
     s->slots = calloc(nslots, sizeof *s->slots);
     s->filter = calloc(nwords, sizeof *s->filter);
     if (!s->slots || !s->filter)
@@ -223,13 +252,22 @@ cs_status cs_sumset_index(cs_sumset *s)
     return CS_OK;
 }
 
+/* a + b * c, saturating at SIZE_MAX (memory figures must not wrap to small). */
+static size_t add_product(size_t a, size_t b, size_t c)
+{
+    size_t product;
+    if (!mul_fits(b, c, &product) || product > SIZE_MAX - a)
+        return SIZE_MAX;
+    return a + product;
+}
+
 size_t cs_sumset_memory(const cs_sumset *s)
 {
-    size_t bytes = sizeof *s + s->capacity * (4 + (size_t)s->strong_len);
+    size_t bytes = add_product(sizeof *s, s->capacity, 4 + (size_t)s->strong_len);
     if (s->indexed) {
-        bytes += s->unique * sizeof *s->order;
-        bytes += ((size_t)s->slot_mask + 1) * sizeof *s->slots;
-        bytes += s->filter_words * sizeof *s->filter;
+        bytes = add_product(bytes, s->unique, sizeof *s->order);
+        bytes = add_product(bytes, (size_t)s->slot_mask + 1, sizeof *s->slots);
+        bytes = add_product(bytes, s->filter_words, sizeof *s->filter);
     }
     return bytes;
 }

@@ -35,10 +35,20 @@ def _check(status: int, what: str) -> int:
     raise RsyncParamError(f"{what}: invalid parameter (status {status})")
 
 
+def _header_values(magic: int, block_len: int, strong_len: int, what: str) -> None:
+    """Refuse values a 32-bit header field cannot hold, as the pure twin does (cffi would
+    raise OverflowError instead)."""
+    if not 0 <= magic <= 0xFFFFFFFF:
+        raise RsyncParamError(f"{what}: not a signature magic number")
+    if not (0 <= block_len <= 0xFFFFFFFF and 0 <= strong_len <= 0xFFFFFFFF):
+        raise RsyncParamError(f"{what}: invalid parameter (status {lib.CS_ERR_PARAM})")
+
+
 class SigGenerator:
     """Basis bytes in, signature bytes out (header first, one record per block)."""
 
     def __init__(self, magic: int, block_len: int, strong_len: int) -> None:
+        _header_values(magic, block_len, strong_len, "signature")
         ptr = ffi.new("cs_sigwriter **")
         _check(lib.cs_sigwriter_new(magic, block_len, strong_len, ptr), "signature")
         self._w = ffi.gc(ptr[0], lib.cs_sigwriter_free)
@@ -69,6 +79,7 @@ class SumSet:
     """A signature's records in memory, indexed for the delta search."""
 
     def __init__(self, magic: int, block_len: int, strong_len: int) -> None:
+        _header_values(magic, block_len, strong_len, "signature")
         ptr = ffi.new("cs_sumset **")
         _check(lib.cs_sumset_new(magic, block_len, strong_len, ptr), "signature")
         self._s = ffi.gc(ptr[0], lib.cs_sumset_free)

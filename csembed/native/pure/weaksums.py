@@ -31,14 +31,19 @@ def _check_roll(outs: BytesLike, ins: BytesLike) -> tuple[memoryview, memoryview
 class RollSum:
     """rsync/librsync rolling checksum over a window of bytes."""
 
-    __slots__ = ("count", "_s1", "_s2")
+    __slots__ = ("_count", "_s1", "_s2")
 
     def __init__(self, data: BytesLike = b"") -> None:
-        self.count = 0
+        self._count = 0
         self._s1 = 0
         self._s2 = 0
         if data:
             self.update(data)
+
+    @property
+    def count(self) -> int:
+        """Number of bytes in the window (read-only, as in the C API)."""
+        return self._count
 
     def update(self, data: BytesLike) -> None:
         """Append bytes to the end of the window."""
@@ -50,32 +55,32 @@ class RollSum:
         self._s2 = (self._s2 + n * self._s1 + sum(accumulate(view))
                     + off * (n * (n + 1) // 2)) & MASK32
         self._s1 = (self._s1 + sum(view) + off * n) & MASK32
-        self.count += n
+        self._count += n
 
     def rotate(self, out: int, in_: int) -> None:
         """Slide the window one byte: ``out`` leaves the front, ``in_`` joins the end."""
         self._s1 = (self._s1 + in_ - out) & MASK32
-        self._s2 = (self._s2 + self._s1 - self.count * (out + ROLLSUM_CHAR_OFFSET)) & MASK32
+        self._s2 = (self._s2 + self._s1 - self._count * (out + ROLLSUM_CHAR_OFFSET)) & MASK32
 
     def rollin(self, in_: int) -> None:
         """Grow the window by one byte at the end."""
         self._s1 = (self._s1 + in_ + ROLLSUM_CHAR_OFFSET) & MASK32
         self._s2 = (self._s2 + self._s1) & MASK32
-        self.count += 1
+        self._count += 1
 
     def rollout(self, out: int) -> None:
         """Shrink the window by dropping its first byte, ``out``."""
-        if self.count == 0:
+        if self._count == 0:
             raise ValueError("rollout from an empty window")
         v = out + ROLLSUM_CHAR_OFFSET
         self._s1 = (self._s1 - v) & MASK32
-        self._s2 = (self._s2 - self.count * v) & MASK32
-        self.count -= 1
+        self._s2 = (self._s2 - self._count * v) & MASK32
+        self._count -= 1
 
     def roll(self, outs: BytesLike, ins: BytesLike) -> None:
         """Rotate once per byte pair: ``outs[i]`` leaves as ``ins[i]`` enters."""
         o, i = _check_roll(outs, ins)
-        s1, s2, w = self._s1, self._s2, self.count
+        s1, s2, w = self._s1, self._s2, self._count
         for a, b in zip(o, i, strict=True):
             s1 = (s1 + b - a) & MASK32
             s2 = (s2 + s1 - w * (a + ROLLSUM_CHAR_OFFSET)) & MASK32
@@ -88,21 +93,26 @@ class RollSum:
     def copy(self) -> RollSum:
         """An independent copy of this state."""
         other = RollSum()
-        other.count, other._s1, other._s2 = self.count, self._s1, self._s2
+        other._count, other._s1, other._s2 = self._count, self._s1, self._s2
         return other
 
 
 class RabinKarp:
     """librsync's Rabin-Karp polynomial hash (mod 2^32, seed 1) over a window."""
 
-    __slots__ = ("count", "_hash", "_mult")
+    __slots__ = ("_count", "_hash", "_mult")
 
     def __init__(self, data: BytesLike = b"") -> None:
-        self.count = 0
+        self._count = 0
         self._hash = RK_SEED
         self._mult = 1
         if data:
             self.update(data)
+
+    @property
+    def count(self) -> int:
+        """Number of bytes in the window (read-only, as in the C API)."""
+        return self._count
 
     def update(self, data: BytesLike) -> None:
         """Append bytes to the end of the window."""
@@ -110,7 +120,7 @@ class RabinKarp:
         m = RK_MULT
         self._hash = reduce(lambda h, b: (h * m + b) & MASK32, view, self._hash)
         self._mult = (self._mult * pow(m, len(view), 1 << 32)) & MASK32
-        self.count += len(view)
+        self._count += len(view)
 
     def rotate(self, out: int, in_: int) -> None:
         """Slide the window one byte: ``out`` leaves the front, ``in_`` joins the end."""
@@ -120,15 +130,15 @@ class RabinKarp:
         """Grow the window by one byte at the end."""
         self._hash = (self._hash * RK_MULT + in_) & MASK32
         self._mult = (self._mult * RK_MULT) & MASK32
-        self.count += 1
+        self._count += 1
 
     def rollout(self, out: int) -> None:
         """Shrink the window by dropping its first byte, ``out``."""
-        if self.count == 0:
+        if self._count == 0:
             raise ValueError("rollout from an empty window")
         self._mult = (self._mult * RK_INVM) & MASK32
         self._hash = (self._hash - self._mult * (out + RK_ADJ)) & MASK32
-        self.count -= 1
+        self._count -= 1
 
     def roll(self, outs: BytesLike, ins: BytesLike) -> None:
         """Rotate once per byte pair: ``outs[i]`` leaves as ``ins[i]`` enters."""
@@ -146,7 +156,7 @@ class RabinKarp:
     def copy(self) -> RabinKarp:
         """An independent copy of this state."""
         other = RabinKarp()
-        other.count, other._hash, other._mult = self.count, self._hash, self._mult
+        other._count, other._hash, other._mult = self._count, self._hash, self._mult
         return other
 
 
