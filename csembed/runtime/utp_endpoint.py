@@ -62,6 +62,8 @@ __all__ = ["PUNCH", "UtpEndpoint", "UtpTransport", "connect_utp", "serve_utp"]
 log = logging.getLogger("csembed.utp")
 
 WRITE_HIGH = 1 << 20
+SOCKET_BUFFER = 4 << 20
+"""Asked-for UDP socket buffers (the kernel caps them at net.core.[rw]mem_max)."""
 PUNCH = b"\x00"
 """What we send only to open our own NAT towards a peer (nat.md); ignored on arrival."""
 
@@ -93,6 +95,7 @@ class UtpTransport(asyncio.Transport):
         self._closing = False
         self._lost = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
         self.connected: asyncio.Future[None] = endpoint.loop.create_future()
 
     # asyncio.Transport API -----------------------------------------------------------
@@ -162,31 +165,37 @@ class UtpTransport(asyncio.Transport):
     def service(self) -> None:
         """Send what the machine queued, hand its events up, re-arm the timer."""
         loop = self._endpoint.loop
-        for datagram in self.conn.datagrams_to_send(loop.time()):
-            self._endpoint.send_datagram(datagram, self.address)
+        dispatched = False
         while self._reading or self.conn.closed:
             event = self.conn.next_event()
             if event is None:
                 break
+            dispatched = True
             self._dispatch(event)
         if self._write_paused and self.conn.send_buffered <= self._high // 2:
             self._write_paused = False
             if isinstance(self._protocol, asyncio.Protocol | asyncio.BufferedProtocol):
                 self._protocol.resume_writing()
-        # acks for what we just handed up go out now, not at the next input
-        for datagram in self.conn.datagrams_to_send(loop.time()):
+        now = loop.time()
+        for datagram in self.conn.datagrams_to_send(now):
             self._endpoint.send_datagram(datagram, self.address)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if dispatched:  # the protocol may have written in reply: send it with our ack
+            for datagram in self.conn.datagrams_to_send(now):
+                self._endpoint.send_datagram(datagram, self.address)
         timer = self.conn.get_timer()
-        if timer is not None:
-            self._timer = loop.call_at(timer, self._on_timer)
-        elif self.conn.closed:
+        if timer != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = timer
+            if timer is not None:
+                self._timer = loop.call_at(timer, self._on_timer)
+        if timer is None and self.conn.closed:
             self._endpoint.forget(self)
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._timer_at = None
         self.conn.handle_timer(self._endpoint.loop.time())
         self.service()
 
@@ -234,6 +243,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         self._probes: dict[bytes, tuple[StunProbe, asyncio.Future[None]]] = {}
         self.on_accept: Callable[[UtpTransport], None] | None = None
         self.stats = {"datagrams_in": 0, "datagrams_out": 0, "malformed": 0}
+        self._plain_cache: dict[Any, Address] = {}
 
     @classmethod
     async def open(cls, host: str, port: int, **kwargs: Any) -> UtpEndpoint:
@@ -247,6 +257,9 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
             dual = False
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):  # room for a window's burst
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         try:
             sock.bind((host or "::", port))
         except OSError:
@@ -265,7 +278,11 @@ class UtpEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.stats["datagrams_in"] += 1
-        source = _plain(addr)
+        source = self._plain_cache.get(addr)
+        if source is None:
+            if len(self._plain_cache) > 1024:
+                self._plain_cache.clear()
+            source = self._plain_cache[addr] = _plain(addr)
         if is_stun(data):
             self._on_stun(data)
             return

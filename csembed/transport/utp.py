@@ -25,13 +25,16 @@ after it were selectively acked, after three duplicate acks, or when the
 retransmission timer (Jacobson's RTO, doubling, ``max_timeouts`` in a row
 end the connection) fires.
 
-*Congestion* (LEDBAT, RFC 6817 as BEP 29 applies it): each packet stamps our
+*Congestion* (LEDBAT, RFC 6817 as BEP 29 applies it, with one deviation): each packet stamps our
 clock in microseconds; the peer echoes the one-way delay it measured and we
 subtract the lowest delay seen in the last two minutes, leaving the queueing
 delay we cause. Below ``target_delay`` the window grows (by up to
 ``max_increase`` bytes per round trip, or doubling in slow start until the
 first loss or the target is reached), above it shrinks; a loss halves it at
-most once per round trip; a timeout drops it to one packet.
+most once per round trip, *unless* we measure next to no queueing delay
+(under a quarter of the target): then the loss is the link's noise (radio,
+a lossy path), not congestion we cause, and the packet is only resent.
+A timeout drops the window to one packet.
 
 *Receiving*: in-order payloads become :class:`Data` events; packets ahead of
 the next expected one wait in a bounded reorder buffer; the window we
@@ -152,6 +155,7 @@ class _Out:
     transmissions: int = 0
     resend: bool = False
     sacked: bool = False
+    counted: bool = False  #: its size is in the connection's bytes in flight
 
     @property
     def size(self) -> int:
@@ -178,6 +182,8 @@ class UtpConnection:
         self._unread = 0
         self._sendbuf = bytearray()
         self._inflight: dict[int, _Out] = {}
+        self._flight = 0  #: bytes sent, not acked, not sacked, not waiting to be resent
+        self._unacked_payload = 0
         self._reorder: dict[int, tuple[int, bytes]] = {}
         self._reorder_bytes = 0
         self._out: list[bytes] = []
@@ -206,7 +212,8 @@ class UtpConnection:
         self._peer_fin: int | None = None
         self._eof = False
         self._initial_seq: int | None = None  #: the acceptor's first sequence number
-        self.stats = {"sent": 0, "resent": 0, "received": 0, "timeouts": 0}
+        self.stats = {"sent": 0, "resent": 0, "received": 0, "timeouts": 0,
+                      "noise_losses": 0}
 
     # -- construction -------------------------------------------------------------
 
@@ -246,7 +253,7 @@ class UtpConnection:
     @property
     def send_buffered(self) -> int:
         """Bytes given to :meth:`send` and not yet acknowledged."""
-        return len(self._sendbuf) + sum(len(o.payload) for o in self._inflight.values())
+        return len(self._sendbuf) + self._unacked_payload
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes for the peer."""
@@ -391,6 +398,7 @@ class UtpConnection:
         out.transmissions += 1
         out.sent_at = now
         out.resend = False
+        self._recount(out)
         self._out.append(self._encode(out.kind, out.seq, out.payload, now))
         self._ack_due = False
         if self._rto_at is None:
@@ -400,10 +408,17 @@ class UtpConnection:
         out = _Out(kind, self.seq_nr, payload)
         self.seq_nr = (self.seq_nr + 1) & 0xFFFF
         self._inflight[out.seq] = out
+        self._unacked_payload += len(out.payload)
         self._transmit(out, now)
 
+    def _recount(self, out: _Out, present: bool = True) -> None:
+        counted = present and not (out.sacked or out.resend)
+        if counted != out.counted:
+            self._flight += out.size if counted else -out.size
+            out.counted = counted
+
     def _in_flight(self) -> int:
-        return sum(o.size for o in self._inflight.values() if not (o.sacked or o.resend))
+        return self._flight
 
     def _fill(self, now: float, probe: bool = False) -> None:
         limit = min(int(self.cwnd), self.peer_wnd)
@@ -477,6 +492,8 @@ class UtpConnection:
             if not seq_le(seq, ack):
                 break
             out = self._inflight.pop(seq)
+            self._unacked_payload -= len(out.payload)
+            self._recount(out, present=False)
             progressed = True
             if not out.sacked:
                 acked += out.size
@@ -497,6 +514,7 @@ class UtpConnection:
             if self._dup_acks == 3:
                 first = next(iter(self._inflight.values()))
                 first.resend = True
+                self._recount(first)
                 self._on_loss(now)
         if acked:
             self._probe_at = None
@@ -512,6 +530,7 @@ class UtpConnection:
                 out = self._inflight.get(seq)
                 if out is not None and not out.sacked:
                     out.sacked = True
+                    self._recount(out)
                     acked += out.size
         if highest is None:
             return acked
@@ -524,6 +543,7 @@ class UtpConnection:
                 after += 1
             elif after >= 3 and not out.resend and now - out.sent_at > self._rtt_floor():
                 out.resend = True
+                self._recount(out)
                 lost = True
         if lost:
             self._on_loss(now)
@@ -555,6 +575,7 @@ class UtpConnection:
         for out in self._inflight.values():
             if not out.sacked:
                 out.resend = True
+                self._recount(out)
         self._ssthresh = max(self.cwnd / 2, 2.0 * self.config.packet_size)
         self.cwnd = float(self.config.packet_size + HEADER_SIZE)
         self.rto = min(self.config.max_rto, self.rto * 2)
@@ -563,9 +584,14 @@ class UtpConnection:
     def _on_loss(self, now: float) -> None:
         if now < self._recovery_until:
             return
+        self._recovery_until = now + (self._srtt or self.config.initial_rto)
+        if self.our_delay < self.config.target_delay / 4:
+            # No queue builds up behind us, so this loss is the link's noise, not
+            # congestion: resend without shrinking (a deviation from BEP 29, nat.md).
+            self.stats["noise_losses"] += 1
+            return
         self.cwnd = max(self.cwnd / 2, 2.0 * self.config.packet_size)
         self._ssthresh = self.cwnd
-        self._recovery_until = now + (self._srtt or self.config.initial_rto)
 
     def _congestion(self, acked: int, delay_micros: int, now: float) -> None:
         if delay_micros and delay_micros < 0x80000000:
@@ -602,5 +628,6 @@ class UtpConnection:
             return
         self.state = CLOSED
         self._inflight.clear()
+        self._flight = self._unacked_payload = 0
         self._sendbuf.clear()
         self._events.append(Closed(reason, error))
