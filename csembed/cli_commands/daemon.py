@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-utp", action="store_true", help="TCP only: no uTP (UDP) transport")
     p.add_argument("--port-mapping", choices=("auto", "on", "off"), default="auto",
                    help="ask the router for a port mapping by UPnP/NAT-PMP (default "
-                        "%(default)s: on unless the tracker is on loopback)")
+                        "%(default)s: on with a tracker that is not on loopback)")
     p.add_argument("--control-serial", default=None, metavar="DEVICE[,BAUD]",
                    help="also serve the control protocol on a serial line")
     p.add_argument("--log-level", default="info",

@@ -54,7 +54,7 @@ class ReachConfig:
     stun_servers: tuple[Address, ...] = ()
     """STUN servers to ask; empty: the tracker's host on port 3478."""
     port_mapping: bool | None = None
-    """UPnP/NAT-PMP mapping: on, off, or ``None`` = on unless the tracker is on loopback."""
+    """UPnP/NAT-PMP mapping: on, off, or ``None`` = on with a tracker not on loopback."""
     stun_interval: float = 25.0
     mapping_lease: int = 3600
 
