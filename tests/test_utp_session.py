@@ -134,3 +134,33 @@ def test_wrong_code_fails_over_utp_and_nothing_answers_is_a_clear_error() -> Non
             server_end.close()
             client_end.close()
     run(main())
+
+
+def test_syn_flood_is_capped_and_answered_with_resets() -> None:
+    from csembed.transport.utp_packet import ST_RESET, ST_SYN, Packet, decode, encode
+
+    async def main() -> None:
+        server_end = await UtpEndpoint.open("127.0.0.1", 0, max_connections=8)
+        try:
+            Listener(server_end)
+            loop = asyncio.get_running_loop()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind(("127.0.0.1", 0))
+            for conn_id in range(0, 40, 2):
+                sock.sendto(encode(Packet(ST_SYN, conn_id, 0, 0, 65536, 1, 0)),
+                            server_end.local_address)
+            resets = answers = 0
+            async with asyncio.timeout(10):
+                while resets + answers < 20:
+                    packet = decode(await loop.sock_recv(sock, 2048))
+                    if packet.type == ST_RESET:
+                        resets += 1
+                    else:
+                        answers += 1
+            assert (answers, resets) == (8, 12)
+            assert server_end.connections == 8
+            sock.close()
+        finally:
+            server_end.close()
+    run(main())

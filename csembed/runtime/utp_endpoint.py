@@ -62,6 +62,8 @@ __all__ = ["PUNCH", "UtpEndpoint", "UtpTransport", "connect_utp", "serve_utp"]
 log = logging.getLogger("csembed.utp")
 
 WRITE_HIGH = 1 << 20
+MAX_CONNECTIONS = 256
+"""uTP connections one socket holds (a SYN flood gets resets past this)."""
 SOCKET_BUFFER = 4 << 20
 """Asked-for UDP socket buffers (the kernel caps them at net.core.[rw]mem_max)."""
 PUNCH = b"\x00"
@@ -232,8 +234,10 @@ class UtpEndpoint(asyncio.DatagramProtocol):
     """One UDP socket carrying uTP connections and STUN probes (module docstring)."""
 
     def __init__(self, *, config: UtpConfig | None = None,
-                 rng: Callable[[int], int] | None = None) -> None:
+                 rng: Callable[[int], int] | None = None,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.loop = asyncio.get_running_loop()
+        self.max_connections = max_connections
         self.config = config or UtpConfig()
         self._rng = rng or random.SystemRandom().randrange
         self.transport: asyncio.DatagramTransport | None = None
@@ -302,13 +306,13 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             if existing is not None:
                 existing.conn.receive_packet(packet, now)
                 existing.service()
-            elif self.on_accept is not None:
+            elif self.on_accept is not None and len(self._conns) < self.max_connections:
                 conn = UtpConnection.accept(packet, now, self._rng, self.config)
                 transport = UtpTransport(self, conn, source)
                 self._conns[key] = transport
                 self.on_accept(transport)
                 transport.service()
-            else:  # not serving: say so at once rather than let the dialler time out
+            else:  # not serving, or full: say so at once rather than let the dialler wait
                 self.send_datagram(encode(Packet(ST_RESET, packet.connection_id, 0, 0, 0, 0,
                                                  packet.seq_nr)), source)
             return
