@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from typing import Any
 
@@ -163,4 +164,39 @@ def test_syn_flood_is_capped_and_answered_with_resets() -> None:
             sock.close()
         finally:
             server_end.close()
+    run(main())
+
+
+@pytest.mark.once
+def test_payload_arrives_intact_through_a_lossy_delaying_udp_proxy() -> None:
+    import hashlib
+
+    from csembed.lab.fault_proxy import FaultProxy, Faults
+
+    async def main() -> None:
+        server_end = await UtpEndpoint.open("127.0.0.1", 0)
+        client_end = await UtpEndpoint.open("127.0.0.1", 0)
+        proxy = FaultProxy("127.0.0.1:0", server_end.local_address, transport="udp",
+                           faults=Faults(latency=0.05, jitter=0.02, loss=0.03))
+        await proxy.start()
+        try:
+            listener = Listener(server_end)
+            grant = Grant.share_key(listener.share, READ_WRITE, new_peer_id())
+            stream = await connect_utp(client_end, "127.0.0.1", proxy.address[1], grant,
+                                       CONFIG)
+            blob = os.urandom(1_500_000)  # incompressible: gzip cannot shrink it
+            async with stream:
+                assert isinstance((await until_ready(stream))[-1], Ready)
+                await stream.send_message({"type": "test.blob"}, payload=True)
+                for i in range(0, len(blob), 65536):
+                    await stream.send_chunk(blob[i:i + 65536])
+                await stream.send_payload_end()
+            server = await asyncio.wait_for(listener.connections.get(), TIMEOUT)
+            data = b"".join(e.data for e in server if isinstance(e, PayloadChunk))
+            assert hashlib.sha256(data).digest() == hashlib.sha256(blob).digest()
+            assert proxy.stats.dropped > 0  # the loss really happened
+        finally:
+            await proxy.close()
+            server_end.close()
+            client_end.close()
     run(main())
