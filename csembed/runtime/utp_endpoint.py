@@ -174,6 +174,12 @@ class UtpTransport(asyncio.Transport):
                 break
             dispatched = True
             self._dispatch(event)
+        if self._closing and self.conn.fin_acked and not self._lost:
+            # The application closed and everything it wrote was delivered: it is done,
+            # while the connection lingers to acknowledge the peer's own FIN.
+            self._lost = True
+            if self._protocol is not None:
+                self._protocol.connection_lost(None)
         if self._write_paused and self.conn.send_buffered <= self._high // 2:
             self._write_paused = False
             if isinstance(self._protocol, asyncio.Protocol | asyncio.BufferedProtocol):
@@ -203,6 +209,8 @@ class UtpTransport(asyncio.Transport):
 
     def _dispatch(self, event: object) -> None:
         protocol = self._protocol
+        if self._lost and not isinstance(event, Closed):
+            return  # the application is gone: nothing more to hand up
         if isinstance(event, Connected):
             if not self.connected.done():
                 self.connected.set_result(None)

@@ -96,7 +96,7 @@ class UtpConfig:
     """Bytes the window may grow per round trip outside slow start (libutp's figure)."""
     initial_rto: float = 1.0
     min_rto: float = 0.5
-    max_rto: float = 16.0
+    max_rto: float = 8.0
     max_timeouts: int = 8
     """Retransmission timeouts in a row, with nothing heard, that end the connection."""
     syn_interval: float = 1.0
@@ -104,8 +104,9 @@ class UtpConfig:
     keepalive: float = 20.0
     """Silence after which a keep-alive goes out (under most NATs' 30 s UDP timeout)."""
     idle_timeout: float = 75.0
-    linger: float = 10.0
-    """Once our FIN is acked, silence for this long ends the connection."""
+    linger: float = 60.0
+    """Once our FIN is acked, silence for this long ends the connection; longer than
+    ``max_rto``, so a peer still resending data to us is always heard first."""
 
     def __post_init__(self) -> None:
         if not 64 <= self.packet_size <= 65000:
@@ -114,6 +115,8 @@ class UtpConfig:
             raise ValueError("recv_window must hold at least two packets")
         if self.max_cwnd < 2 * self.packet_size:
             raise ValueError("max_cwnd must hold at least two packets")
+        if self.linger <= self.max_rto:
+            raise ValueError("linger must be longer than max_rto")
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,11 @@ class UtpConnection:
     @property
     def closed(self) -> bool:
         return self.state == CLOSED
+
+    @property
+    def fin_acked(self) -> bool:
+        """Our FIN arrived: everything we sent is delivered."""
+        return self._fin_acked_at is not None
 
     @property
     def send_buffered(self) -> int:
