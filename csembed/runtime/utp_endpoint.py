@@ -7,9 +7,11 @@ and every :class:`~csembed.transport.utp.UtpConnection` on it, keyed by the
 peer's address and our receive ID. A datagram is STUN (answered to the
 waiting :class:`~csembed.nat.stun.StunProbe`), or uTP: a SYN for a new key
 becomes an accepted connection when the endpoint serves, anything for an
-unknown key (other than a reset) is answered with ``ST_RESET``. After every
-input the connection is *serviced*: its datagrams go out, its events go to
-the protocol above, and one loop timer is re-armed at its ``get_timer()``.
+unknown key (other than a reset) is answered with ``ST_RESET``. The socket is
+drained in batches of up to :data:`READ_BATCH` datagrams; after each batch
+every connection it touched is *serviced* once: its datagrams go out (one ack
+for the batch), its events go to the protocol above, and one loop timer is
+re-armed at its ``get_timer()``.
 
 Above each connection sits :class:`UtpTransport`, an ``asyncio.Transport``
 with the calls a protocol uses (``write``, ``close``, ``abort``,
@@ -62,6 +64,8 @@ __all__ = ["PUNCH", "UtpEndpoint", "UtpTransport", "connect_utp", "serve_utp"]
 log = logging.getLogger("csembed.utp")
 
 WRITE_HIGH = 1 << 20
+READ_BATCH = 64
+"""Datagrams read in one go before the connections they touched are serviced."""
 MAX_CONNECTIONS = 256
 """uTP connections one socket holds (a SYN flood gets resets past this)."""
 SOCKET_BUFFER = 4 << 20
@@ -238,7 +242,7 @@ class UtpTransport(asyncio.Transport):
                                          else None)
 
 
-class UtpEndpoint(asyncio.DatagramProtocol):
+class UtpEndpoint:
     """One UDP socket carrying uTP connections and STUN probes (module docstring)."""
 
     def __init__(self, *, config: UtpConfig | None = None,
@@ -248,13 +252,15 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         self.max_connections = max_connections
         self.config = config or UtpConfig()
         self._rng = rng or random.SystemRandom().randrange
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+        self._touched: dict[UtpTransport, None] = {}  #: to service after this batch
         self.local_address: Address = ("", 0)
         self._dual_stack = False
         self._conns: dict[tuple[Address, int], UtpTransport] = {}
         self._probes: dict[bytes, tuple[StunProbe, asyncio.Future[None]]] = {}
         self.on_accept: Callable[[UtpTransport], None] | None = None
-        self.stats = {"datagrams_in": 0, "datagrams_out": 0, "malformed": 0}
+        self.stats = {"datagrams_in": 0, "datagrams_out": 0, "malformed": 0,
+                      "send_dropped": 0}
         self._plain_cache: dict[Any, Address] = {}
 
     @classmethod
@@ -279,14 +285,30 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             raise
         endpoint = cls(**kwargs)
         endpoint._dual_stack = dual
-        await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+        sock.setblocking(False)
+        endpoint.sock = sock
+        endpoint.local_address = _plain(sock.getsockname())
+        loop.add_reader(sock.fileno(), endpoint._readable)
         return endpoint
 
-    # DatagramProtocol ---------------------------------------------------------------------
+    # receiving ------------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.local_address = _plain(transport.get_extra_info("sockname"))
+    def _readable(self) -> None:
+        # Drain what the socket holds (bounded), then service each connection once:
+        # one ack and one hand-up per batch instead of per datagram.
+        assert self.sock is not None
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. an ICMP error for an earlier send
+                log.debug("uTP socket error: %s", exc)
+                continue
+            self.datagram_received(data, addr)
+        touched, self._touched = self._touched, {}
+        for transport in touched:
+            transport.service()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.stats["datagrams_in"] += 1
@@ -313,7 +335,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
             existing = self._conns.get(key)
             if existing is not None:
                 existing.conn.receive_packet(packet, now)
-                existing.service()
+                self._touched[existing] = None
             elif self.on_accept is not None and len(self._conns) < self.max_connections:
                 conn = UtpConnection.accept(packet, now, self._rng, self.config)
                 transport = UtpTransport(self, conn, source)
@@ -331,10 +353,7 @@ class UtpEndpoint(asyncio.DatagramProtocol):
                                                  0, packet.seq_nr)), source)
             return
         known.conn.receive_packet(packet, now)
-        known.service()
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("uTP socket error: %s", exc)
+        self._touched[known] = None
 
     # sending -----------------------------------------------------------------------------
 
@@ -346,11 +365,13 @@ class UtpEndpoint(asyncio.DatagramProtocol):
 
     def send_datagram(self, data: bytes, address: Address) -> None:
         """Send one datagram (errors such as an unreachable host are only logged)."""
-        if self.transport is None or self.transport.is_closing():
+        if self.sock is None:
             return
         self.stats["datagrams_out"] += 1
         try:
-            self.transport.sendto(data, self._wire_address(address))
+            self.sock.sendto(data, self._wire_address(address))
+        except BlockingIOError:  # the socket buffer is full: as good as lost on the way
+            self.stats["send_dropped"] += 1
         except OSError as exc:
             log.debug("uTP send to %s failed: %s", address, exc)
 
@@ -434,8 +455,10 @@ class UtpEndpoint(asyncio.DatagramProtocol):
         """Reset every connection and close the socket."""
         for transport in list(self._conns.values()):
             transport.abort()
-        if self.transport is not None:
-            self.transport.close()
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
 
 
 async def connect_utp(endpoint: UtpEndpoint, host: str, port: int, grant: Grant,
