@@ -55,6 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="broadcast address for LAN announcements (default %(default)s)")
     p.add_argument("--lan-port", type=int, default=60106, metavar="PORT",
                    help="UDP port of LAN announcements (default %(default)s)")
+    p.add_argument("--stun", action="append", default=[], metavar="HOST:PORT",
+                   help="STUN server to learn our public uTP address from (repeatable; "
+                        "default: the tracker's host, port 3478)")
+    p.add_argument("--no-utp", action="store_true", help="TCP only: no uTP (UDP) transport")
+    p.add_argument("--port-mapping", choices=("auto", "on", "off"), default="auto",
+                   help="ask the router for a port mapping by UPnP/NAT-PMP (default "
+                        "%(default)s: on with a tracker that is not on loopback)")
     p.add_argument("--control-serial", default=None, metavar="DEVICE[,BAUD]",
                    help="also serve the control protocol on a serial line")
     p.add_argument("--web", default=None, metavar="HOST:PORT",
@@ -74,6 +81,10 @@ def options_from(args: argparse.Namespace) -> DaemonOptions:
     """Turn the parsed command line into :class:`DaemonOptions`."""
     from csembed.control.serial_link import parse_serial_spec
     from csembed.runtime.daemon import DaemonOptions
+    from csembed.runtime.reach import ReachConfig
+    reach = ReachConfig(utp=not args.no_utp,
+                        stun_servers=tuple(parse_host_port(s, "--stun") for s in args.stun),
+                        port_mapping={"auto": None, "on": True, "off": False}[args.port_mapping])
     return DaemonOptions(
         data_dir=args.data_dir or default_data_dir(),
         board=load_board(args.board),
@@ -88,6 +99,7 @@ def options_from(args: argparse.Namespace) -> DaemonOptions:
         web=None if args.web is None else parse_host_port(args.web, "--web"),
         web_password=args.web_password,
         data_dir_source=data_dir_source(args.data_dir),
+        reach=reach,
     )
 
 

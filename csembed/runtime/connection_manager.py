@@ -53,7 +53,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -61,10 +61,12 @@ from csembed.discovery.backoff import Backoff
 from csembed.discovery.dial_policy import DialPolicy
 from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
 from csembed.protocol.core_access import CredentialRegistry
+from csembed.runtime.dial_race import first_connected
 from csembed.runtime.peer_link import LinkResult, PeerLink
 from csembed.runtime.rate_limit import DaemonRateLimits
 from csembed.runtime.session_stream import SessionStream, connect, serve
 from csembed.runtime.share_runtime import ShareRuntime
+from csembed.runtime.utp_endpoint import UtpEndpoint, connect_utp, serve_utp
 from csembed.security.rate_limit import RateLimiter as AuthLimiter
 from csembed.security.sodium_version import check_sodium
 
@@ -77,6 +79,8 @@ MAX_TARGETS = 256  #: dial targets kept; the rest of a (possibly hostile) list i
 MAX_DIALS = 8  #: outgoing connections in progress (not yet authenticated) at once
 DIAL_HANDSHAKE_TIMEOUT = 10.0  #: seconds a dialled peer has to authenticate
 STABLE_LINK = 30.0  #: a link that carried its share this long resets the back-off
+TCP_STAGGER = 0.25  #: between starting dials to a peer's successive TCP addresses
+UTP_HEAD_START = 1.0  #: TCP's head start over uTP: a direct TCP path that works wins
 
 
 class LinkHooks(Protocol):
@@ -114,11 +118,12 @@ class Target:
     addresses: tuple[tuple[str, int], ...]
     level: str | None = None
     source: str = ""
+    utp_addresses: tuple[tuple[str, int], ...] = ()  #: its ``utp:`` addresses (NAT.md)
 
     @property
     def key(self) -> tuple[str, str, str]:
         """Identity of the dial task: the peer when known, else the address."""
-        host, port = self.addresses[0]
+        host, port = (self.addresses or self.utp_addresses)[0]
         who = self.peer_id or f"@{host}:{port}"
         return (self.kind, self.club, who)
 
@@ -196,6 +201,9 @@ class ConnectionManager:
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._auth_limiter = AuthLimiter()
+        self.utp_enabled = True  #: listen() also opens uTP on the same port number (UDP)
+        self.utp: UtpEndpoint | None = None
+        self._server_v4: asyncio.Server | None = None  #: IPv4 beside ``::`` (dual stack)
         self.paused = False
 
     # -- state ----------------------------------------------------------------------
@@ -232,11 +240,28 @@ class ConnectionManager:
         self._server = await serve(host, port, self.registry, self._accepted, lambda: self.core,
                                    limiter=self._auth_limiter)
         sockname = self._server.sockets[0].getsockname()
+        if host == "::":  # asyncio binds "::" IPv6-only: add IPv4 on the same port number
+            try:
+                self._server_v4 = await serve("0.0.0.0", int(sockname[1]), self.registry,
+                                              self._accepted, lambda: self.core,
+                                              limiter=self._auth_limiter)
+            except OSError as exc:
+                log.warning("IPv4 unavailable beside IPv6 on port %d: %s", sockname[1], exc)
+        if self.utp_enabled:
+            try:
+                self.utp = await UtpEndpoint.open(host, int(sockname[1]))
+                serve_utp(self.utp, self.registry, self._accepted, lambda: self.core,
+                          limiter=self._auth_limiter)
+            except OSError as exc:
+                log.warning("uTP unavailable on UDP port %d: %s", sockname[1], exc)
         return str(sockname[0]), int(sockname[1])
 
     async def _accepted(self, stream: SessionStream) -> None:
         peer = stream.peername
         address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if stream._link.transport is not None and \
+                stream._link.transport.get_extra_info("transport_kind") == "utp":
+            address = "utp:" + address
         record = self._make_record(stream, outgoing=False, address=address)
         await self._run(record)
 
@@ -404,7 +429,7 @@ class ConnectionManager:
             await asyncio.sleep(backoff.next_delay(self._rng.random()))
 
     async def _dial_once(self, target: Target, grant: Grant) -> LinkRecord | None:
-        """Try the target's addresses in turn; run the first link made to its end."""
+        """Race the target's ways (TCP addresses, then uTP); run the first link made to its end."""
         marker: tuple[str, str] | None = None
         peer = self.peer_for(target)
         if target.kind == "attach":
@@ -414,28 +439,34 @@ class ConnectionManager:
             self._dialing.add(marker)
         loop = asyncio.get_running_loop()
         try:
-            for host, port in target.addresses:
-                address = (host, port)
+            now = loop.time()
+
+            def allowed(address: tuple[str, int]) -> bool:
                 # The owner's own --peer addresses are not attacker-chosen: only the
                 # target's back-off paces them, so trying several codes in a row works.
-                if target.source != "manual" and self.dial_policy.wait(address, loop.time()) > 0:
-                    continue  # dialled too often lately, or failing: try it later
+                return target.source == "manual" or self.dial_policy.wait(address, now) <= 0
+
+            ways = [("tcp", a, TCP_STAGGER * i)
+                    for i, a in enumerate(a for a in target.addresses if allowed(a))]
+            if self.utp is not None:
+                ways += [("utp", a, UTP_HEAD_START + TCP_STAGGER * i)
+                         for i, a in enumerate(a for a in target.utp_addresses if allowed(a))]
+            if ways:  # else: each dialled too often lately, or failing: try them later
                 async with self._dial_slots:
                     self.dials_in_progress += 1
                     try:
-                        record, task = await self._dial_until_authenticated(address, grant)
+                        record, task = await self._dial_until_authenticated(ways, grant)
                     finally:
                         self.dials_in_progress -= 1
-                if record is None or task is None:
-                    continue
-                if marker is not None:
-                    self._dialing.discard(marker)
-                    marker = None
-                if target.kind == "attach":
-                    self._attach_inflight.discard(target.club)
-                    self._notify()
-                await asyncio.shield(task)
-                return record
+                if record is not None and task is not None:
+                    if marker is not None:
+                        self._dialing.discard(marker)
+                        marker = None
+                    if target.kind == "attach":
+                        self._attach_inflight.discard(target.club)
+                        self._notify()
+                    await asyncio.shield(task)
+                    return record
             return None
         finally:
             if marker is not None:
@@ -445,21 +476,38 @@ class ConnectionManager:
             self._notify()
 
     async def _dial_until_authenticated(
-            self, address: tuple[str, int], grant: Grant,
+            self, ways: list[tuple[str, tuple[str, int], float]], grant: Grant,
     ) -> tuple[LinkRecord | None, asyncio.Task[Any] | None]:
-        """Dial ``address`` and start its link; return once the peer authenticated
-        or the attempt ended (the caller holds a dial slot meanwhile)."""
+        """Race the ways to a peer (``(kind, address, delay)``: TCP, then uTP after
+        a head start) and start a link on the first that connects; return once
+        the peer authenticated or the attempt ended (the caller holds a dial
+        slot meanwhile)."""
         loop = asyncio.get_running_loop()
-        host, port = address
-        self.dial_policy.started(address, loop.time())
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                stream = await connect(host, port, grant, self._dial_core())
-        except (OSError, TimeoutError) as exc:
-            log.debug("cannot reach %s:%d: %s", host, port, exc)
-            self.dial_policy.failed(address, loop.time())
+        core = self._dial_core()
+
+        def attempt(kind: str, address: tuple[str, int]) -> Callable[[], Awaitable[Any]]:
+            async def dial() -> SessionStream:
+                self.dial_policy.started(address, loop.time())
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    if kind == "utp":
+                        assert self.utp is not None
+                        return await connect_utp(self.utp, *address, grant, core)
+                    return await connect(*address, grant, core)
+            return dial
+
+        def failed(index: int, exc: BaseException) -> None:
+            kind, (host, port), _ = ways[index]
+            log.debug("cannot reach %s:%s:%d: %s", kind, host, port, exc)
+            self.dial_policy.failed((host, port), loop.time())
+
+        won = await first_connected([(delay, attempt(kind, address))
+                                     for kind, address, delay in ways], on_error=failed)
+        if won is None:
             return None, None
-        record = self._make_record(stream, outgoing=True, address=f"{host}:{port}")
+        kind, address, _ = ways[won[0]]
+        host, port = address
+        label = f"{host}:{port}" if kind == "tcp" else f"utp:{host}:{port}"
+        record = self._make_record(won[1], outgoing=True, address=label)
         task = loop.create_task(self._run(record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -515,6 +563,10 @@ class ConnectionManager:
         """Stop listening and dialling; close every link."""
         if self._server is not None:
             self._server.close()
+        if self.utp is not None:
+            self.utp.close()
+        if self._server_v4 is not None:
+            self._server_v4.close()
         for task in self._dialers.values():
             task.cancel()
         # Cancelling a link's task makes it close cleanly (a close record, not a reset).

@@ -76,6 +76,7 @@ from csembed.runtime.issued_codes import IssuedCodes
 from csembed.runtime.peer_finder import Club, DiscoverySettings, PeerFinder
 from csembed.runtime.peer_link import core_config
 from csembed.runtime.rate_limit import DaemonRateLimits
+from csembed.runtime.reach import ReachConfig
 from csembed.runtime.remote_reads import RemoteReads
 from csembed.runtime.removed_peers import RemovedPeers
 from csembed.runtime.settings import DaemonOptions, Settings
@@ -91,6 +92,7 @@ from csembed.runtime.status_views import (
     transfer_views,
     unloadable_view,
 )
+from csembed.runtime.utp_endpoint import UtpEndpoint
 from csembed.security.keys import READ_ONLY, READ_WRITE, ShareKeys, new_peer_id
 
 __all__ = ["Daemon", "DaemonError", "DaemonOptions"]
@@ -178,6 +180,7 @@ class Daemon:
                                          limits=self.limits,
                                          max_connections=self.board.memory.max_connections)
         host, port = self.options.listen
+        self.manager.utp_enabled = self.options.reach.utp
         try:
             self.listen_address = await self.manager.listen(host, port)
         except OSError as exc:
@@ -332,6 +335,14 @@ class Daemon:
             with contextlib.suppress(ValueError):
                 proofs[attach.access_id] = AccessCode.parse(attach.code).raw[:8]
         return proofs
+
+    def utp_endpoint(self) -> UtpEndpoint | None:
+        """The uTP socket we listen on, if any (peer-finder hook)."""
+        return None if self.manager is None else self.manager.utp
+
+    def reach_config(self) -> ReachConfig:
+        """STUN servers and port mapping (peer-finder hook)."""
+        return self.options.reach
 
     def set_targets(self, targets: list[Target]) -> None:
         """Hand the dial targets to the connection manager (peer-finder hook)."""
@@ -673,6 +684,7 @@ class Daemon:
                 "address": hostport(tracker),
                 "state": self.finder.tracker.state if self.finder.tracker else "off"},
             "lan_broadcast": self.finder.announcer is not None,
+            "nat": self.finder.reach.status() if self.finder.reach else None,
             "connections": self.manager.ready_count if self.manager else 0,
             "shares": self.share_views(),
             "uptime": time.time() - self.started_at,

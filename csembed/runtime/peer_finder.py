@@ -45,6 +45,8 @@ from csembed.discovery.lan_service import LanAnnouncer, LanListener, LanSighting
 from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_session import PeersUpdate
 from csembed.runtime.connection_manager import Target
+from csembed.runtime.reach import Reach, ReachConfig, global_ipv6_addresses
+from csembed.runtime.utp_endpoint import UtpEndpoint
 from csembed.security.keys import READ_ONLY, READ_WRITE
 
 __all__ = ["LAN_SIGHTING_TTL", "Club", "DiscoverySettings", "FinderHooks", "PeerFinder"]
@@ -101,6 +103,12 @@ class FinderHooks(Protocol):
     def set_targets(self, targets: list[Target]) -> None:
         """Dial these (the connection manager's targets)."""
 
+    def utp_endpoint(self) -> UtpEndpoint | None:
+        """The uTP socket we listen on (``None``: TCP only)."""
+
+    def reach_config(self) -> ReachConfig:
+        """STUN servers and port mapping (``protocol/nat.md``)."""
+
 
 class PeerFinder:
     """Discovery for one daemon; see the module docstring."""
@@ -111,6 +119,8 @@ class PeerFinder:
         self.announcer: LanAnnouncer | None = None
         self.listener: LanListener | None = None
         self._tracker_view: dict[str, dict[str, list[tuple[str, int]]]] = {}
+        self._tracker_utp: dict[str, dict[str, list[tuple[str, int]]]] = {}
+        self.reach: Reach | None = None
         self._lan_view: dict[str, dict[str, tuple[str, int, float]]] = {}
 
     def poke(self) -> None:
@@ -178,12 +188,22 @@ class PeerFinder:
                     hosts.append(probe.getsockname()[0])
             if self.tracker is not None and self.tracker.your_ip:
                 hosts.append(self.tracker.your_ip.strip("[]"))
+            if host == "::":  # dual stack: our global IPv6 addresses too
+                hosts += global_ipv6_addresses()
         out = []
-        for h in hosts:
-            text = f"tcp:[{h}]:{port}" if ":" in h else f"tcp:{h}:{port}"
-            if text not in out:
-                out.append(text)
+        schemes = ["tcp"] + (["utp"] if self.hooks.utp_endpoint() is not None else [])
+        for scheme in schemes:
+            for h in hosts:
+                text = f"{scheme}:[{h}]:{port}" if ":" in h else f"{scheme}:{h}:{port}"
+                if text not in out:
+                    out.append(text)
+        if self.reach is not None:
+            out += [a for a in self.reach.addresses() if a not in out]
         return out
+
+    def _on_reach_change(self) -> None:
+        if self.tracker is not None:
+            self.tracker.set_addresses(self.announce_addresses())
 
     async def start(self) -> None:
         """Start the tracker client and the LAN services the settings ask for."""
@@ -192,6 +212,9 @@ class PeerFinder:
         settings = self.hooks.discovery_settings()
         tracker = settings.tracker
         ids = self.club_ids()
+        self.reach = Reach(self.hooks.utp_endpoint(), listen[1], self.hooks.reach_config(),
+                           tracker=tracker, on_change=self._on_reach_change)
+        self.reach.start()
         if tracker is not None:
             self.tracker = TrackerClient(tracker[0], tracker[1], ids=ids,
                                          proofs=self.hooks.club_proofs(),
@@ -217,6 +240,9 @@ class PeerFinder:
 
     async def stop(self) -> None:
         """Stop them (settings changed, or the daemon is stopping)."""
+        if self.reach is not None:
+            await self.reach.close()
+            self.reach = None
         if self.tracker is not None:
             await self.tracker.close()
             self.tracker = None
@@ -225,6 +251,7 @@ class PeerFinder:
                 await service.close()
         self.announcer = self.listener = None
         self._tracker_view.clear()
+        self._tracker_utp.clear()
 
     def update(self) -> None:
         """Our clubs changed: re-register everywhere, re-plan the dialling."""
@@ -238,6 +265,7 @@ class PeerFinder:
             self.listener.set_ids(list(ids))
         for club in [c for c in self._tracker_view if c not in ids]:
             del self._tracker_view[club]
+            self._tracker_utp.pop(club, None)
         self.reconcile()
 
     def _on_tracker_state(self, state: str) -> None:
@@ -249,22 +277,27 @@ class PeerFinder:
         # A tracker (or whoever registered with it) chooses these addresses: take a
         # bounded number, never one of our own, and each address once per club.
         view: dict[str, list[tuple[str, int]]] = {}
-        taken: set[tuple[str, int]] = set()
+        utp_view: dict[str, list[tuple[str, int]]] = {}
+        taken: set[tuple[str, str, int]] = set()
         own = self.own_peers()
         for peer, addresses in update.peers.items():
-            if len(view) >= MAX_PEERS_PER_REPLY:
+            if len(view) + len(utp_view.keys() - view.keys()) >= MAX_PEERS_PER_REPLY:
                 log.warning("tracker listed %d peers for club %s; taking the first %d",
                             len(update.peers), update.club_id[:8], MAX_PEERS_PER_REPLY)
                 break
             if peer in own:
                 continue
-            usable = [(a.host, a.port) for a in addresses if a.scheme == "tcp"]
-            usable = [a for a in dict.fromkeys(usable) if a not in taken]
-            usable = usable[:MAX_ADDRESSES_PER_PEER]
-            if usable:
-                taken.update(usable)
-                view[peer] = usable
+            for scheme, into in (("tcp", view), ("utp", utp_view)):
+                usable = [(a.host, a.port) for a in addresses if a.scheme == scheme]
+                usable = [a for a in dict.fromkeys(usable) if (scheme, *a) not in taken]
+                usable = usable[:MAX_ADDRESSES_PER_PEER]
+                if usable:
+                    taken.update((scheme, *a) for a in usable)
+                    into[peer] = usable
         self._tracker_view[update.club_id] = view
+        self._tracker_utp[update.club_id] = utp_view
+        if self.reach is not None:  # open our NAT to them, whoever dials (nat.md)
+            self.reach.punch([a for peers in utp_view.values() for a in peers])
         self.reconcile()
 
     def _on_sighting(self, sighting: LanSighting) -> None:
@@ -292,6 +325,10 @@ class PeerFinder:
                 found[peer].insert(0, (host, port))  # the LAN is the short way
         return found
 
+    def utp_sightings(self, club: str, peer: str) -> list[tuple[str, int]]:
+        """The ``utp:`` addresses the tracker gave for a peer of a club."""
+        return self._tracker_utp.get(club, {}).get(peer, [])
+
     def reconcile(self) -> None:
         """Compute the dial targets from what discovery knows (module docstring)."""
         listen = self.hooks.listening_on()
@@ -303,10 +340,14 @@ class PeerFinder:
         clubs = self.hooks.clubs()
         for share in [c for c in clubs if c.kind == "share"]:
             best: dict[str, tuple[str, list[tuple[str, int]]]] = {}
+            utp: dict[str, list[tuple[str, int]]] = {}
             held = share.held
             for access_level, key_id in held:
                 for peer, addresses in self.sightings(key_id).items():
-                    if not addresses:
+                    more = self.utp_sightings(key_id, peer)
+                    utp.setdefault(peer, []).extend(
+                        a for a in more if a not in utp.get(peer, []))
+                    if not addresses and not more:
                         continue
                     prior = best.get(peer)
                     if prior is None or rank.get(access_level, 0) > rank.get(prior[0], 0):
@@ -317,7 +358,7 @@ class PeerFinder:
                         prior[1].extend(a for a in addresses if a not in prior[1])
             for peer, (level_name, addresses) in best.items():
                 targets.append(Target("share", share.club, peer, tuple(addresses),
-                                      level_name, "discovered"))
+                                      level_name, "discovered", tuple(utp.get(peer, ()))))
             if held:
                 top = max(held, key=lambda lv: rank.get(lv[0], 0))[0]
                 for address in manual:
@@ -325,9 +366,10 @@ class PeerFinder:
                                           top, "manual"))
         for attach in [c for c in clubs if c.kind == "attach"]:
             for peer, addresses in self.sightings(attach.club).items():
-                if addresses:
+                more = self.utp_sightings(attach.club, peer)
+                if addresses or more:
                     targets.append(Target("attach", attach.club, peer, tuple(addresses),
-                                          None, "discovered"))
+                                          None, "discovered", tuple(more)))
             for address in manual:
                 targets.append(Target("attach", attach.club, None, (address,), None,
                                       "manual"))

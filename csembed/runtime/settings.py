@@ -32,6 +32,7 @@ from csembed.runtime.data_dir import (
 )
 from csembed.runtime.errors import BadSetting, NoSuchSetting
 from csembed.runtime.peer_finder import DiscoverySettings
+from csembed.runtime.reach import ReachConfig
 
 __all__ = ["DaemonOptions", "Settings"]
 
@@ -52,6 +53,7 @@ class DaemonOptions:
     scan_budget: float | None = None  #: override the board's (benchmarks)
     web: tuple[str, int] | None = None  #: the web page's address (overrides the 'web' setting)
     web_password: str | None = None  #: overrides the 'web_password' setting
+    reach: ReachConfig = field(default_factory=ReachConfig)  #: uTP, STUN, port mapping
     data_dir_source: str = "command line or default"  #: shown by ``config``
 
 
