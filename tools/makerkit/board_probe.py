@@ -153,7 +153,12 @@ def suggest(m: Measurements, name: str) -> str:
     """A profile (TOML text) derived from the measurements."""
     small = m.ram < 512 * _MiB
     chunk = 64 * 1024 if small else 256 * 1024
+    connections = 4 if small else 16
+    # every connection's largest body, held and parsed, must fit in half the RAM
+    # (board_profile's rule: max_message x max_connections x 16 <= ram)
     max_message = _MiB if small else 4 * _MiB
+    while max_message > chunk and max_message * connections * 16 > m.ram:
+        max_message //= 2
     # bytes in flight: about half a second of the link, within sane bounds
     in_flight = _clamp((m.link_rate or 2 * _MiB) * 0.5, 256 * 1024, 16 * _MiB)
     in_flight = (in_flight // 65536) * 65536
@@ -182,7 +187,8 @@ io_buffer = "{_size(chunk)}"
 max_message = "{_size(max_message)}"
 max_bytes_in_flight = "{_size(in_flight)}"
 max_open_transfers = {2 if small else 4}
-max_connections = {4 if small else 16}
+max_connections = {connections}
+max_handshakes = {64 if small else 128}
 max_signature = "{_size(_MiB if small else 8 * _MiB)}"
 
 [storage]
