@@ -52,7 +52,8 @@ def test_check_gives_memory_advice_for_a_profile_that_does_not_fit(tmp_path):
     text = (boards_dir() / "wifi-piano.toml").read_text()
     path = tmp_path / "greedy.toml"
     assert 'max_bytes_in_flight = "1 MiB"' in text
-    path.write_text(text.replace('max_bytes_in_flight = "1 MiB"', 'max_bytes_in_flight = "200 MiB"'))
+    path.write_text(text.replace('max_bytes_in_flight = "1 MiB"',
+                                 'max_bytes_in_flight = "200 MiB"'))
     result = csembed("boards", "check", str(path))
     assert result.returncode == 0 and "advice: memory" in result.stdout
 
