@@ -79,7 +79,6 @@ MAX_TARGETS = 256  #: dial targets kept; the rest of a (possibly hostile) list i
 MAX_DIALS = 8  #: outgoing connections in progress (not yet authenticated) at once
 DIAL_HANDSHAKE_TIMEOUT = 10.0  #: seconds a dialled peer has to authenticate
 STABLE_LINK = 30.0  #: a link that carried its share this long resets the back-off
-TCP_STAGGER = 0.25  #: between starting dials to a peer's successive TCP addresses
 UTP_HEAD_START = 1.0  #: TCP's head start over uTP: a direct TCP path that works wins
 
 
@@ -429,7 +428,8 @@ class ConnectionManager:
             await asyncio.sleep(backoff.next_delay(self._rng.random()))
 
     async def _dial_once(self, target: Target, grant: Grant) -> LinkRecord | None:
-        """Race the target's ways (TCP addresses, then uTP); run the first link made to its end."""
+        """Try the target's addresses, each TCP one raced against a uTP one; run the
+        first link made to its end."""
         marker: tuple[str, str] | None = None
         peer = self.peer_for(target)
         if target.kind == "attach":
@@ -446,27 +446,32 @@ class ConnectionManager:
                 # target's back-off paces them, so trying several codes in a row works.
                 return target.source == "manual" or self.dial_policy.wait(address, now) <= 0
 
-            ways = [("tcp", a, TCP_STAGGER * i)
-                    for i, a in enumerate(a for a in target.addresses if allowed(a))]
-            if self.utp is not None:
-                ways += [("utp", a, UTP_HEAD_START + TCP_STAGGER * i)
-                         for i, a in enumerate(a for a in target.utp_addresses if allowed(a))]
-            if ways:  # else: each dialled too often lately, or failing: try them later
+            tcp = [a for a in target.addresses if allowed(a)]
+            utp = [a for a in target.utp_addresses if allowed(a)] if self.utp is not None \
+                else []
+            # Round i races the i-th TCP address against the i-th uTP one (TCP with a
+            # head start), so one dial slot holds at most two sockets at once, and a
+            # target listing many addresses cannot open them all together.
+            for i in range(max(len(tcp), len(utp))):
+                ways = [("tcp", tcp[i], 0.0)] if i < len(tcp) else []
+                if i < len(utp):
+                    ways.append(("utp", utp[i], UTP_HEAD_START if ways else 0.0))
                 async with self._dial_slots:
                     self.dials_in_progress += 1
                     try:
                         record, task = await self._dial_until_authenticated(ways, grant)
                     finally:
                         self.dials_in_progress -= 1
-                if record is not None and task is not None:
-                    if marker is not None:
-                        self._dialing.discard(marker)
-                        marker = None
-                    if target.kind == "attach":
-                        self._attach_inflight.discard(target.club)
-                        self._notify()
-                    await asyncio.shield(task)
-                    return record
+                if record is None or task is None:
+                    continue
+                if marker is not None:
+                    self._dialing.discard(marker)
+                    marker = None
+                if target.kind == "attach":
+                    self._attach_inflight.discard(target.club)
+                    self._notify()
+                await asyncio.shield(task)
+                return record
             return None
         finally:
             if marker is not None:
