@@ -185,12 +185,16 @@ class LocalChanges:
         replica = self.ctx.replica
         conflicts = self.ctx.conflicts
         if isinstance(event, Added | Modified):
+            current = replica.get(event.key)
+            if current is not None and merge_value(current.value, event.value) == current.value:
+                # The record already says exactly this (a landing whose cache row
+                # a crash lost): no edit to write, nothing to keep aside.
+                return True
             previous = event.previous if isinstance(event, Modified) else None
             unseen = conflicts.unseen_remote(event.key, previous)
             if unseen is not None and str(unseen.value.get("sha256")).lower() \
                     != event.value.sha256 and not conflicts.keep_unseen(unseen):
                 return False
-            current = replica.get(event.key)
             replica.local_put(event.key, merge_value(current.value if current else None,
                                                      event.value), now_ns)
         elif isinstance(event, Deleted):
