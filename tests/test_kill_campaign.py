@@ -47,7 +47,7 @@ from test_daemon_support import (  # noqa: F401  (fixtures)
 from csembed.lab.fault_proxy import FaultProxy, FaultProxyThread, Faults
 
 KILLS = int(os.environ.get("CSEMBED_KILLS", "30"))  # more for a longer local campaign
-SEED = 1010
+SEED = int(os.environ.get("CSEMBED_KILL_SEED", "1010"))  # another seed: other rounds
 LINK = Faults(bandwidth=3_000_000)
 
 

@@ -19,6 +19,15 @@ every peer refused it, in ``refused``. Content that a storage limit keeps
 out is *held back* (``status()["held_back"]``) and planned again when space
 may have freed: every ``HELD_BACK_RETRY`` seconds and after local deletions.
 Conflict copies are tracked by key for ``status()["conflicts"]``.
+
+**Crashes.** Records are committed before the disk is changed to match, so
+a kill in between must be made good at the next start (:meth:`Planner.start`,
+run before any peer's change is applied): every key is planned again
+(content wanted, folders made), every tombstone deleted locally, and every
+peer's rename not yet acknowledged (:meth:`Replica.departures`, written with
+the update) is followed then. A file that differs from its scan-cache row
+but hashes to the record's content is a landing the kill cut short: it is
+recorded (:meth:`FileStore.adopt`), not taken for a local edit.
 """
 
 from __future__ import annotations
