@@ -18,7 +18,8 @@ both trees must agree and match the model -- every edit present (as the file
 or, where a kill made the engine see a conflict, as a ``CONFLICT`` copy), no
 deleted file back, no content the test never wrote, no ``.!clearsky`` temp
 file under a visible name (a partial download kept for resuming is a hidden
-dot-file) -- and every database intact after the daemons stop.
+dot-file), no conflict copy identical to its file -- and every database
+intact after the daemons stop.
 """
 
 from __future__ import annotations
@@ -273,6 +274,8 @@ def test_sigkill_campaign_loses_nothing_and_corrupts_nothing(procs: Procs) -> No
         print(f"{kills} kills in {elapsed:.0f} s; moments (+ seen, - passed unseen): {seen}; "
               f"databases checked: {databases}; conflict copies: {len(conflicts)} "
               f"({len(duplicates)} identical to their file); temp files left: {temps}")
+        # a copy identical to its file is a conflict nobody caused (a landing cut short)
+        assert not duplicates, duplicates
         written = side_a.written | side_b.written
         for side in (side_a, side_b):
             for name, digest in side.model.items():
