@@ -126,26 +126,30 @@ class Planner:
             self.ctx.report.reject(record, reason)
 
     def _on_record_changed(self, record: Record, previous: Record | None) -> None:
-        departed = previous is not None and previous.live and previous.key != record.key
-        if departed:
-            assert previous is not None
-            # Acknowledged now unless _follow_rename acts on it (and acknowledges it).
-            self._followed.append((record.uuid, previous.key))
+        if not self._act_on_change(record, previous) and previous is not None \
+                and previous.live and previous.key != record.key:
+            self._followed.append((record.uuid, previous.key))  # nothing to do on disk
+
+    def _act_on_change(self, record: Record, previous: Record | None) -> bool:
+        """Follow a peer's change on disk; True when a rename was handed to
+        :meth:`_follow_rename` (which acknowledges it once done)."""
         if not is_file_key(record.key) and (previous is None or not is_file_key(previous.key)):
-            return  # another extension's record
+            return False  # another extension's record
         value = self.check_record(record)
         if record.live and value is None:
-            return
+            return False
+        followed = False
         if previous is not None and previous.live and is_file_key(previous.key):
             if record.live and previous.key != record.key:
-                self._followed.pop()
                 self._follow_rename(previous.key, record.key, record.uuid)
+                followed = True
             elif record.deleted:
                 self.delete_local(previous.key)
         if is_file_key(record.key):
             self.ctx.dirty.add(record.key)
         if previous is not None and previous.key != record.key:
             self.ctx.dirty.add(previous.key)
+        return followed
 
     def _follow_rename(self, old: str, new: str, uuid: str) -> None:
         """A peer renamed record ``uuid`` from ``old`` to ``new``: move the file too.
