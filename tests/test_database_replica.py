@@ -377,6 +377,26 @@ def test_rename_keeps_uuid_and_value_and_spreads():
         assert (got.uuid, got.value) == (original.uuid, {"x": 1})
 
 
+def test_a_peers_rename_is_kept_as_a_departure_until_acted_on(tmp_path):
+    net = MemoryNetwork()
+    net.add("a", replica("a"))
+    net.add("b", replica("b", path=tmp_path / "b.sqlite3"))
+    net.connect("a", "b")
+    original = put(net, "a", "old", {"x": 1}, 1000)
+    net.settle()
+    written = net.replicas["a"].local_rename("old", "new", 2000)
+    net.route("a", written.outgoing)
+    net.settle()
+    assert net.replicas["a"].departures() == []  # its own rename: done on its side already
+    b = net.replicas["b"]
+    assert b.departures() == [(original.uuid, "old")]
+    b.store.close()  # a crash before acting: the departure is still there
+    b = replica("b", path=tmp_path / "b.sqlite3")
+    assert b.departures() == [(original.uuid, "old")]
+    b.acted_on(b.departures())
+    assert b.departures() == []
+
+
 def test_rename_onto_a_taken_key_or_missing_key_is_refused():
     a = replica("a")
     a.local_put("x", 1, 1)

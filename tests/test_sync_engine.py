@@ -342,6 +342,30 @@ def test_disconnected_download_resumes_with_a_range_request(tmp_path):
     assert not [p for p in b.root.iterdir() if p.name.endswith(".!clearsky")]
 
 
+def test_a_partial_of_a_version_no_longer_wanted_is_removed_at_once(tmp_path):
+    board = small_board(chunk_size=64 * 1024, max_bytes_in_flight=256 * 1024)
+    a, b, wire = pair(tmp_path, a={"board": board}, b={"board": board})
+    a.write("big.bin", os.urandom(2_000_000))
+    a.write("other.bin", os.urandom(2_000_000))
+    a.scan()
+    b.scan()
+    while len(b.engine.transfers()) < 2 or min(t["done"] for t in b.engine.transfers()) == 0:
+        assert wire.step(limit=64 * 1024)
+    wire.disconnect()
+    temps = sorted(p.name for p in b.root.iterdir() if p.name.endswith(".!clearsky"))
+    assert len(temps) == 2
+    (a.root / "big.bin").unlink()  # superseded while B holds a partial of it
+    a.write("other.bin", b"a newer, smaller version")
+    a.scan()
+    wire.connect()
+    while wire.step(limit=64 * 1024):  # B learns of the deletion and the new version
+        pass
+    b.scan()
+    assert not [p for p in b.root.iterdir() if p.name.endswith(".!clearsky")]
+    settle([a, b], [wire])
+    assert b.tree() == a.tree()
+
+
 def test_presence_filter_nothing_means_no_requests_until_present(tmp_path):
     b = Node(tmp_path, "b", seed=2)
     rogue = RawPeer(b, presence=b"\x00")

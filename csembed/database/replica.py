@@ -50,7 +50,7 @@ nothing. The application learns about changes and conflicts from
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -166,7 +166,11 @@ class ConflictKind(Enum):
 
 @dataclass(frozen=True)
 class RecordChanged:
-    """A record's winning version changed (``conn_id`` None: a local write)."""
+    """A record's winning version changed (``conn_id`` None: a local write).
+
+    When a peer's update moved the record to another key, the old key is also
+    noted durably (:meth:`Replica.departures`) until :meth:`Replica.acted_on`.
+    """
 
     record: Record
     previous: Record | None
@@ -475,6 +479,10 @@ class Replica:
                 events.append(Conflict(ConflictKind.CONCURRENT, winner, loser, conn_id))
         if previous is None or previous.dot != winner.dot:
             events.append(RecordChanged(winner, previous, conn_id))
+            if conn_id is not None and previous is not None and previous.live \
+                    and previous.key != winner.key:
+                # Durable with the update until the application acted on it.
+                store.note_departure(uuid, previous.key)
             if check_key and winner.live and (
                 previous is None or previous.deleted or previous.key != winner.key
             ):
@@ -676,6 +684,18 @@ class Replica:
     def records(self, *, include_deleted: bool = False) -> Iterator[Record]:
         """Every record's winning version, streamed."""
         return self.store.iter_visible(include_deleted=include_deleted)
+
+    def departures(self) -> list[tuple[str, str]]:
+        """``(uuid, old_key)`` of every peer's rename not yet acted on (see
+        :meth:`acted_on`): at start, the ones a crash interrupted."""
+        return self.store.departures()
+
+    def acted_on(self, departures: Iterable[tuple[str, str]]) -> None:
+        """The application followed these renames on its side (one transaction)."""
+        items = list(departures)
+        if items:
+            with self.store.transaction():
+                self.store.forget_departures(items)
 
     def take_events(self) -> list[DatabaseEvent]:
         """Events since the last call, oldest first (the runtime drains after each call)."""

@@ -25,6 +25,11 @@ Tables:
     Highest revision received from (or, for ourselves, written by) each peer:
     the ``since`` map of ``database.get_updates``, kept here rather than found
     by scanning.
+``departures``
+    ``(uuid, old_key)`` for each key a peer's update moved a record away from
+    (a rename), written in the update's transaction and removed when the
+    application says it acted on it (moved the file): a crash in between is
+    found again at start (:meth:`Replica.departures`).
 ``meta``
     Schema version, this replica's peer ID and its 64-bit revision counter.
 
@@ -89,6 +94,11 @@ CREATE INDEX IF NOT EXISTS records_visible_key ON records (key) WHERE visible = 
 CREATE TABLE IF NOT EXISTS peer_revisions (
     peer TEXT PRIMARY KEY,
     revision INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS departures (
+    uuid TEXT NOT NULL,
+    old_key TEXT NOT NULL,
+    PRIMARY KEY (uuid, old_key)
 ) WITHOUT ROWID;
 """
 
@@ -332,6 +342,25 @@ class Store:
                 " ON CONFLICT (peer) DO UPDATE SET revision = excluded.revision",
                 (peer, revision),
             )
+
+    # -- departures: keys a peer's update moved a record away from -------------
+
+    def note_departure(self, uuid: str, old_key: str) -> None:
+        """Record (with the update, in its transaction) that ``uuid`` left ``old_key``."""
+        self._need_transaction()
+        self._execute("INSERT OR IGNORE INTO departures (uuid, old_key) VALUES (?, ?)",
+                      (uuid, old_key))
+
+    def departures(self) -> list[tuple[str, str]]:
+        """Every (uuid, old_key) noted and not yet forgotten."""
+        return [(str(u), str(k)) for u, k in
+                self._execute("SELECT uuid, old_key FROM departures").fetchall()]
+
+    def forget_departures(self, items: Iterable[tuple[str, str]]) -> None:
+        """The application acted on these departures."""
+        self._need_transaction()
+        self._db.executemany("DELETE FROM departures WHERE uuid = ? AND old_key = ?",
+                             list(items))
 
     # -- versions --------------------------------------------------------------
 

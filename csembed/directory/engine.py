@@ -326,6 +326,7 @@ class ShareEngine:
         if not self._database_inbox:
             return
         ctx = self._ctx
+        ctx.planner.start()
         inbox, self._database_inbox = self._database_inbox, []
         with ctx.replica.batch() as batch:
             for conn_id, message in inbox:

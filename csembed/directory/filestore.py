@@ -75,6 +75,10 @@ out of space anyway (``ENOSPC``/``EDQUOT``) removes the temp and raises
 elsewhere in the share (scan cache) or in the archive is copied through the
 same temp-verify-rename path instead of being downloaded.
 
+**Adopting** (:meth:`FileStore.adopt`): a file that differs from its cache
+row yet hashes to the content its record wants is recorded as in place --
+a landing whose cache commit a crash cut off -- rather than taken for an edit.
+
 **Conflicts**: :meth:`FileStore.conflict_key` names the loser
 ``name.CONFLICT.xxxxxxxx.ext`` with eight alphanumerics from the injected RNG.
 
@@ -88,6 +92,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import os
 import random
 import stat
@@ -345,6 +350,45 @@ class FileStore:
         except (DirectoryError, OSError):
             return False
         return False
+
+    def adopt(self, key: str, value: FileValue) -> bool:
+        """Whether the file at ``key``, though not what the scan cache recorded,
+        already holds ``value``'s content; if so it is recorded now.
+
+        The content hash tells the truth where the cache cannot: a download
+        renamed into place just before a crash, its cache row not yet
+        committed, is the record's version -- not a local edit to keep aside.
+        Only a regular file of the right size that differs from its cache row
+        is hashed (one ``io_buffer`` at a time).
+        """
+        if value.is_directory or value.sha256 is None or value.size is None:
+            return False
+        try:
+            with self.mapper.locate(key) as loc:
+                info = loc.lstat()
+                recorded = self.cache.get(key)
+                if info is None or not stat.S_ISREG(info.st_mode) \
+                        or info.st_size != value.size \
+                        or (recorded is not None and _matches(info, recorded)):
+                    return False
+                fd = os.open(loc.name, _READ_FLAGS, dir_fd=loc.dir_fd)
+                try:
+                    digest = hashlib.sha256()
+                    while chunk := os.read(fd, self.io_buffer):
+                        digest.update(chunk)
+                    after = os.fstat(fd)
+                finally:
+                    os.close(fd)
+        except (DirectoryError, OSError):
+            return False
+        if digest.hexdigest() != value.sha256 or (after.st_size, after.st_mtime_ns,
+                                                   after.st_ino) != (info.st_size,
+                                                                     info.st_mtime_ns,
+                                                                     info.st_ino):
+            return False
+        self.cache.put(cached_entry(key, after, value.sha256))
+        self.cache.commit()
+        return True
 
     def _sync_dir(self, dir_fd: int) -> None:
         if self.write_policy == "normal":

@@ -16,7 +16,9 @@ Deletions free space, so downloads held back by a limit are tried again.
 A read-only share sends nothing: a local edit of a synced file is moved
 aside to ``name.CONFLICT.xxxxxxxx.ext`` (so the user's work stays) and the
 share's version is restored; local additions stay local. Both are reported
-in ``status()["notices"]``. Our own stale temp files are removed here too.
+in ``status()["notices"]``. Our own temp files are cleaned up here too: a
+partial download of a version no longer wanted goes at once, one still
+wanted stays for resuming (unless untouched for ``STALE_TEMP_SECONDS``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from csembed.database import LocalWriteError
 from csembed.directory.errors import DirectoryError, RecordError, ShareUnavailable
 from csembed.directory.pacing import next_scan_delay
+from csembed.directory.paths import TEMP_SUFFIX
 from csembed.directory.records import FileValue, merge_value
 from csembed.directory.scan_cache import CachedEntry
 from csembed.directory.scanner import Added, Deleted, Modified, Moved, ScanPass, ScanResult
@@ -131,6 +134,7 @@ class LocalChanges:
             ctx.local.scanner.commit(result)
             for event in result.events:
                 self._read_only_change(event)
+            self._clean_temps(result, now)
             return
         now_ns = int(now * 1e9)
         fresh: list[str] = []
@@ -185,12 +189,16 @@ class LocalChanges:
         replica = self.ctx.replica
         conflicts = self.ctx.conflicts
         if isinstance(event, Added | Modified):
+            current = replica.get(event.key)
+            if current is not None and merge_value(current.value, event.value) == current.value:
+                # The record already says exactly this (a landing whose cache row
+                # a crash lost): no edit to write, nothing to keep aside.
+                return True
             previous = event.previous if isinstance(event, Modified) else None
             unseen = conflicts.unseen_remote(event.key, previous)
             if unseen is not None and str(unseen.value.get("sha256")).lower() \
                     != event.value.sha256 and not conflicts.keep_unseen(unseen):
                 return False
-            current = replica.get(event.key)
             replica.local_put(event.key, merge_value(current.value if current else None,
                                                      event.value), now_ns)
         elif isinstance(event, Deleted):
@@ -252,10 +260,22 @@ class LocalChanges:
         ctx.dirty.add(key)
 
     def _clean_temps(self, result: ScanResult, now: float) -> None:
+        """Remove partial downloads of versions no longer wanted (superseded,
+        deleted); keep the wanted ones for resuming unless untouched for
+        ``STALE_TEMP_SECONDS``."""
+        planner = self.ctx.planner
+        planner.start()  # after a restart: know what is wanted before judging
+        wanted = {sha[:16] for sha in planner.wants}
         older = int((now - STALE_TEMP_SECONDS) * 1e9)
         for path in result.temp_files:
+            cutoff = older if _temp_sha_prefix(path) in wanted else int(now * 1e9)
             try:
-                self.ctx.local.store.remove_stale_temp(path, older_than_ns=older)
+                self.ctx.local.store.remove_stale_temp(path, older_than_ns=cutoff)
             except (DirectoryError, OSError):
                 pass
+
+
+def _temp_sha_prefix(path: str) -> str:
+    """The SHA-256 prefix in a temp name (``.<name>.<16 hex digits>.!clearsky``)."""
+    return path[:-len(TEMP_SUFFIX)].rsplit(".", 1)[-1] if path.endswith(TEMP_SUFFIX) else ""
 

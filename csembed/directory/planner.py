@@ -19,6 +19,15 @@ every peer refused it, in ``refused``. Content that a storage limit keeps
 out is *held back* (``status()["held_back"]``) and planned again when space
 may have freed: every ``HELD_BACK_RETRY`` seconds and after local deletions.
 Conflict copies are tracked by key for ``status()["conflicts"]``.
+
+**Crashes.** Records are committed before the disk is changed to match, so
+a kill in between must be made good at the next start (:meth:`Planner.start`,
+run before any peer's change is applied): every key is planned again
+(content wanted, folders made), every tombstone deleted locally, and every
+peer's rename not yet acknowledged (:meth:`Replica.departures`, written with
+the update) is followed then. A file that differs from its scan-cache row
+but hashes to the record's content is a landing the kill cut short: it is
+recorded (:meth:`FileStore.adopt`), not taken for a local edit.
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ class Planner:
         self._values: dict[tuple[str, tuple[str, int]], tuple[str, FileValue]] = {}
         self._full_plan = True
         self._held_retry_at: float | None = None
+        self._followed: list[tuple[str, str]] = []  #: departures acted on, to acknowledge
 
     # -- database events ---------------------------------------------------------------
 
@@ -75,6 +85,7 @@ class Planner:
         while True:
             events = ctx.replica.take_events()
             if not events:
+                self._acknowledge()
                 return
             for event in events:
                 if isinstance(event, Conflict):
@@ -115,33 +126,75 @@ class Planner:
             self.ctx.report.reject(record, reason)
 
     def _on_record_changed(self, record: Record, previous: Record | None) -> None:
+        if not self._act_on_change(record, previous) and previous is not None \
+                and previous.live and previous.key != record.key:
+            self._followed.append((record.uuid, previous.key))  # nothing to do on disk
+
+    def _act_on_change(self, record: Record, previous: Record | None) -> bool:
+        """Follow a peer's change on disk; True when a rename was handed to
+        :meth:`_follow_rename` (which acknowledges it once done)."""
         if not is_file_key(record.key) and (previous is None or not is_file_key(previous.key)):
-            return  # another extension's record
+            return False  # another extension's record
         value = self.check_record(record)
         if record.live and value is None:
-            return
+            return False
+        followed = False
         if previous is not None and previous.live and is_file_key(previous.key):
             if record.live and previous.key != record.key:
-                self._follow_rename(previous.key, record.key)
+                self._follow_rename(previous.key, record.key, record.uuid)
+                followed = True
             elif record.deleted:
                 self.delete_local(previous.key)
         if is_file_key(record.key):
             self.ctx.dirty.add(record.key)
         if previous is not None and previous.key != record.key:
             self.ctx.dirty.add(previous.key)
+        return followed
 
-    def _follow_rename(self, old: str, new: str) -> None:
+    def _follow_rename(self, old: str, new: str, uuid: str) -> None:
+        """A peer renamed record ``uuid`` from ``old`` to ``new``: move the file too.
+
+        Acknowledged to the replica once done (:meth:`Replica.acted_on`); a
+        crash before that is followed at the next start (:meth:`_plan_everything`).
+        """
         local = self.ctx.local
         cached = local.cache.get(old)
-        if cached is None or new in local.cache:
-            return
-        if not local.selection.fetches(new, cached.is_dir) or not local.selection.in_subtree(new):
-            self.delete_local(old)
-            return
         try:
-            local.store.rename_local(old, new)
-        except (DirectoryError, OSError) as exc:
-            log.info("could not follow the rename of %s to %s: %s", old, new, exc)
+            if cached is None:
+                return
+            if new in local.cache or not local.selection.fetches(new, cached.is_dir) \
+                    or not local.selection.in_subtree(new):
+                # Nothing to move it to (the new name is filled already, or not
+                # kept here): the record left ``old``, so its file goes.
+                self.delete_local(old)
+                return
+            try:
+                local.store.rename_local(old, new)
+            except (DirectoryError, OSError) as exc:
+                log.info("could not follow the rename of %s to %s: %s", old, new, exc)
+        finally:
+            self._followed.append((uuid, old))
+
+    def _follow_departures(self) -> None:
+        """At start: follow the peers' renames a crash kept us from acting on."""
+        replica = self.ctx.replica
+        for uuid, old in replica.departures():
+            current = replica.get_uuid(uuid)
+            if current is not None and current.live and current.key != old \
+                    and is_file_key(old) and is_file_key(current.key) \
+                    and self.check_record(current) is not None:
+                self._follow_rename(old, current.key, uuid)
+                continue
+            if is_file_key(old):
+                self.delete_local(old)  # renamed, then deleted or renamed back: checked there
+            self._followed.append((uuid, old))
+        self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        """Tell the replica which departures were acted on (one transaction)."""
+        if self._followed:
+            followed, self._followed = self._followed, []
+            self.ctx.replica.acted_on(followed)
 
     def delete_local(self, key: str) -> None:
         """A record went: archive and remove its file, unless it changed unseen."""
@@ -162,6 +215,12 @@ class Planner:
 
     # -- planning ----------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Reconcile the disk with the records as they stand before any peer's change
+        is applied (the first full plan: crashes cut short renames and landings)."""
+        if self._full_plan:
+            self.plan_dirty()
+
     def plan_dirty(self) -> None:
         """Plan every dirty key (all of them once, at start)."""
         ctx = self.ctx
@@ -175,6 +234,7 @@ class Planner:
                 self._plan(key)
 
     def _plan_everything(self) -> None:
+        self._follow_departures()  # first: a move, not a copy, fills the new names
         deleted: list[str] = []
         for record in self.ctx.replica.records(include_deleted=True):
             if not is_file_key(record.key):
@@ -220,6 +280,12 @@ class Planner:
             if value.unix_mode is not None and (value.unix_mode & _MODE_BITS) != (
                     cached.mode & _MODE_BITS) and record.last_updated_by != ctx.replica.peer_id:
                 self._apply_mode(key, value.unix_mode & _MODE_BITS, cached)
+            return
+        if ctx.local.store.adopt(key, value):
+            # Already here, unrecorded: a landing a crash cut short (or the same
+            # bytes put there by hand). Not a local edit, nothing to fetch.
+            self.unwant(key)
+            ctx.report.release(key)
             return
         if (record.uuid, record.dot) in ctx.conflicts.kept and \
                 ctx.local.store.changed_unseen(key):
