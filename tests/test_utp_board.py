@@ -147,10 +147,38 @@ def test_socket_caps_connections_at_the_boards_figure() -> None:
                 answers.append(answer.type)
             assert answers == [ST_STATE, ST_STATE, ST_STATE, ST_RESET]
             assert len(accepted) == 3
+            transport = accepted[0]
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.set_write_buffer_limits(high=8 * MiB)  # as the session stream asks
+            assert transport.get_write_buffer_limits() == (limits.write_high // 2,
+                                                            limits.write_high)
             with pytest.raises(ConnectionError, match="3 connections"):
                 await endpoint.connect("127.0.0.1", 9, asyncio.Protocol)
         finally:
             client.close()
             endpoint.close()
+
+    asyncio.run(main())
+
+
+def test_connection_manager_opens_its_utp_socket_with_the_boards_limits() -> None:
+    from csembed.protocol.core import CoreConfig
+    from csembed.protocol.core_access import CredentialRegistry
+    from csembed.runtime.connection_manager import ConnectionManager
+    from csembed.runtime.rate_limit import DaemonRateLimits
+
+    async def main() -> None:
+        manager = ConnectionManager(object(), CredentialRegistry(),  # type: ignore[arg-type]
+                                    CoreConfig(), limits=DaemonRateLimits.from_rates(0, 0),
+                                    max_connections=4)
+        manager.utp_limits = board_limits(load_board("wifi-piano").memory)
+        await manager.listen("127.0.0.1", 0)
+        try:
+            assert manager.utp is not None
+            assert manager.utp.config.recv_window == manager.utp.config.max_cwnd == 256 * KiB
+            assert manager.utp.max_connections == 68
+            assert manager.utp.write_high == 256 * KiB
+        finally:
+            await manager.close()
 
     asyncio.run(main())

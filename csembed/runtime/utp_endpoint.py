@@ -181,6 +181,9 @@ class UtpTransport(asyncio.Transport):
         cap = self._endpoint.write_high  # the board's share bounds any caller's figure
         self._high = cap if high is None else min(cap, high)
 
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._high // 2, self._high
+
     def get_write_buffer_size(self) -> int:
         return self.conn.send_buffered
 
