@@ -80,6 +80,8 @@ def _with(data: bytes, offset: int, value: bytes) -> bytes:
     (RESPONSE[:59], "59 bytes"),
     (RESPONSE[:56], "MAP answer of 56"),
     (RESPONSE[:58], "58 bytes"),
+    (RESPONSE[:8], "8 bytes"),  # a header cut short
+    (RESPONSE[:20], "20 bytes"),
     (RESPONSE + b"\0" * 1100, "bytes"),
     (_with(RESPONSE, 1, b"\x01"), "not a PCP MAP answer"),  # a request, not an answer
     (_with(RESPONSE, 1, b"\x82"), "not a PCP MAP answer"),  # PEER, not MAP
@@ -116,10 +118,11 @@ def test_version_negotiation_both_ways() -> None:
         natpmp.parse_response(_with(RESPONSE, 3, b"\x01")[:24])
 
 
-@given(st.binary(max_size=1200))
-def test_garbage_raises_only_pcp_errors(data: bytes) -> None:
+@given(st.sampled_from([b"", b"\x02\x81\x00\x00", b"\x00\x81\x00\x01", RESPONSE[:24],
+                        RESPONSE]), st.binary(max_size=1200))
+def test_garbage_raises_only_pcp_errors(prefix: bytes, data: bytes) -> None:
     try:
-        parse(data)
+        parse(prefix + data)
     except pcp.PcpError:
         pass
 

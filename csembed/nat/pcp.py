@@ -153,7 +153,7 @@ def parse_map_response(data: bytes, *, nonce: bytes, protocol: str,
         if data[3] == 1:
             raise PcpVersionError(data[0])
         raise PcpError(f"PCP answer of version {data[0]}")
-    if len(data) > MAX_MESSAGE or len(data) % 4:
+    if len(data) > MAX_MESSAGE or len(data) % 4 or len(data) < 24:
         raise PcpError(f"PCP answer of {len(data)} bytes")
     result = data[3]
     lifetime, epoch = struct.unpack_from("!II", data, 4)
