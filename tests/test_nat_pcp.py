@@ -14,6 +14,9 @@ from csembed.nat import natpmp, pcp
 from csembed.runtime.port_mapping import PortMapper
 
 NONCE = bytes(range(1, 13))
+SLOW = 5.0
+"""First resend on loopback: no resend on a loaded machine, and a refusal not taken as
+final would wait ~75 s and hit the tests' 30 s limit."""
 
 # RFC 6887 7.1 + 11.1, field by field: version 2, opcode MAP, reserved, lifetime 3600,
 # client ::ffff:192.0.2.33, nonce, protocol 6, reserved, internal port 40121,
@@ -195,7 +198,7 @@ def _mapper(port: int, gateway_port: int) -> PortMapper:
     counter = iter(range(1, 100))
     return PortMapper(40121, udp=True, lease=600, methods=("pcp", "nat-pmp"),
                       gateway="127.0.0.1", gateway_port=gateway_port,
-                      rng=lambda n: bytes([next(counter)]) * n)
+                      rng=lambda n: bytes([next(counter)]) * n, first_wait=SLOW)
 
 
 def test_pcp_maps_renews_and_deletes() -> None:
@@ -254,7 +257,7 @@ async def _pcp_only_gateway_is_named_by_the_natpmp_client() -> None:
     gateway, port, transport = await _gateway("pcp")
     try:
         mapper = PortMapper(40121, udp=False, methods=("nat-pmp",), gateway="127.0.0.1",
-                            gateway_port=port)
+                            gateway_port=port, first_wait=SLOW)
         await mapper.refresh()
         assert mapper.external is None and "speaks PCP version 2" in (mapper.error or "")
         assert len(gateway.requests) == 1  # a refusal ends the exchange: no resends
@@ -270,7 +273,7 @@ async def _refusal_is_reported_at_once_and_junk_is_ignored() -> None:
     gateway, port, transport = await _gateway("refuse")
     try:
         mapper = PortMapper(40121, udp=False, methods=("pcp",), gateway="127.0.0.1",
-                            gateway_port=port)
+                            gateway_port=port, first_wait=SLOW)
         await mapper.refresh()
         assert mapper.external is None and "NOT_AUTHORIZED" in (mapper.error or "")
         assert len(gateway.requests) == 1

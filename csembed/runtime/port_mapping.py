@@ -90,13 +90,15 @@ class PortMapper:
 
     def __init__(self, port: int, *, udp: bool, lease: int = 3600,
                  methods: tuple[str, ...] = METHODS, gateway: str | None = None,
-                 gateway_port: int = natpmp.NATPMP_PORT, rng: Rng = default_rng) -> None:
+                 gateway_port: int = natpmp.NATPMP_PORT, rng: Rng = default_rng,
+                 first_wait: float = 0.25) -> None:
         if not methods or set(methods) - set(METHODS):
             raise ValueError(f"port mapping methods must be among {METHODS}")
         self.port = port
         self.methods = methods
         self.gateway = gateway  #: PCP/NAT-PMP gateway; None: the default route's
         self.gateway_port = gateway_port
+        self.first_wait = first_wait  #: PCP/NAT-PMP: first resend after this, doubling
         self._rng = rng
         self._pcp_nonces: dict[str, bytes] = {}  #: protocol -> the mapping's nonce
         self._pcp_client: str | None = None
@@ -243,7 +245,7 @@ class PortMapper:
             _Collector, remote_addr=(self._natpmp_gateway, self.gateway_port))
         try:
             request = make(str(transport.get_extra_info("sockname")[0]))
-            wait = 0.25
+            wait = self.first_wait
             for _ in range(4):
                 transport.sendto(request)
                 with contextlib.suppress(TimeoutError):
