@@ -9,7 +9,9 @@ opcode + 128, a result code (0 = success) and the gateway's seconds since
 its mappings were last lost (the epoch). RFC 6886 resends a request after
 250 ms, doubling, up to nine times; the runtime asks fewer times, since a
 gateway that speaks NAT-PMP answers the first. PCP (RFC 6887), NAT-PMP's
-successor on the same port, is not spoken.
+successor on the same port, is in :mod:`csembed.nat.pcp`; a PCP-only
+gateway answers a NAT-PMP request with a version-2 "unsupported version"
+answer, which :func:`parse_response` names as such (RFC 6887 9).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Final
 __all__ = [
     "NATPMP_PORT",
     "NatPmpError",
+    "NatPmpRefused",
     "NatPmpResponse",
     "external_address_request",
     "mapping_request",
@@ -38,6 +41,10 @@ RESULTS: Final = {1: "unsupported version", 2: "not authorized or refused",
 
 class NatPmpError(ValueError):
     """A datagram that is not a usable NAT-PMP answer, or a refusal."""
+
+
+class NatPmpRefused(NatPmpError):
+    """A real answer that says no: a result code, or PCP's "unsupported version"."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +72,14 @@ def mapping_request(protocol: str, internal_port: int, external_port: int,
 
 def parse_response(data: bytes) -> NatPmpResponse:
     """Parse an answer; a non-zero result code raises :class:`NatPmpError`."""
+    if len(data) >= 4 and data[0] >= 2 and data[1] >= 128 and data[3] == 1:
+        raise NatPmpRefused(f"gateway speaks PCP version {data[0]}, not NAT-PMP")
     if len(data) < 8 or data[0] != 0 or data[1] < 128:
         raise NatPmpError("not a NAT-PMP answer")
     op = data[1] - 128
     result, epoch = struct.unpack_from("!HI", data, 2)
     if result:
-        raise NatPmpError(f"gateway refused NAT-PMP opcode {op}: "
+        raise NatPmpRefused(f"gateway refused NAT-PMP opcode {op}: "
                           f"{RESULTS.get(result, f'result {result}')}")
     if op == OP_EXTERNAL:
         if len(data) != 12:

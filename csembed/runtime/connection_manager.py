@@ -66,7 +66,7 @@ from csembed.runtime.peer_link import LinkResult, PeerLink
 from csembed.runtime.rate_limit import DaemonRateLimits
 from csembed.runtime.session_stream import SessionStream, connect, serve
 from csembed.runtime.share_runtime import ShareRuntime
-from csembed.runtime.utp_endpoint import UtpEndpoint, connect_utp, serve_utp
+from csembed.runtime.utp_endpoint import UtpEndpoint, UtpLimits, connect_utp, serve_utp
 from csembed.security.rate_limit import RateLimiter as AuthLimiter
 from csembed.security.sodium_version import check_sodium
 
@@ -202,6 +202,7 @@ class ConnectionManager:
         self._auth_limiter = AuthLimiter()
         self.utp_enabled = True  #: listen() also opens uTP on the same port number (UDP)
         self.utp: UtpEndpoint | None = None
+        self.utp_limits: UtpLimits | None = None  #: the board's windows and cap for uTP
         self._server_v4: asyncio.Server | None = None  #: IPv4 beside ``::`` (dual stack)
         self.paused = False
 
@@ -248,7 +249,7 @@ class ConnectionManager:
                 log.warning("IPv4 unavailable beside IPv6 on port %d: %s", sockname[1], exc)
         if self.utp_enabled:
             try:
-                self.utp = await UtpEndpoint.open(host, int(sockname[1]))
+                self.utp = await UtpEndpoint.open(host, int(sockname[1]), limits=self.utp_limits)
                 serve_utp(self.utp, self.registry, self._accepted, lambda: self.core,
                           limiter=self._auth_limiter)
             except OSError as exc:

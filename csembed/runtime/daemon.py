@@ -92,7 +92,7 @@ from csembed.runtime.status_views import (
     transfer_views,
     unloadable_view,
 )
-from csembed.runtime.utp_endpoint import UtpEndpoint
+from csembed.runtime.utp_endpoint import UtpEndpoint, board_limits
 from csembed.security.keys import READ_ONLY, READ_WRITE, ShareKeys, new_peer_id
 
 __all__ = ["Daemon", "DaemonError", "DaemonOptions"]
@@ -181,6 +181,7 @@ class Daemon:
                                          max_connections=self.board.memory.max_connections)
         host, port = self.options.listen
         self.manager.utp_enabled = self.options.reach.utp
+        self.manager.utp_limits = board_limits(self.board.memory)
         try:
             self.listen_address = await self.manager.listen(host, port)
         except OSError as exc:

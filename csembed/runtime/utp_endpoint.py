@@ -28,20 +28,28 @@ reports is the one peers reach our uTP at, and dialling a peer's ``utp:``
 address while it dials ours (both learned from the tracker) punches the
 holes in both NATs: each side's SYNs open its own NAT for the other's,
 repeated every second until one gets through.
+
+*Memory* follows the board (:func:`board_limits`): each connection gets an
+equal share of ``memory.max_bytes_in_flight`` over ``memory.max_connections``
+as its receive window, congestion-window cap and write high-water mark, and
+the socket holds at most ``max_connections + max_handshakes`` connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
 import random
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from csembed.board_profile import MemoryLimits
 from csembed.nat.stun import StunError, StunProbe, is_stun, parse_response
 from csembed.protocol.core import CoreConfig, PeerConnection
 from csembed.protocol.core_access import CredentialRegistry, Grant
@@ -59,7 +67,8 @@ from csembed.transport.utp_packet import (
     looks_like_utp,
 )
 
-__all__ = ["PUNCH", "UtpEndpoint", "UtpTransport", "connect_utp", "serve_utp"]
+__all__ = ["PUNCH", "UtpEndpoint", "UtpLimits", "UtpTransport", "board_limits", "connect_utp",
+           "serve_utp"]
 
 log = logging.getLogger("csembed.utp")
 
@@ -73,7 +82,39 @@ SOCKET_BUFFER = 4 << 20
 PUNCH = b"\x00"
 """What we send only to open our own NAT towards a peer (nat.md); ignored on arrival."""
 
+MIN_WINDOW_PACKETS = 4
+"""A board's per-connection share never shrinks a window below this many packets."""
+
 Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class UtpLimits:
+    """What a board allows one uTP socket: per-connection windows and a connection cap."""
+
+    config: UtpConfig
+    max_connections: int
+    write_high: int
+
+
+def board_limits(memory: MemoryLimits, base: UtpConfig | None = None) -> UtpLimits:
+    """The uTP windows and connection cap a board's memory budget allows.
+
+    One connection's share is ``max_bytes_in_flight // max_connections``; the
+    receive window, the congestion-window cap and the write high-water mark are
+    each the smaller of that share and ``base``'s figure (never below
+    :data:`MIN_WINDOW_PACKETS` packets). Connections on the socket, handshaking
+    or carrying, are capped at ``max_connections + max_handshakes`` (and
+    :data:`MAX_CONNECTIONS`)."""
+    base = base or UtpConfig()
+    share = memory.max_bytes_in_flight // max(1, memory.max_connections)
+    floor = MIN_WINDOW_PACKETS * base.packet_size
+    config = dataclasses.replace(base, recv_window=max(floor, min(base.recv_window, share)),
+                                 max_cwnd=max(floor, min(base.max_cwnd, share)))
+    return UtpLimits(config=config,
+                     max_connections=min(MAX_CONNECTIONS,
+                                         memory.max_connections + memory.max_handshakes),
+                     write_high=max(floor, min(WRITE_HIGH, share)))
 
 
 def _plain(address: Any) -> Address:
@@ -97,7 +138,7 @@ class UtpTransport(asyncio.Transport):
         self._protocol: asyncio.BaseProtocol | None = None
         self._reading = True
         self._write_paused = False
-        self._high = WRITE_HIGH
+        self._high = endpoint.write_high
         self._closing = False
         self._lost = False
         self._timer: asyncio.TimerHandle | None = None
@@ -137,7 +178,11 @@ class UtpTransport(asyncio.Transport):
             self._endpoint.loop.call_soon(self.service)
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._high = WRITE_HIGH if high is None else high
+        cap = self._endpoint.write_high  # the board's share bounds any caller's figure
+        self._high = cap if high is None else min(cap, high)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._high // 2, self._high
 
     def get_write_buffer_size(self) -> int:
         return self.conn.send_buffered
@@ -247,9 +292,14 @@ class UtpEndpoint:
 
     def __init__(self, *, config: UtpConfig | None = None,
                  rng: Callable[[int], int] | None = None,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, write_high: int = WRITE_HIGH,
+                 limits: UtpLimits | None = None) -> None:
         self.loop = asyncio.get_running_loop()
+        if limits is not None:
+            config, max_connections, write_high = (limits.config, limits.max_connections,
+                                                   limits.write_high)
         self.max_connections = max_connections
+        self.write_high = write_high
         self.config = config or UtpConfig()
         self._rng = rng or random.SystemRandom().randrange
         self.sock: socket.socket | None = None
@@ -400,6 +450,8 @@ class UtpEndpoint:
                       ) -> tuple[UtpTransport, asyncio.BaseProtocol]:
         """Dial ``host:port``; returns once the peer answered (``ConnectionError`` if not)."""
         address = await self._resolve(host, port)
+        if len(self._conns) >= self.max_connections:
+            raise ConnectionError(f"uTP socket holds its {self.max_connections} connections")
         conn = UtpConnection.dial(self.loop.time(), self._rng, self.config)
         transport = UtpTransport(self, conn, address)
         self._conns[(address, conn.recv_id)] = transport

@@ -467,8 +467,9 @@ class UtpConnection:
         if ahead > 1 and (ahead > 0x2000 or self._reorder_bytes + len(packet.payload)
                           > self.config.recv_window):
             return  # out of window
-        if ahead == 1 and self._unread > 2 * self.config.recv_window:
-            return  # the application stopped reading and the sender ignores our window
+        if ahead == 1 and (self._unread + self._reorder_bytes + len(packet.payload)
+                           > self.config.recv_window):
+            return  # past our window (a probe, or a sender ignoring it): the ack says so
         if packet.type == ST_FIN:
             self._peer_fin = packet.seq_nr
         self._reorder[packet.seq_nr] = (packet.type, packet.payload)
