@@ -45,7 +45,7 @@ from typing import Final
 import nacl.bindings as sodium
 
 from csembed.errors import CsembedError
-from csembed.protocol.wire import NEED_DATA, _NeedData
+from csembed.need_data import NEED_DATA, NeedData
 from csembed.security.errors import (
     AuthenticationFailed,
     HandshakeError,
@@ -297,7 +297,7 @@ class SecureSession:
         if self.state not in (State.FAILED, State.CLOSED) and not self._eof:
             self._end += nbytes
 
-    def next_event(self) -> SessionEvent | _NeedData:
+    def next_event(self) -> SessionEvent | NeedData:
         """The next event, or :data:`NEED_DATA` when more input (or time) is needed."""
         while not self._events:
             if self.state in (State.FAILED, State.CLOSED) or not self._step():
