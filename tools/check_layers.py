@@ -36,7 +36,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
                  "nat", "transport"),
     "native": ("native", "_native"),
     # Leaf modules every layer may use: errors, units, parsed settings, sentinels.
-    "base": ("__init__", "errors", "units", "access_code", "board_profile", "need_data"),
+    "base": ("__init__", "errors", "units", "access_code", "board_profile", "need_data",
+             "atomic_file"),
 }
 
 ROOT_PACKAGE = "csembed"
