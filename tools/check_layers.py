@@ -37,7 +37,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "native": ("native", "_native"),
     # Leaf modules every layer may use: errors, units, parsed settings, sentinels.
     "base": ("__init__", "errors", "units", "access_code", "board_profile", "need_data",
-             "atomic_file"),
+             "atomic_file", "hex_ids"),
 }
 
 ROOT_PACKAGE = "csembed"

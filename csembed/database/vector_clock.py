@@ -26,23 +26,22 @@ non-negative integers, bounded size) and raises
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from enum import Enum
 from typing import Any, Final
 
 from csembed.database.errors import InvalidUpdate
+from csembed.hex_ids import PEER_ID_DIGITS, is_lower_hex
 
 __all__ = ["INT64_MAX", "Order", "VectorClock", "is_peer_id"]
 
 INT64_MAX: Final = (1 << 63) - 1
 DEFAULT_MAX_ENTRIES: Final = 1024
-_PEER_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
 
 def is_peer_id(value: object) -> bool:
     """True for a 128-bit ID written as 32 lower-case hex digits."""
-    return isinstance(value, str) and _PEER_ID.fullmatch(value) is not None
+    return is_lower_hex(value, PEER_ID_DIGITS)
 
 
 class Order(Enum):

@@ -31,11 +31,11 @@ carrying an attachment or a ``directory.data`` without one is refused too.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 from csembed.directory.errors import DirectoryError
+from csembed.hex_ids import ID_DIGITS, lower_hex_of
 from csembed.protocol.wire import Message, encode_message
 
 GET_PRESENCE: Final = "directory.get_presence"
@@ -55,7 +55,6 @@ _WITH_PAYLOAD: Final = frozenset({BLOOM_FILTER, DATA, RSYNC_SIGNATURE, RSYNC_PAT
 
 MAX_ERROR_TEXT: Final = 1024  #: longest get_error message we keep (longer is cut)
 INT64_MAX: Final = (1 << 63) - 1
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class SyncMessageError(DirectoryError):
@@ -64,9 +63,10 @@ class SyncMessageError(DirectoryError):
 
 def _sha(body: dict[str, Any], field: str, where: str) -> str:
     value = body.get(field)
-    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+    sha = lower_hex_of(value, ID_DIGITS)
+    if sha is None:
         raise SyncMessageError(f"{where}: {field!r} must be 64 hex digits, got {value!r:.80}")
-    return value.lower()
+    return sha
 
 
 def _range(body: dict[str, Any], where: str) -> tuple[int, int] | None:

@@ -42,9 +42,9 @@ from typing import Final
 from csembed.discovery.addresses import (
     PeerAddress,
     check_address_text,
-    check_club_id,
-    check_peer_id,
     parse_known_addresses,
+    read_club_id,
+    read_peer_id,
 )
 from csembed.discovery.errors import AddressError, TrackerError
 from csembed.discovery.registration_proof import proof_hex
@@ -118,7 +118,7 @@ def normalize_ids(ids: Mapping[str, str]) -> dict[str, str]:
     """Check and lower-case a club ID -> peer ID map (``AddressError`` if bad)."""
     if len(ids) > MAX_IDS:
         raise AddressError(f"{len(ids)} IDs to register, over the limit of {MAX_IDS}")
-    return {check_club_id(club, "club id"): check_peer_id(peer, f"peer id for {club}")
+    return {read_club_id(club, "club id"): read_peer_id(peer, f"peer id for {club}")
             for club, peer in ids.items()}
 
 
