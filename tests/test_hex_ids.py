@@ -33,3 +33,11 @@ def test_a_peer_id_is_lower_case_in_records_and_read_in_any_case_from_the_tracke
     assert read_peer_id(PEER.upper()) == PEER
     with pytest.raises(AddressError, match="32 hex digits"):
         read_peer_id(PEER + "0")
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0, True), (-3, True), (1 << 70, True), (True, False),
+                                           (False, False), (1.0, False), ("1", False),
+                                           (None, False)])
+def test_is_strict_int_refuses_json_booleans_and_floats(value: object, ok: bool) -> None:
+    from csembed.protocol.jsonvalues import is_strict_int
+    assert is_strict_int(value) is ok

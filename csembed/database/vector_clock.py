@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from csembed.database.errors import InvalidUpdate
 from csembed.hex_ids import PEER_ID_DIGITS, is_lower_hex
+from csembed.protocol.jsonvalues import is_strict_int
 
 __all__ = ["INT64_MAX", "Order", "VectorClock", "is_peer_id"]
 
@@ -64,7 +65,7 @@ class VectorClock:
         for peer, count in items:
             if not is_peer_id(peer):
                 raise ValueError(f"vector clock key {peer!r} is not a 32-hex-digit peer ID")
-            if isinstance(count, bool) or not isinstance(count, int):
+            if not is_strict_int(count):
                 raise TypeError(f"vector clock entry for {peer} must be an int")
             if not 0 <= count <= INT64_MAX:
                 raise ValueError(f"vector clock entry for {peer} = {count} is out of range")
@@ -86,7 +87,7 @@ class VectorClock:
             if not is_peer_id(peer):
                 shown = peer if len(peer) <= 40 else peer[:37] + "..."
                 raise InvalidUpdate(f"key {shown!r} is not 32 lower-case hex digits", what)
-            if isinstance(count, bool) or not isinstance(count, int):
+            if not is_strict_int(count):
                 raise InvalidUpdate(f"entry {peer} must be an integer", what)
             if not 0 <= count <= INT64_MAX:
                 raise InvalidUpdate(f"entry {peer} = {count} is outside 0..2**63-1", what)

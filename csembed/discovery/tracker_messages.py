@@ -41,6 +41,7 @@ from csembed.discovery.addresses import (
 )
 from csembed.discovery.errors import AddressError, TrackerError
 from csembed.discovery.registration_proof import MAX_PROOF_BYTES
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import encode_message
 
 __all__ = [
@@ -81,7 +82,7 @@ def _fail(message: str, what: str) -> TrackerError:
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_strict_int(value):
         raise TrackerError(f"{what} must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
         raise TrackerError(f"{what} = {value} is outside {low}..{high}")

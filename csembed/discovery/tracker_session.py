@@ -62,6 +62,7 @@ from csembed.discovery.tracker_messages import (
     encode,
     message_from_body,
 )
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import NEED_DATA, Decoder, Limits, Message, NeedData, WireError
 
 __all__ = [
@@ -151,7 +152,7 @@ class TrackerSession:
         max_message: int = DEFAULT_MAX_MESSAGE,
         proofs: Mapping[str, bytes] | None = None,
     ) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+        if not is_strict_int(ttl) or ttl < 1:
             raise ValueError(f"ttl must be a positive int, got {ttl!r}")
         self._ids = normalize_ids(ids or {})
         self._proofs: dict[str, bytes] = dict(proofs or {})

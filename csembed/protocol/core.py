@@ -64,6 +64,7 @@ from csembed.protocol.core_access import (
 )
 from csembed.protocol.core_signing import SignatureError, sign_message, verify_message
 from csembed.protocol.gzip_stream import GzipDecoder, GzipEncoder, GzipError
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import (
     Decoder,
     Limits,
@@ -149,7 +150,7 @@ class CoreConfig:
     session: SessionConfig = SessionConfig()
 
     def __post_init__(self) -> None:
-        if not self.protocols or any(isinstance(p, bool) or not isinstance(p, int) or p < 1
+        if not self.protocols or any(not is_strict_int(p) or p < 1
                                      for p in self.protocols):
             raise ValueError("protocols must be positive integers")
         for ext in self.extensions:
@@ -592,7 +593,7 @@ class PeerConnection:
         offered = message.body.get("protocol")
         if not isinstance(offered, list) or len(offered) > _MAX_LIST:
             raise CoreError("core.greeting: 'protocol' must be a list of version numbers")
-        common = [v for v in offered if isinstance(v, int) and not isinstance(v, bool)
+        common = [v for v in offered if is_strict_int(v)
                   and v in self.config.protocols]
         if not common:
             raise CoreError(f"no common protocol version: the peer offers {offered[:8]}, "

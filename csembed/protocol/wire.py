@@ -54,6 +54,7 @@ from typing import Any, Final, NoReturn
 
 from csembed.errors import ProtocolError
 from csembed.need_data import NEED_DATA, NeedData
+from csembed.protocol.jsonvalues import is_strict_int
 
 __all__ = [
     "MAX_BODY",
@@ -227,7 +228,7 @@ class Limits:
             ("max_depth", self.max_depth, 1, 1000),
         )
         for name, value, low, high in checks:
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_strict_int(value):
                 raise TypeError(f"Limits.{name} must be an int")
             if not low <= value <= high:
                 raise ValueError(f"Limits.{name}={value} is outside {low}..{high}")
@@ -874,7 +875,7 @@ def encode_chunk_header(length: int) -> bytes:
     Lets a sender write large chunks straight from a file without joining
     header and data into one new bytes object.
     """
-    if isinstance(length, bool) or not isinstance(length, int):
+    if not is_strict_int(length):
         raise TypeError("chunk length must be an int")
     if not 1 <= length <= MAX_CHUNK:
         raise ValueError(f"chunk length {length} is outside 1..{MAX_CHUNK}")

@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from csembed.errors import CsembedError
 from csembed.hex_ids import ID_DIGITS, is_lower_hex
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.security.errors import KeyFormatError
 from csembed.security.key_file import read_private_json, write_private_json
 from csembed.security.keys import ACCESS_LEVELS, READ_ONLY, ShareKeys, check_peer_id
@@ -123,7 +124,7 @@ def _rate(key: str, value: Any) -> int:
             raise DataDirError(f"{key} must be a rate such as '500 kB/s', '1 MB/s' or a "
                                f"number of bytes per second (0 = no limit), got "
                                f"{value[:40]!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_strict_int(value) or value < 0:
         raise DataDirError(f"{key} must be a whole number of bytes per second (0 = no "
                            f"limit) or null for the board's, got {str(value)[:40]!r}")
     return value
