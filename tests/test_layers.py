@@ -83,3 +83,15 @@ def test_a_package_missing_from_the_map_is_reported(tmp_path: Path) -> None:
     result = run(str(pkg))
     assert result.returncode == 2
     assert "newthing" in result.stdout
+
+
+def test_asyncio_in_a_sans_io_package_fails(tmp_path: Path) -> None:
+    pkg = write(tmp_path, {
+        "discovery/lan_service.py": '"""LAN."""\nimport asyncio\n',
+        "runtime/lan.py": "import asyncio\nimport socket\n",
+    })
+    result = run(str(pkg))
+    assert result.returncode == 1
+    assert "discovery/lan_service.py:2: I/O in a sans-I/O layer: discovery (protocol) " \
+           "imports asyncio" in result.stdout
+    assert "runtime/lan.py" not in result.stdout

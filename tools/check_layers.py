@@ -9,7 +9,10 @@ package to a *layer* in :data:`LAYERS`. An import fails the check when
 
 * it goes **up**: the imported package's layer is above the importer's; or
 * it closes a **cycle** between packages (package A imports B and B, directly
-  or through others, imports A), whatever their layers.
+  or through others, imports A), whatever their layers; or
+* a module of a **sans-I/O** layer (:data:`SANS_IO_LAYERS`) imports the event
+  loop, sockets or the clock (:data:`IO_MODULES`): their adapters belong in
+  ``runtime/``.
 
 Imports within a package are free, and so are imports sideways within a
 layer as long as they make no cycle. Every failure names the file, the line
@@ -39,6 +42,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("__init__", "errors", "units", "access_code", "board_profile", "need_data",
              "atomic_file", "hex_ids"),
 }
+
+# Layers whose code takes bytes and ``now`` in and gives bytes, events and
+# deadlines out (DESIGN.md §1: "Only the runtime touches sockets, the clock ...").
+SANS_IO_LAYERS: tuple[str, ...] = ("protocol", "native")
+IO_MODULES: tuple[str, ...] = ("asyncio", "socket", "selectors", "time")
 
 ROOT_PACKAGE = "csembed"
 ROOT_INIT = "__init__"  # csembed/__init__.py itself (the version string)
@@ -111,8 +119,12 @@ def _targets(node: ast.Import | ast.ImportFrom, module: list[str], is_package: b
     return [base]
 
 
-def collect_edges(tree_root: Path) -> list[Edge]:
-    """Every import between two different packages under ``tree_root``."""
+def collect_edges(tree_root: Path, io_imports: list[Edge] | None = None) -> list[Edge]:
+    """Every import between two different packages under ``tree_root``.
+
+    Imports of :data:`IO_MODULES` are appended to ``io_imports`` if given
+    (as edges whose target is the I/O module's name).
+    """
     edges = []
     for path in sorted(tree_root.rglob("*.py")):
         module = _module_name(tree_root, path)
@@ -121,6 +133,8 @@ def collect_edges(tree_root: Path) -> list[Edge]:
         for node in _imports(tree):
             for name in _targets(node, module, path.name == "__init__.py"):
                 parts = name.split(".")
+                if parts[0] in IO_MODULES and io_imports is not None:
+                    io_imports.append(Edge(source, parts[0], path, node.lineno))
                 if parts[0] != ROOT_PACKAGE:
                     continue
                 target = parts[1] if len(parts) > 1 else ROOT_INIT
@@ -148,7 +162,8 @@ def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
 def check(tree_root: Path) -> tuple[list[Failure], set[str]]:
     """The failures under ``tree_root``, and the packages missing from the map."""
     layers = layer_of()
-    edges = collect_edges(tree_root)
+    io_imports: list[Edge] = []
+    edges = collect_edges(tree_root, io_imports)
     packages = {e.source for e in edges} | {e.target for e in edges}
     unknown = {p for p in packages if p not in layers}
     graph: dict[str, set[str]] = {}
@@ -164,6 +179,10 @@ def check(tree_root: Path) -> tuple[list[Failure], set[str]]:
             failures.append(Failure(edge, f"up a layer: {pair}"))
         elif _reaches(graph, edge.target, edge.source):
             failures.append(Failure(edge, f"package cycle: {pair}, which imports it back"))
+    for edge in io_imports:
+        if edge.source in layers and layers[edge.source][1] in SANS_IO_LAYERS:
+            failures.append(Failure(edge, f"I/O in a sans-I/O layer: {edge.source} "
+                                          f"({layers[edge.source][1]}) imports {edge.target}"))
     return failures, unknown
 
 
