@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from csembed.errors import CsembedError
+from csembed.hex_ids import ID_DIGITS, is_lower_hex
 
 __all__ = [
     "ALPHABET",
@@ -99,7 +100,7 @@ class Credentials:
     secret: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[0-9a-f]{64}", self.access_id):
+        if not is_lower_hex(self.access_id, ID_DIGITS):
             raise AccessCodeError("access_id must be 64 lower-case hex digits")
         if not isinstance(self.secret, bytes) or not self.secret:
             raise AccessCodeError("secret must be non-empty bytes")

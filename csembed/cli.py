@@ -25,8 +25,8 @@ _COMMANDS = (
     "csembed.cli_commands.versions",
     "csembed.cli_commands.boards",
     "csembed.cli_commands.code",
-    "csembed.rsync.cli",
-    "csembed.discovery.tracker_cli",
+    "csembed.cli_commands.rsync",
+    "csembed.cli_commands.tracker",
 )
 
 

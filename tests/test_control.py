@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from csembed import __version__
-from csembed.control.client import ControlClient, default_socket_path
+from csembed.cli_commands.control_client import ControlClient, default_socket_path
 from csembed.control.commands import COMMANDS, parse_request
 from csembed.control.errors import (
     ControlClientError,
@@ -42,9 +42,9 @@ from csembed.control.handler import (
     ShareInfo,
 )
 from csembed.control.lines import Line, LineDecoder, LineTooLong, encode_line
-from csembed.control.serial_link import parse_serial_spec
-from csembed.control.server import ControlServer
 from csembed.protocol.wire import NEED_DATA
+from csembed.runtime.control_serial import parse_serial_spec
+from csembed.runtime.control_server import ControlServer
 
 TIMEOUT = 10.0
 CODE = "SYNCAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from csembed.control.client import ControlClient
+from csembed.cli_commands.control_client import ControlClient
 
 TIMEOUT = 60.0  # generous: only guards against a hang
 

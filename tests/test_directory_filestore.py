@@ -645,7 +645,7 @@ def test_a_link_planted_at_the_temp_name_is_never_written_through(tmp_path: Path
 
 
 def test_small_file_writes_never_follow_a_planted_temp(tmp_path: Path) -> None:
-    from csembed.directory._atomic import write_atomic
+    from csembed.atomic_file import write_atomic
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"victim")
     target = tmp_path / "state" / "file.json"

@@ -203,7 +203,7 @@ def test_dial_policy_backs_off_after_failures() -> None:
 
 def test_lan_sightings_per_club_are_bounded() -> None:
     """Anyone on the LAN can announce any peer for a club: only so many are kept."""
-    from csembed.discovery.lan_service import LanSighting
+    from csembed.runtime.lan_service import LanSighting
     from csembed.runtime.peer_finder import MAX_PEERS_PER_REPLY, PeerFinder
 
     class NotListening:  # a daemon that has not started listening: nothing is dialled

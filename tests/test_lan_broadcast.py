@@ -28,7 +28,7 @@ from csembed.discovery.lan_broadcast import (
     decode_announcement,
     encode_announcement,
 )
-from csembed.discovery.lan_service import LanAnnouncer, LanListener, LanSighting
+from csembed.runtime.lan_service import LanAnnouncer, LanListener, LanSighting
 
 CLUB_X = "adf6447b553841835aaa712219e01f10486fd1003b1324e94de59f5646b060f3"
 CLUB_Y = "b2" * 32
@@ -212,7 +212,7 @@ def test_announcer_refuses_bad_ids_and_ports() -> None:
 
 LISTENER = textwrap.dedent("""
     import asyncio, json
-    from csembed.discovery.lan_service import LanListener
+    from csembed.runtime.lan_service import LanListener
 
     async def main():
         got = asyncio.get_running_loop().create_future()
@@ -231,7 +231,7 @@ LISTENER = textwrap.dedent("""
 
 ANNOUNCER = textwrap.dedent("""
     import asyncio
-    from csembed.discovery.lan_service import LanAnnouncer
+    from csembed.runtime.lan_service import LanAnnouncer
 
     async def main():
         announcer = LanAnnouncer(ids={{{club!r}: {peer!r}}}, port=40121,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from csembed.control.client import ControlClient
+from csembed.cli_commands.control_client import ControlClient
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 

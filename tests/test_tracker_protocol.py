@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from csembed.discovery.addresses import (
     PeerAddress,
     check_address_text,
-    check_club_id,
     format_ip,
     parse_address,
     parse_ip,
     parse_known_addresses,
+    read_club_id,
 )
 from csembed.discovery.errors import AddressError, TrackerError
 from csembed.discovery.tracker_messages import (
@@ -111,10 +111,10 @@ def test_parse_known_addresses_skips_unknown_and_malformed_and_duplicates() -> N
 
 
 def test_ids_are_hex_of_the_right_length_and_come_out_lower_case() -> None:
-    assert check_club_id("AB" * 32) == "ab" * 32
+    assert read_club_id("AB" * 32) == "ab" * 32
     for bad in ("ab" * 31, "ab" * 33, "g" * 64, None, 5):
         with pytest.raises(AddressError, match="club ID"):
-            check_club_id(bad)
+            read_club_id(bad)
 
 
 def test_your_ip_forms() -> None:

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
+from csembed.cli_commands.tracker import ListenError, parse_listen
 from csembed.discovery.backoff import Backoff
-from csembed.discovery.tracker_cli import ListenError, parse_listen
-from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_messages import (
     TrackerConnection,
     TrackerRegister,
@@ -25,9 +24,10 @@ from csembed.discovery.tracker_messages import (
     encode,
 )
 from csembed.discovery.tracker_registry import TrackerServerConfig
-from csembed.discovery.tracker_server import TrackerServer
 from csembed.discovery.tracker_session import PeersUpdate
 from csembed.protocol.wire import Decoder, Message, encode_message
+from csembed.runtime.tracker_client import TrackerClient
+from csembed.runtime.tracker_server import TrackerServer
 
 PROOFS = {hashlib.sha256(name).hexdigest(): name for name in (b"club x", b"club y", b"club z")}
 CLUB_X, CLUB_Y, CLUB_Z = PROOFS

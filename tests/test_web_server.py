@@ -11,8 +11,8 @@ import asyncio
 import json
 from typing import Any
 
+from csembed.runtime.web_server import WebServer
 from csembed.web.guard import WebOptions
-from csembed.web.server import WebServer
 
 
 async def _control(request: dict[str, Any]) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def options_from(args: argparse.Namespace) -> DaemonOptions:
     """Turn the parsed command line into :class:`DaemonOptions`."""
-    from csembed.control.serial_link import parse_serial_spec
+    from csembed.runtime.control_serial import parse_serial_spec
     from csembed.runtime.daemon import DaemonOptions
     from csembed.runtime.reach import ReachConfig
     reach = ReachConfig(utp=not args.no_utp,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from csembed.access_code import AccessCode
+from csembed.cli_commands.control_client import ControlClient
 from csembed.cli_commands.status_text import (
     RateMeter,
     UploadMeter,
@@ -30,7 +31,6 @@ from csembed.cli_commands.status_text import (
     share_progress,
     transfer_line,
 )
-from csembed.control.client import ControlClient
 from csembed.control.errors import ControlClientError, ControlReplyError
 from csembed.errors import CsembedError
 from csembed.runtime.data_dir import default_data_dir

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from csembed.control.client import ControlClient
+from csembed.cli_commands.control_client import ControlClient
 
 STEP_TIMEOUT = 30.0
 

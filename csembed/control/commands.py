@@ -33,6 +33,7 @@ from typing import Any, Final
 from csembed.control.errors import ControlRequestError
 from csembed.control.handler import MAX_READ, AccessMode, DaemonStatus, FileChunk, ShareInfo
 from csembed.control.lines import parse_json_line
+from csembed.protocol.jsonvalues import is_strict_int
 
 __all__ = ["COMMANDS", "Arg", "Command", "Request", "parse_request"]
 
@@ -104,7 +105,7 @@ def _integer(low: int, high: int | None = None, *,
         if value is None and nullable:
             return None
         # bool is an int subclass, but true is not a count.
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_strict_int(value):
             raise _bad(command, name, f"must be {wanted}, not {_json_type(value)}")
         if value < low or (high is not None and value > high):
             raise _bad(command, name, f"must be {wanted}, got {value}")
@@ -188,7 +189,7 @@ def _access_code(result: Any) -> dict[str, Any]:
 
 
 def _rescan(result: Any) -> dict[str, Any]:
-    if isinstance(result, bool) or not isinstance(result, int):
+    if not is_strict_int(result):
         raise TypeError(f"rescan returned {type(result).__name__}, expected int")
     return {"shares": result}
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import NEED_DATA, NeedData
 
 __all__ = [
@@ -61,7 +62,7 @@ class LineDecoder:
     """Incremental line splitter with a length limit. See the module docstring."""
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
-        if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1:
+        if not is_strict_int(max_line) or max_line < 1:
             raise ValueError("max_line must be a positive int")
         self.max_line = max_line
         self._buf = bytearray()

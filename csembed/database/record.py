@@ -28,7 +28,12 @@ from typing import Any, Final
 
 from csembed.database.errors import InvalidUpdate
 from csembed.database.vector_clock import INT64_MAX, VectorClock, is_peer_id
-from csembed.protocol.jsonvalues import JsonValueError, format_timestamp, parse_timestamp
+from csembed.protocol.jsonvalues import (
+    JsonValueError,
+    format_timestamp,
+    is_strict_int,
+    parse_timestamp,
+)
 
 __all__ = [
     "UPDATE",
@@ -67,7 +72,7 @@ class Limits:
         for name in ("max_key_bytes", "max_clock_entries", "max_since_entries",
                      "max_versions", "batch"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_strict_int(value) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive int, got {value!r}")
 
 
@@ -135,7 +140,7 @@ def _check_id(value: Any, what: str) -> str:
 
 
 def _check_count(value: Any, what: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_strict_int(value):
         raise InvalidUpdate(f"must be an integer, got {type(value).__name__}", what)
     if not low <= value <= INT64_MAX:
         raise InvalidUpdate(f"= {value} is outside {low}..2**63-1", what)

@@ -59,7 +59,7 @@ from typing import Any, Final
 from csembed.database.errors import StoreError
 from csembed.database.record import Record
 from csembed.database.vector_clock import INT64_MAX, VectorClock, is_peer_id
-from csembed.protocol.jsonvalues import format_timestamp
+from csembed.protocol.jsonvalues import format_timestamp, is_strict_int
 
 __all__ = ["SCHEMA_VERSION", "SYNCHRONOUS_LEVELS", "Store", "share_database_path"]
 
@@ -157,7 +157,7 @@ class Store:
             raise ValueError("peer_id must be 32 lower-case hex digits")
         if synchronous not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_LEVELS)}")
-        if isinstance(checkpoint_pages, bool) or not isinstance(checkpoint_pages, int):
+        if not is_strict_int(checkpoint_pages):
             raise TypeError("checkpoint_pages must be an int")
         if checkpoint_pages < 1:
             raise ValueError("checkpoint_pages must be positive")

@@ -26,23 +26,23 @@ non-negative integers, bounded size) and raises
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from enum import Enum
 from typing import Any, Final
 
 from csembed.database.errors import InvalidUpdate
+from csembed.hex_ids import PEER_ID_DIGITS, is_lower_hex
+from csembed.protocol.jsonvalues import is_strict_int
 
 __all__ = ["INT64_MAX", "Order", "VectorClock", "is_peer_id"]
 
 INT64_MAX: Final = (1 << 63) - 1
 DEFAULT_MAX_ENTRIES: Final = 1024
-_PEER_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
 
 def is_peer_id(value: object) -> bool:
     """True for a 128-bit ID written as 32 lower-case hex digits."""
-    return isinstance(value, str) and _PEER_ID.fullmatch(value) is not None
+    return is_lower_hex(value, PEER_ID_DIGITS)
 
 
 class Order(Enum):
@@ -65,7 +65,7 @@ class VectorClock:
         for peer, count in items:
             if not is_peer_id(peer):
                 raise ValueError(f"vector clock key {peer!r} is not a 32-hex-digit peer ID")
-            if isinstance(count, bool) or not isinstance(count, int):
+            if not is_strict_int(count):
                 raise TypeError(f"vector clock entry for {peer} must be an int")
             if not 0 <= count <= INT64_MAX:
                 raise ValueError(f"vector clock entry for {peer} = {count} is out of range")
@@ -87,7 +87,7 @@ class VectorClock:
             if not is_peer_id(peer):
                 shown = peer if len(peer) <= 40 else peer[:37] + "..."
                 raise InvalidUpdate(f"key {shown!r} is not 32 lower-case hex digits", what)
-            if isinstance(count, bool) or not isinstance(count, int):
+            if not is_strict_int(count):
                 raise InvalidUpdate(f"entry {peer} must be an integer", what)
             if not 0 <= count <= INT64_MAX:
                 raise InvalidUpdate(f"entry {peer} = {count} is outside 0..2**63-1", what)

@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from csembed.directory.errors import BloomError
+from csembed.protocol.jsonvalues import is_strict_int
 
 MIN_K: Final = 1
 MAX_K: Final = 8  #: eight 32-bit words in a SHA-256 digest
@@ -66,7 +67,7 @@ def bit_positions(sha256: str | bytes, k: int, size_bits: int) -> list[int]:
 
 
 def _check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not MIN_K <= k <= MAX_K:
+    if not is_strict_int(k) or not MIN_K <= k <= MAX_K:
         raise BloomError(f"k_value must be an integer from {MIN_K} to {MAX_K}, got {k!r}")
     return k
 

@@ -30,6 +30,7 @@ from csembed.directory.archive import Archive
 from csembed.directory.errors import ContentChanged, DirectoryError, PathError
 from csembed.directory.paths import PathMapper
 from csembed.directory.scan_cache import ScanCache
+from csembed.protocol.jsonvalues import is_strict_int
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -55,8 +56,7 @@ class ContentSource:
         """Yield bytes ``start .. start + count`` in pieces of at most ``chunk_size``."""
         if count is None:
             count = self.size - start
-        if (isinstance(start, bool) or isinstance(count, bool) or not isinstance(start, int)
-                or not isinstance(count, int) or start < 0 or count < 0
+        if (not is_strict_int(start) or not is_strict_int(count) or start < 0 or count < 0
                 or start + count > self.size):
             raise DirectoryError(f"range [{start!r}, {count!r}] is outside "
                                  f"{self.size}-byte content {self.sha256}")

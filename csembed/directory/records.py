@@ -50,11 +50,11 @@ from typing import Any
 
 from csembed.directory.errors import RecordError
 from csembed.errors import ProtocolError
+from csembed.hex_ids import ID_DIGITS, lower_hex_of
 from csembed.protocol.jsonvalues import check_int64, format_timestamp, parse_timestamp
 
 MAX_SIZE = (1 << 63) - 1  #: the draft's "64-bit integer" (signed, as JSON peers read it)
 ROOT_KEY = "/"
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _OCTAL = re.compile(r"(?:0[oO])?([0-7]{1,6})")
 _KNOWN = ("size", "sha256", "mtime", "unix_mode", "conflict_source")
 
@@ -109,9 +109,10 @@ class FileValue:
             except ProtocolError as exc:
                 raise RecordError(str(exc)) from None
         if self.sha256 is not None:
-            if not isinstance(self.sha256, str) or not _SHA256.fullmatch(self.sha256):
+            sha = lower_hex_of(self.sha256, ID_DIGITS)
+            if sha is None:
                 raise RecordError(f"sha256 must be 64 hex digits, got {self.sha256!r}")
-            object.__setattr__(self, "sha256", self.sha256.lower())
+            object.__setattr__(self, "sha256", sha)
         if self.mtime is not None:
             try:
                 parse_timestamp(self.mtime, "mtime")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from csembed.directory._atomic import write_atomic
+from csembed.atomic_file import write_atomic
 from csembed.directory.errors import PathError, SelectionError
 from csembed.directory.paths import split_key
 

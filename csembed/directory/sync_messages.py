@@ -31,11 +31,12 @@ carrying an attachment or a ``directory.data`` without one is refused too.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 from csembed.directory.errors import DirectoryError
+from csembed.hex_ids import ID_DIGITS, lower_hex_of
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import Message, encode_message
 
 GET_PRESENCE: Final = "directory.get_presence"
@@ -55,7 +56,6 @@ _WITH_PAYLOAD: Final = frozenset({BLOOM_FILTER, DATA, RSYNC_SIGNATURE, RSYNC_PAT
 
 MAX_ERROR_TEXT: Final = 1024  #: longest get_error message we keep (longer is cut)
 INT64_MAX: Final = (1 << 63) - 1
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class SyncMessageError(DirectoryError):
@@ -64,9 +64,10 @@ class SyncMessageError(DirectoryError):
 
 def _sha(body: dict[str, Any], field: str, where: str) -> str:
     value = body.get(field)
-    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+    sha = lower_hex_of(value, ID_DIGITS)
+    if sha is None:
         raise SyncMessageError(f"{where}: {field!r} must be 64 hex digits, got {value!r:.80}")
-    return value.lower()
+    return sha
 
 
 def _range(body: dict[str, Any], where: str) -> tuple[int, int] | None:
@@ -74,7 +75,7 @@ def _range(body: dict[str, Any], where: str) -> tuple[int, int] | None:
         return None
     value = body["range"]
     if not isinstance(value, list) or len(value) != 2 or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT64_MAX
+            is_strict_int(v) and 0 <= v <= INT64_MAX
             for v in value):
         raise SyncMessageError(f"{where}: 'range' must be [start, count] with two integers "
                                f"0..2^63-1, got {value!r:.80}")
@@ -171,7 +172,7 @@ def parse(message: Message) -> SyncMessage:
         return GetPresence()
     if kind == BLOOM_FILTER:
         k = body.get("k_value")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 8:
+        if not is_strict_int(k) or not 1 <= k <= 8:
             raise SyncMessageError(f"{where}: 'k_value' must be an integer 1..8, got {k!r:.40}")
         return BloomFilterHeader(k)
     if kind == PRESENT:

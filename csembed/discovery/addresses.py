@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from csembed.discovery.errors import AddressError
+from csembed.hex_ids import lower_hex_of
 
 __all__ = [
     "CLUB_ID_LENGTH",
@@ -41,8 +42,8 @@ __all__ = [
     "PEER_ID_LENGTH",
     "PeerAddress",
     "check_address_text",
-    "check_club_id",
-    "check_peer_id",
+    "read_club_id",
+    "read_peer_id",
     "format_ip",
     "parse_address",
     "parse_ip",
@@ -58,7 +59,6 @@ MAX_ADDRESS_LENGTH: Final = 300
 KNOWN_SCHEMES: Final = ("tcp", "utp")
 """The pseudo-protocols core.md knows; a client ignores any other."""
 
-_HEX = re.compile(r"[0-9a-fA-F]+")
 _ADDRESS_TEXT = re.compile(r"[a-z][a-z0-9+.-]{0,15}:[\x21-\x7e]+")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
@@ -72,18 +72,26 @@ def _short(value: Any) -> str:
 def _check_hex(value: Any, length: int, kind: str, what: str) -> str:
     if not isinstance(value, str):
         raise AddressError(f"{what}: a {kind} must be a string, got {type(value).__name__}")
-    if len(value) != length or not _HEX.fullmatch(value):
+    lowered = lower_hex_of(value, length)
+    if lowered is None:
         raise AddressError(f"{what}: a {kind} is {length} hex digits, got {_short(value)}")
-    return value.lower()
+    return lowered
 
 
-def check_club_id(value: Any, what: str = "id") -> str:
-    """Return ``value`` in lower case if it is 64 hex digits (an access or key ID)."""
+def read_club_id(value: Any, what: str = "id") -> str:
+    """Return ``value`` in lower case if it is 64 hex digits in any case (an access or key ID).
+
+    ``discovery.md``: IDs are read in upper or lower case, sent in lower case.
+    """
     return _check_hex(value, CLUB_ID_LENGTH, "club ID", what)
 
 
-def check_peer_id(value: Any, what: str = "peer") -> str:
-    """Return ``value`` in lower case if it is 32 hex digits (a peer ID)."""
+def read_peer_id(value: Any, what: str = "peer") -> str:
+    """Return ``value`` in lower case if it is 32 hex digits in any case (a peer ID).
+
+    The tracker/LAN reading; a peer ID in our own records and the core
+    greeting is checked strictly by :func:`csembed.security.keys.check_peer_id`.
+    """
     return _check_hex(value, PEER_ID_LENGTH, "peer ID", what)
 
 

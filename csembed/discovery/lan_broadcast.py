@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-from csembed.discovery.addresses import check_club_id, check_peer_id
+from csembed.discovery.addresses import read_club_id, read_peer_id
 from csembed.discovery.errors import AddressError, BroadcastError
 
 __all__ = [
@@ -63,8 +63,8 @@ class Announcement:
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "id", check_club_id(self.id, "announcement id"))
-            object.__setattr__(self, "peer", check_peer_id(self.peer, "announcement peer"))
+            object.__setattr__(self, "id", read_club_id(self.id, "announcement id"))
+            object.__setattr__(self, "peer", read_peer_id(self.peer, "announcement peer"))
         except AddressError as exc:
             raise BroadcastError(str(exc)) from None
         if isinstance(self.port, bool) or not isinstance(self.port, int):

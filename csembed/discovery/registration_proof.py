@@ -21,14 +21,14 @@ manager bound what a forged listing can cost.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from typing import Final
+
+from csembed.hex_ids import is_lower_hex
 
 __all__ = ["MAX_PROOF_BYTES", "proof_hex", "proves", "proven_ids"]
 
 MAX_PROOF_BYTES: Final = 64
-_HEX = re.compile(r"(?:[0-9a-f]{2}){1,64}")
 
 
 def proof_hex(preimage: bytes) -> str:
@@ -40,7 +40,8 @@ def proof_hex(preimage: bytes) -> str:
 
 def proves(club_id: str, proof: object) -> bool:
     """Whether ``proof`` (lowercase hex) is a preimage of ``club_id`` under SHA-256."""
-    if not isinstance(proof, str) or not _HEX.fullmatch(proof):
+    if (not isinstance(proof, str) or len(proof) % 2 or not 2 <= len(proof) <= 2 * MAX_PROOF_BYTES
+            or not is_lower_hex(proof, len(proof))):
         return False
     return hashlib.sha256(bytes.fromhex(proof)).hexdigest() == club_id
 

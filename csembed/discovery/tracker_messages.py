@@ -34,13 +34,14 @@ from typing import Any, Final
 
 from csembed.discovery.addresses import (
     check_address_text,
-    check_club_id,
-    check_peer_id,
     format_ip,
     parse_ip,
+    read_club_id,
+    read_peer_id,
 )
 from csembed.discovery.errors import AddressError, TrackerError
 from csembed.discovery.registration_proof import MAX_PROOF_BYTES
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import encode_message
 
 __all__ = [
@@ -81,7 +82,7 @@ def _fail(message: str, what: str) -> TrackerError:
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_strict_int(value):
         raise TrackerError(f"{what} must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
         raise TrackerError(f"{what} = {value} is outside {low}..{high}")
@@ -267,12 +268,12 @@ class TrackerRegister:
         given = _object(self.ids, "tracker.register ids", MAX_IDS)
         ids: dict[str, str] = {}
         for key, value in given.items():
-            club = _id(check_club_id, key, "tracker.register ids key")
-            ids[club] = _id(check_peer_id, value, f"tracker.register ids[{club[:16]}...]")
+            club = _id(read_club_id, key, "tracker.register ids key")
+            ids[club] = _id(read_peer_id, value, f"tracker.register ids[{club[:16]}...]")
         _set(self, "ids", ids)
         proofs: dict[str, str] = {}
         for key, value in _object(self.proofs, "tracker.register proofs", MAX_IDS).items():
-            club = _id(check_club_id, key, "tracker.register proofs key")
+            club = _id(read_club_id, key, "tracker.register proofs key")
             if club not in ids:
                 raise _fail("tracker.register proofs names an ID not in ids", club[:16])
             if not isinstance(value, str) or not 2 <= len(value) <= 2 * MAX_PROOF_BYTES:
@@ -306,11 +307,11 @@ class TrackerPeers:
     peers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _set(self, "id", _id(check_club_id, self.id, "tracker.peers id"))
+        _set(self, "id", _id(read_club_id, self.id, "tracker.peers id"))
         given = _object(self.peers, "tracker.peers peers", MAX_PEERS)
         peers: dict[str, tuple[str, ...]] = {}
         for key, value in given.items():
-            peer = _id(check_peer_id, key, "tracker.peers peers key")
+            peer = _id(read_peer_id, key, "tracker.peers peers key")
             addresses = _list(value, f"tracker.peers peers[{peer}]", MAX_ADDRESSES)
             # Address strings are parsed (and bad ones skipped) by the client;
             # here we only insist they are strings of bounded length.

@@ -42,9 +42,9 @@ from typing import Final
 from csembed.discovery.addresses import (
     PeerAddress,
     check_address_text,
-    check_club_id,
-    check_peer_id,
     parse_known_addresses,
+    read_club_id,
+    read_peer_id,
 )
 from csembed.discovery.errors import AddressError, TrackerError
 from csembed.discovery.registration_proof import proof_hex
@@ -62,6 +62,7 @@ from csembed.discovery.tracker_messages import (
     encode,
     message_from_body,
 )
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import NEED_DATA, Decoder, Limits, Message, NeedData, WireError
 
 __all__ = [
@@ -118,7 +119,7 @@ def normalize_ids(ids: Mapping[str, str]) -> dict[str, str]:
     """Check and lower-case a club ID -> peer ID map (``AddressError`` if bad)."""
     if len(ids) > MAX_IDS:
         raise AddressError(f"{len(ids)} IDs to register, over the limit of {MAX_IDS}")
-    return {check_club_id(club, "club id"): check_peer_id(peer, f"peer id for {club}")
+    return {read_club_id(club, "club id"): read_peer_id(peer, f"peer id for {club}")
             for club, peer in ids.items()}
 
 
@@ -151,7 +152,7 @@ class TrackerSession:
         max_message: int = DEFAULT_MAX_MESSAGE,
         proofs: Mapping[str, bytes] | None = None,
     ) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+        if not is_strict_int(ttl) or ttl < 1:
             raise ValueError(f"ttl must be a positive int, got {ttl!r}")
         self._ids = normalize_ids(ids or {})
         self._proofs: dict[str, bytes] = dict(proofs or {})

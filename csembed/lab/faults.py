@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.units import parse_duration, parse_size
 
 
@@ -49,7 +50,7 @@ class Faults:
                 raise ValueError(f"{name} must be a probability in 0..1, got {getattr(self, name)}")
         for name in ("bandwidth", "reset_after"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_strict_int(value) or value < 0:
                 raise ValueError(f"{name} must be a byte count >= 0, got {value!r}")
 
 

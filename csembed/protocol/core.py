@@ -54,6 +54,7 @@ from typing import Any, Final
 
 from csembed import __version__
 from csembed.errors import CsembedError, ProtocolError
+from csembed.need_data import NEED_DATA, NeedData
 from csembed.protocol.core_access import (
     AccessCodeTable,
     CredentialRegistry,
@@ -63,15 +64,14 @@ from csembed.protocol.core_access import (
 )
 from csembed.protocol.core_signing import SignatureError, sign_message, verify_message
 from csembed.protocol.gzip_stream import GzipDecoder, GzipEncoder, GzipError
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import (
-    NEED_DATA,
     Decoder,
     Limits,
     Message,
     PayloadChunk,
     PayloadEnd,
     WireError,
-    _NeedData,
     encode_chunk_header,
     encode_message,
     encode_payload_end,
@@ -150,7 +150,7 @@ class CoreConfig:
     session: SessionConfig = SessionConfig()
 
     def __post_init__(self) -> None:
-        if not self.protocols or any(isinstance(p, bool) or not isinstance(p, int) or p < 1
+        if not self.protocols or any(not is_strict_int(p) or p < 1
                                      for p in self.protocols):
             raise ValueError("protocols must be positive integers")
         for ext in self.extensions:
@@ -338,7 +338,7 @@ class PeerConnection:
             self._last_received = self._clock()
             self._session.buffer_updated(nbytes)
 
-    def next_event(self) -> CoreEvent | _NeedData:
+    def next_event(self) -> CoreEvent | NeedData:
         """The next event, or :data:`NEED_DATA`."""
         while not self._events:
             if self.phase in _TERMINAL or not self._pump():
@@ -464,7 +464,7 @@ class PeerConnection:
         """Advance by one step; False when nothing can happen without input."""
         try:
             event = self._decoder.next_event()
-            if not isinstance(event, _NeedData):
+            if not isinstance(event, NeedData):
                 self._on_wire(event)
                 return True
             if self._inflater is not None:
@@ -475,7 +475,7 @@ class PeerConnection:
             if self._peer_finished:
                 return False if self._input_done else self._finish_input()
             session_event = self._session.next_event()
-            if isinstance(session_event, _NeedData):
+            if isinstance(session_event, NeedData):
                 return False
             self._on_session(session_event)
         except (WireError, GzipError, CoreError) as exc:
@@ -505,7 +505,7 @@ class PeerConnection:
         if self._inflater is not None:
             self._inflater.read()  # raises if the stream stopped inside a frame
         self._decoder.receive_data(b"")
-        if not isinstance(self._decoder.next_event(), _NeedData):  # pragma: no cover
+        if not isinstance(self._decoder.next_event(), NeedData):  # pragma: no cover
             raise CoreError("data after the end of stream")
         if self.phase is not Phase.READY:
             raise CoreError(f"the peer closed the connection before the key exchange "
@@ -593,7 +593,7 @@ class PeerConnection:
         offered = message.body.get("protocol")
         if not isinstance(offered, list) or len(offered) > _MAX_LIST:
             raise CoreError("core.greeting: 'protocol' must be a list of version numbers")
-        common = [v for v in offered if isinstance(v, int) and not isinstance(v, bool)
+        common = [v for v in offered if is_strict_int(v)
                   and v in self.config.protocols]
         if not common:
             raise CoreError(f"no common protocol version: the peer offers {offered[:8]}, "

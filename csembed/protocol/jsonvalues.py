@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from csembed.errors import ProtocolError
 
@@ -37,6 +37,7 @@ __all__ = [
     "JsonValueError",
     "check_int64",
     "format_timestamp",
+    "is_strict_int",
     "parse_timestamp",
 ]
 
@@ -57,6 +58,16 @@ class JsonValueError(ProtocolError):
     """A JSON value from a peer has the wrong type, range or format."""
 
 
+def is_strict_int(value: object) -> TypeGuard[int]:
+    """True for a JSON integer: an ``int`` that is not a ``bool``.
+
+    ``json.loads`` gives ``True``/``False`` as bools, which Python counts as
+    ints; every integer field of every message is read through this (or
+    :func:`check_int64`), so ``true`` is never taken for 1.
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_int64(
     value: Any,
     what: str = "value",
@@ -69,7 +80,7 @@ def check_int64(
     ``minimum``/``maximum`` narrow the signed 64-bit range (e.g. ``minimum=0``
     for sizes). Bools and floats are refused even when integral.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_strict_int(value):
         raise JsonValueError(f"{what} must be an integer, got {type(value).__name__}")
     low = max(minimum, INT64_MIN)
     high = min(maximum, INT64_MAX)
@@ -83,7 +94,7 @@ def format_timestamp(ns: int) -> str:
 
     Any signed 64-bit value is accepted; others raise ``ValueError``.
     """
-    if isinstance(ns, bool) or not isinstance(ns, int):
+    if not is_strict_int(ns):
         raise TypeError("timestamp must be an int count of nanoseconds")
     if not INT64_MIN <= ns <= INT64_MAX:
         raise ValueError(f"timestamp {ns} ns is outside the signed 64-bit range")

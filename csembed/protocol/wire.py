@@ -53,6 +53,8 @@ from enum import Enum
 from typing import Any, Final, NoReturn
 
 from csembed.errors import ProtocolError
+from csembed.need_data import NEED_DATA, NeedData
+from csembed.protocol.jsonvalues import is_strict_int
 
 __all__ = [
     "MAX_BODY",
@@ -139,20 +141,6 @@ class WireError(ProtocolError):
         self.offset = offset
 
 
-class _NeedData:
-    """Type of the :data:`NEED_DATA` singleton."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final = _NeedData()
-"""Returned by :meth:`Decoder.next_event` when it cannot go on without more bytes."""
-
-NeedData = _NeedData
-"""The type of :data:`NEED_DATA`, for annotations (``Event | NeedData``)."""
 
 
 @dataclass(frozen=True)
@@ -240,7 +228,7 @@ class Limits:
             ("max_depth", self.max_depth, 1, 1000),
         )
         for name, value, low, high in checks:
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_strict_int(value):
                 raise TypeError(f"Limits.{name} must be an int")
             if not low <= value <= high:
                 raise ValueError(f"Limits.{name}={value} is outside {low}..{high}")
@@ -478,7 +466,7 @@ class Decoder:
                 bufs.append(bytearray(data))
         self._size += size
 
-    def next_event(self) -> Event | _NeedData:
+    def next_event(self) -> Event | NeedData:
         """Return the next complete event, or :data:`NEED_DATA`.
 
         Raises :class:`WireError` on malformed input, and again on every call
@@ -498,7 +486,7 @@ class Decoder:
         """Yield events until the decoder needs more data."""
         while True:
             event = self.next_event()
-            if isinstance(event, _NeedData):
+            if isinstance(event, NeedData):
                 return
             yield event
 
@@ -592,7 +580,7 @@ class Decoder:
         self._base += count
         return piece
 
-    def _step(self) -> Event | _NeedData:
+    def _step(self) -> Event | NeedData:
         state = self._state
         if state is _State.CHUNK_DATA:
             return self._read_chunk_data()
@@ -633,7 +621,7 @@ class Decoder:
             return None
         return i, value
 
-    def _read_header(self) -> Event | _NeedData:
+    def _read_header(self) -> Event | NeedData:
         if not self._size:
             return NEED_DATA
         buf, origin, end = self._front(_HEADER_WINDOW)
@@ -703,7 +691,7 @@ class Decoder:
             self._fail(f"body length {body_len} is too short for a JSON object", i - 1 - origin)
         return prefix, body_len, sig_len, i - origin
 
-    def _read_body(self) -> Event | _NeedData:
+    def _read_body(self) -> Event | NeedData:
         if self._size < self._body_len:
             return NEED_DATA
         start = self._base
@@ -716,7 +704,7 @@ class Decoder:
             return self._read_signature()
         return self._emit(body, raw, None)
 
-    def _read_signature(self) -> Event | _NeedData:
+    def _read_signature(self) -> Event | NeedData:
         sig_len = self._sig_len
         if self._size <= sig_len:
             return NEED_DATA
@@ -744,7 +732,7 @@ class Decoder:
         self._state = _State.CHUNK_HEADER if has_payload else _State.HEADER
         return Message(body=body, raw=raw, signature=signature, has_payload=has_payload)
 
-    def _read_chunk_header(self) -> Event | _NeedData:
+    def _read_chunk_header(self) -> Event | NeedData:
         if not self._size:
             return NEED_DATA
         buf, origin, end = self._front(_HEADER_WINDOW)
@@ -769,7 +757,7 @@ class Decoder:
         self._state = _State.CHUNK_DATA
         return self._read_chunk_data()
 
-    def _read_chunk_data(self) -> Event | _NeedData:
+    def _read_chunk_data(self) -> Event | NeedData:
         if not self._size:
             return NEED_DATA
         count = min(self._size, self._chunk_left, self.limits.max_delivery)
@@ -887,7 +875,7 @@ def encode_chunk_header(length: int) -> bytes:
     Lets a sender write large chunks straight from a file without joining
     header and data into one new bytes object.
     """
-    if isinstance(length, bool) or not isinstance(length, int):
+    if not is_strict_int(length):
         raise TypeError("chunk length must be an int")
     if not 1 <= length <= MAX_CHUNK:
         raise ValueError(f"chunk length {length} is outside 1..{MAX_CHUNK}")

@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import BinaryIO
 
+from csembed.atomic_file import atomic_output as write_file_atomically
 from csembed.rsync.delta import DeltaStats, DeltaWriter
 from csembed.rsync.params import SignatureParams
 from csembed.rsync.patch import Patcher
@@ -33,27 +33,16 @@ DEFAULT_CHUNK = 128 << 10
 TEMP_SUFFIX = ".!clearsky"
 #: Largest read used to give the signature writer four blocks at a time.
 MAX_SIGNATURE_CHUNK = 4 << 20
-#: Write buffer of output files: coalesces 32 KiB literal pieces into large writes.
-OUTPUT_BUFFER = 256 << 10
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[BinaryIO]:
-    """Open a temp file beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb", buffering=OUTPUT_BUFFER) as f:
-            yield f
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def atomic_output(path: str | os.PathLike[str], *, fsync: bool = True,
+                  ) -> contextlib.AbstractContextManager[BinaryIO]:
+    """Open a temp file beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    :func:`csembed.atomic_file.atomic_output` with rdiff's file mode (0666
+    less the umask) and our ``.!clearsky`` temp suffix.
+    """
+    return write_file_atomically(path, mode=0o666, fsync=fsync, suffix=TEMP_SUFFIX)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 :class:`DaemonControl` implements :class:`~csembed.control.handler.ControlHandler`
 on a running :class:`~csembed.runtime.daemon.Daemon`, served by a plain
-:class:`~csembed.control.server.ControlServer`: the server has already
+:class:`~csembed.runtime.control_server.ControlServer`: the server has already
 checked each request against the command table
 (:mod:`csembed.control.commands`), so each method only does the work and
 returns the value the table turns into the reply.

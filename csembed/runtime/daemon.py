@@ -128,7 +128,7 @@ class Daemon:
         self.attaches = AttachWatch()
         self.removed = RemovedPeers(self.data)
         self._control: Any = None
-        self.web: Any = None  #: the web page (csembed.web.server.WebServer) when on
+        self.web: Any = None  #: the web page (csembed.runtime.web_server.WebServer) when on
         self._unix: Any = None
         self._serial_task: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -154,8 +154,8 @@ class Daemon:
 
     async def start(self) -> None:
         """Open everything and start serving; raises :class:`DaemonError` on failure."""
-        from csembed.control.server import ControlServer
         from csembed.runtime.control_handler import DaemonControl
+        from csembed.runtime.control_server import ControlServer
         self.data.create()
         self.settings.load()
         self.removed.load()
@@ -174,7 +174,7 @@ class Daemon:
             self.pending[attach.access_id] = attach
             self._hold(attach)
         self.codes.load(self._share_keys)
-        from csembed.web.server import start_web, web_options
+        from csembed.runtime.web_server import start_web, web_options
         web = web_options(self.options.web, self.options.web_password, self.config)
         self.manager = ConnectionManager(self, self.registry, self._core_config(),
                                          limits=self.limits,

@@ -35,13 +35,14 @@ them to its loop clock when it loads them.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from csembed.errors import CsembedError
+from csembed.hex_ids import ID_DIGITS, is_lower_hex
+from csembed.protocol.jsonvalues import is_strict_int
 from csembed.security.errors import KeyFormatError
 from csembed.security.key_file import read_private_json, write_private_json
 from csembed.security.keys import ACCESS_LEVELS, READ_ONLY, ShareKeys, check_peer_id
@@ -57,7 +58,6 @@ SHARES_FORMAT: Final = "csembed-shares"
 CODES_FORMAT: Final = "csembed-codes"
 REMOVED_FORMAT: Final = "csembed-removed-peers"
 FILE_VERSION: Final = 1
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class DataDirError(CsembedError):
@@ -124,7 +124,7 @@ def _rate(key: str, value: Any) -> int:
             raise DataDirError(f"{key} must be a rate such as '500 kB/s', '1 MB/s' or a "
                                f"number of bytes per second (0 = no limit), got "
                                f"{value[:40]!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_strict_int(value) or value < 0:
         raise DataDirError(f"{key} must be a whole number of bytes per second (0 = no "
                            f"limit) or null for the board's, got {str(value)[:40]!r}")
     return value
@@ -210,7 +210,7 @@ class ShareEntry:
     access_level: str  #: the level we hold: read_write or read_only
 
     def __post_init__(self) -> None:
-        if not _HEX64.fullmatch(self.share_id):
+        if not is_lower_hex(self.share_id, ID_DIGITS):
             raise DataDirError(f"bad share ID {self.share_id!r:.80}")
         if not os.path.isabs(self.path):
             raise DataDirError(f"share path {self.path!r:.200} is not absolute")
@@ -230,7 +230,7 @@ class PendingAttach:
     created_at: float  #: wall-clock seconds
 
     def __post_init__(self) -> None:
-        if not _HEX64.fullmatch(self.access_id):
+        if not is_lower_hex(self.access_id, ID_DIGITS):
             raise DataDirError(f"bad access ID {self.access_id!r:.80}")
         if not os.path.isabs(self.path):
             raise DataDirError(f"attach path {self.path!r:.200} is not absolute")
@@ -432,7 +432,7 @@ class DataDir:
             raise DataDirError(f"{where}: 'removed' must be an object")
         out: dict[str, set[str]] = {}
         for share_id, peers in removed.items():
-            if not _HEX64.fullmatch(str(share_id)) or not isinstance(peers, list):
+            if not is_lower_hex(share_id, ID_DIGITS) or not isinstance(peers, list):
                 raise DataDirError(f"{where}: malformed entry for {str(share_id)[:80]!r}")
             try:
                 out[share_id] = {check_peer_id(p, where) for p in peers}

@@ -5,8 +5,8 @@ Theory of operation
 :class:`PeerFinder` registers every club ID the daemon answers to -- each
 share's key IDs, each issued code's access ID, each held code's access ID --
 under our peer ID for it, with the tracker
-(:class:`~csembed.discovery.tracker_client.TrackerClient`) and on the LAN
-(:class:`~csembed.discovery.lan_service.LanAnnouncer`, UDP 60106, on start,
+(:class:`~csembed.runtime.tracker_client.TrackerClient`) and on the LAN
+(:class:`~csembed.runtime.lan_service.LanAnnouncer`, UDP 60106, on start,
 on a new share or code, every minute, and at once when a newcomer announces
 itself). What comes back -- tracker views and LAN sightings, each a club ID,
 a peer ID and addresses -- plus the manual peers (``--peer`` and the
@@ -41,11 +41,11 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from csembed.discovery.lan_service import LanAnnouncer, LanListener, LanSighting
-from csembed.discovery.tracker_client import TrackerClient
 from csembed.discovery.tracker_session import PeersUpdate
 from csembed.runtime.connection_manager import Target
+from csembed.runtime.lan_service import LanAnnouncer, LanListener, LanSighting
 from csembed.runtime.reach import Reach, ReachConfig, global_ipv6_addresses
+from csembed.runtime.tracker_client import TrackerClient
 from csembed.runtime.utp_endpoint import UtpEndpoint
 from csembed.security.keys import READ_ONLY, READ_WRITE
 

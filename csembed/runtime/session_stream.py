@@ -37,9 +37,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from csembed.need_data import NeedData
 from csembed.protocol.core import CoreConfig, PeerConnection, Phase
 from csembed.protocol.core_access import CredentialRegistry, Grant
-from csembed.protocol.wire import _NeedData
 from csembed.security.handshake import SessionFailed
 from csembed.security.keys import Rng, default_rng
 from csembed.security.rate_limit import RateLimiter
@@ -204,7 +204,7 @@ class SessionStream:
             event = self.machine.next_event()
             with contextlib.suppress(ConnectionError):  # reported as the end below
                 await self.flush()
-            if not isinstance(event, _NeedData):
+            if not isinstance(event, NeedData):
                 if isinstance(event, SessionFailed):
                     self._abort()
                 return event

@@ -36,7 +36,6 @@ input is ignored and nothing more is sent.
 from __future__ import annotations
 
 import enum
-import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +44,8 @@ from typing import Final
 import nacl.bindings as sodium
 
 from csembed.errors import CsembedError
-from csembed.protocol.wire import NEED_DATA, _NeedData
+from csembed.hex_ids import ID_DIGITS, is_lower_hex
+from csembed.need_data import NEED_DATA, NeedData
 from csembed.security.errors import (
     AuthenticationFailed,
     HandshakeError,
@@ -65,7 +65,6 @@ from csembed.security.spake2 import MAC_BYTES, POINT_BYTES, SessionKeys, Spake2
 
 MAGIC: Final = b"CS2\n"
 IDENTITY_PREFIX: Final = "clearskies:2:"
-_ID_HEX = re.compile(r"[0-9a-f]{64}")
 CLIENT_HELLO_FIXED: Final = len(MAGIC) + 1
 SERVER_HELLO_BYTES: Final = POINT_BYTES + MAC_BYTES
 CLIENT_FINISH_BYTES: Final = MAC_BYTES + HEADER_BYTES
@@ -76,7 +75,7 @@ Clock = Callable[[], float]
 
 def identity_for(id_hex: str) -> str:
     """``clearskies:2:<id_hex>``, checking ``id_hex`` is 64 lowercase hex digits."""
-    if not isinstance(id_hex, str) or not _ID_HEX.fullmatch(id_hex):
+    if not is_lower_hex(id_hex, ID_DIGITS):
         raise SessionStateError(f"an access ID or key ID is 64 lowercase hex digits, "
                                 f"got {id_hex!r:.80}")
     return IDENTITY_PREFIX + id_hex
@@ -297,7 +296,7 @@ class SecureSession:
         if self.state not in (State.FAILED, State.CLOSED) and not self._eof:
             self._end += nbytes
 
-    def next_event(self) -> SessionEvent | _NeedData:
+    def next_event(self) -> SessionEvent | NeedData:
         """The next event, or :data:`NEED_DATA` when more input (or time) is needed."""
         while not self._events:
             if self.state in (State.FAILED, State.CLOSED) or not self._step():
@@ -446,7 +445,7 @@ class SecureSession:
         except UnicodeDecodeError:
             identity = ""
         if not identity.startswith(IDENTITY_PREFIX) or \
-                not _ID_HEX.fullmatch(identity[len(IDENTITY_PREFIX):]):
+                not is_lower_hex(identity[len(IDENTITY_PREFIX):], ID_DIGITS):
             raise HandshakeError(f"client hello: identity {raw_identity[:80]!r} is not "
                                  f"'{IDENTITY_PREFIX}' followed by 64 lowercase hex digits")
         self.identity = identity

@@ -33,6 +33,7 @@ from typing import Any, Final
 import nacl.signing
 import nacl.utils
 
+from csembed.hex_ids import is_lower_hex
 from csembed.security.errors import KeyFormatError
 
 Rng = Callable[[int], bytes]
@@ -57,7 +58,6 @@ RECORD_FORMAT: Final = "csembed-share-keys"
 RECORD_VERSION: Final = 1
 
 _LEVEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_HEX = re.compile(r"[0-9a-f]*")
 
 
 def default_rng(n: int) -> bytes:
@@ -87,12 +87,17 @@ def new_peer_id(rng: Rng = default_rng) -> str:
 
 
 def check_peer_id(value: object, where: str = "peer ID") -> str:
-    """Return ``value`` if it is 32 lowercase hex digits, else raise :class:`KeyFormatError`."""
+    """Return ``value`` if it is 32 lowercase hex digits, else raise :class:`KeyFormatError`.
+
+    The one peer-ID check (``database.md``: "32 lower-case hex digits"); the
+    tracker and LAN codecs read IDs in any case with
+    :func:`csembed.discovery.addresses.read_peer_id` instead, as ``discovery.md`` says.
+    """
     return _hex_field(value, PEER_ID_BYTES, where).hex()
 
 
 def _hex_field(value: object, nbytes: int, where: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * nbytes or not _HEX.fullmatch(value):
+    if not is_lower_hex(value, 2 * nbytes):
         raise KeyFormatError(
             f"{where}: expected {2 * nbytes} lowercase hex digits, got {value!r:.80}")
     return bytes.fromhex(value)

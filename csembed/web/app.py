@@ -5,7 +5,7 @@ Theory of operation
 :data:`ROUTES` maps ``(method, path)`` to a handler. Handlers never touch the
 daemon's internals: they send control requests (the same JSON objects the
 CLI sends over the socket) through a :data:`Control` callable, which the
-server wires to :meth:`csembed.control.server.ControlServer.dispatch`
+server wires to :meth:`csembed.runtime.control_server.ControlServer.dispatch`
 in-process. A control error reply becomes an HTTP error with the control
 error's code and message as JSON, so the page can show it.
 

@@ -30,7 +30,7 @@ from typing import Final
 from urllib.parse import parse_qsl, unquote
 
 from csembed.errors import CsembedError
-from csembed.protocol.wire import NEED_DATA, NeedData
+from csembed.need_data import NEED_DATA, NeedData
 
 __all__ = ["NEED_DATA", "HttpError", "Limits", "Request", "RequestParser", "encode_response"]
 

@@ -68,7 +68,7 @@ class Daemon:
         self.address = line.split("listening on ", 1)[1].split(",", 1)[0]
 
     def call(self, command: str, **params: Any) -> dict[str, Any]:
-        from csembed.control.client import ControlClient
+        from csembed.cli_commands.control_client import ControlClient
         with ControlClient(self.data / "control", timeout=60) as client:
             return client.call(command, **params)
 

@@ -75,7 +75,7 @@ def idle_daemon(board: str) -> tuple[int, int]:
             proc.stdout.readline()
             subprocess.run([sys.executable, "-m", "csembed", "share", str(share), "--data-dir",
                             str(data), "--json"], check=True, capture_output=True, cwd=ROOT)
-            from csembed.control.client import ControlClient
+            from csembed.cli_commands.control_client import ControlClient
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 with ControlClient(data / "control", timeout=30) as client:

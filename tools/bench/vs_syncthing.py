@@ -221,7 +221,7 @@ class CsembedPair:
         return [self.a.pid, self.b.pid]
 
     def request_scan(self) -> None:
-        from csembed.control.client import ControlClient
+        from csembed.cli_commands.control_client import ControlClient
         with ControlClient(self.a_data / "control", timeout=60) as client:
             client.call("rescan", path=str(self.src))
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from csembed.board_profile import BoardProfile, load_board
-from csembed.control.client import ControlClient
+from csembed.cli_commands.control_client import ControlClient
 from csembed.units import parse_duration
 from makerkit import svg_plot
 from makerkit.board_lab import Cgroup, Flash, LabError, Link

@@ -37,10 +37,10 @@ from typing import Any
 import serial
 
 from csembed.access_code import AccessCode
-from csembed.control.serial_link import parse_serial_spec
 from csembed.errors import CsembedError
 from csembed.protocol.core import CoreConfig, Grant
 from csembed.protocol.jsonvalues import parse_timestamp
+from csembed.runtime.control_serial import parse_serial_spec
 from csembed.security.keys import new_peer_id
 from makerkit.probe_session import ProbeSession
 

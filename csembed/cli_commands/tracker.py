@@ -15,8 +15,8 @@ import signal
 import sys
 
 from csembed.discovery.tracker_registry import TrackerServerConfig
-from csembed.discovery.tracker_server import DEFAULT_TRACKER_PORT, TrackerServer
 from csembed.errors import CsembedError
+from csembed.runtime.tracker_server import DEFAULT_TRACKER_PORT, TrackerServer
 
 __all__ = ["parse_listen", "register", "run"]
 

@@ -42,7 +42,7 @@ from csembed.control.commands import parse_request
 from csembed.control.errors import ControlError, ControlRequestError, DaemonRunningError
 from csembed.control.handler import ControlHandler
 from csembed.control.lines import DEFAULT_MAX_LINE, Line, LineDecoder, encode_line
-from csembed.control.serial_link import DEFAULT_BAUDRATE, SerialChannel
+from csembed.runtime.control_serial import DEFAULT_BAUDRATE, SerialChannel
 
 __all__ = [
     "CONTROL_PROTOCOL",

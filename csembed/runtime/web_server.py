@@ -29,9 +29,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from csembed.control.server import ControlServer
 from csembed.errors import CsembedError
 from csembed.protocol.wire import NEED_DATA
+from csembed.runtime.control_server import ControlServer
 from csembed.runtime.data_dir import parse_host_port
 from csembed.web.app import Control, ControlFailed, Response, handle
 from csembed.web.guard import Guard, WebOptions

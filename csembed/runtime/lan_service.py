@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from csembed.discovery.addresses import check_club_id, check_peer_id
+from csembed.discovery.addresses import read_club_id, read_peer_id
 from csembed.discovery.errors import BroadcastError
 from csembed.discovery.lan_broadcast import (
     LAN_PORT,
@@ -91,7 +91,7 @@ class LanAnnouncer:
 
     @staticmethod
     def _check_ids(ids: Mapping[str, str]) -> dict[str, str]:
-        return {check_club_id(club): check_peer_id(peer) for club, peer in ids.items()}
+        return {read_club_id(club): read_peer_id(peer) for club, peer in ids.items()}
 
     @staticmethod
     def _check_port(port: int) -> int:
@@ -187,8 +187,8 @@ class LanListener:
         port: int = LAN_PORT,
     ) -> None:
         self._on_sighting = on_sighting
-        self._own = {check_peer_id(p) for p in own_peers}
-        self._ids = None if ids is None else {check_club_id(i) for i in ids}
+        self._own = {read_peer_id(p) for p in own_peers}
+        self._ids = None if ids is None else {read_club_id(i) for i in ids}
         self._bind = (host, port)
         self._transport: asyncio.DatagramTransport | None = None
         self.dropped = 0  #: datagrams ignored as junk, foreign, ours or unwanted
@@ -226,11 +226,11 @@ class LanListener:
 
     def set_own_peers(self, peers: Iterable[str]) -> None:
         """Our own peer IDs, whose announcements are ignored."""
-        self._own = {check_peer_id(p) for p in peers}
+        self._own = {read_peer_id(p) for p in peers}
 
     def set_ids(self, ids: Iterable[str] | None) -> None:
         """Only report these club IDs (``None``: report every club)."""
-        self._ids = None if ids is None else {check_club_id(i) for i in ids}
+        self._ids = None if ids is None else {read_club_id(i) for i in ids}
 
     def _datagram(self, data: bytes, addr: Any) -> None:
         self.received += 1
