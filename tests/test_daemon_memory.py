@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from test_daemon_support import (  # noqa: F401  (fixtures)
     Procs,
     procs_fixture,
@@ -39,3 +40,17 @@ def test_guard_leaves_a_process_that_already_runs_asyncio_alone() -> None:
     before = sys.modules.get("ssl", "absent")
     assert without_tls() is False
     assert sys.modules.get("ssl", "absent") is before
+
+
+def test_the_c_backend_leaves_the_pure_twin_unloaded() -> None:
+    import os
+    import subprocess
+
+    from csembed import native
+    if "c" not in native.available_backends():
+        pytest.skip("the C extension is not built")
+    probe = ("import sys, csembed.native as n; print(n.BACKEND, 'csembed.native.pure' in "
+             "sys.modules, n.pure.NAME, 'csembed.native.pure' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "CSEMBED_BACKEND": "c"}).stdout.split()
+    assert out == ["c", "False", "python", "True"]
