@@ -25,16 +25,14 @@ connection is for:
    (gzip, encryption) and waits for the socket to drain. While the upload
    limiter limits (``rate > 0``) it drains after every unit, so the bytes
    leave the way the limiter spaces them; otherwise -- no limiter, or an
-   unlimited one kept only for its throughput meter -- it coalesces: units
-   keep going to the core while the engine has more, and one write sends
-   them once ``max_unit_bytes`` are pending or the engine has nothing more,
-   which keeps the socket's buffer full and the send call off each unit
-   (many small files' replies or requests leave in one segment).
+   unlimited one kept only for its throughput meter -- it drains once per
+   batch of units, which keeps the socket's buffer full and the flush
+   overhead off each unit.
 
    The reader does not yield to the writer after each received payload: it
    handles every event already buffered, so the requests freed by a burst of
-   small files reach the writer together and leave in one write; it yields
-   anyway whenever it must wait for the socket.
+   small files reach the engine together and the writer sends them as one
+   batch, in one write; it yields anyway whenever it must wait for the socket.
 
 **Replies backing up.** A peer that keeps sending requests but does not
 read the replies would make the engine queue replies for it without end.
@@ -152,7 +150,6 @@ class PeerLink:
         self.bytes_in = 0  #: payload bytes received
         self.messages_in = 0  #: messages received after Ready (progress, for back-off)
         self.units_out = 0
-        self.flushes = 0  #: socket writes by the writer (each carries one or more units)
         self.started = time.monotonic()
 
     def __repr__(self) -> str:
@@ -270,19 +267,13 @@ class PeerLink:
         engine = runtime.engine
         machine = self.stream.machine
         assert isinstance(machine, PeerConnection)
-        pending = 0  # bytes of units handed to the core since the last flush
         while True:
             if not engine.has_outgoing(self.conn_id):
-                if pending:
-                    pending = await self._flush()
-                    continue
                 await wake.wait()
                 wake.clear()
                 continue
             units = engine.outgoing(self.conn_id, self.max_unit_bytes)
             if not units:
-                if pending:
-                    pending = await self._flush()
                 await asyncio.sleep(0)  # the engine did work without output; let others run
                 continue
             upload = self.upload
@@ -291,20 +282,11 @@ class PeerLink:
                     # Even when unlimited: the limiter's meter feeds status's rates.
                     await upload.acquire(len(unit))
                 machine.send_encoded(unit)
-                pending += len(unit)
                 if upload is not None and upload.rate > 0:
                     await self.stream.flush()
             self.units_out += len(units)
-            if pending >= self.max_unit_bytes:
-                pending = await self._flush()
-
-    async def _flush(self) -> int:
-        """Send what the core holds (one write for many units) and wake a
-        reader waiting for the backlog to drain; 0, the bytes now pending."""
-        self.flushes += 1
-        await self.stream.flush()
-        self._drained.set()
-        return 0
+            await self.stream.flush()
+            self._drained.set()
 
 
 def link_handler(resolve: Callable[[Ready], ShareRuntime | None], *,
