@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``csembed`` console script."""
+    if (sys.argv[1:] if argv is None else list(argv))[:1] == ["daemon"]:
+        # Before the sub-command modules load: some import asyncio, which
+        # would pull in ssl, which the daemon never needs.
+        from csembed.cli_commands.daemon import without_tls
+        without_tls()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)

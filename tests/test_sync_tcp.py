@@ -64,8 +64,10 @@ def big_file(path: Path, size: int, seed: int) -> str:
 class Pair:
     """Peer ``a`` serves, peer ``b`` connects; both run a ShareRuntime."""
 
-    def __init__(self, a: Node, b: Node, *, upload: RateLimiter | None = None) -> None:
+    def __init__(self, a: Node, b: Node, *, upload: RateLimiter | None = None,
+                 **link_options) -> None:
         self.a, self.b = a, b
+        self.link_options = link_options  # more PeerLink arguments for a's side
         self.ra = ShareRuntime(a.engine, scan_budget=1.0)
         self.rb = ShareRuntime(b.engine, scan_budget=1.0)
         self.upload = upload
@@ -79,7 +81,8 @@ class Pair:
         registry.add_share(SHARE, self.a.peer_id)
         self.config = core_config(self.a.board)
         self.server = await serve("127.0.0.1", 0, registry,
-                                  link_handler(lambda ready: self.ra, upload=self.upload),
+                                  link_handler(lambda ready: self.ra, upload=self.upload,
+                                               **self.link_options),
                                   self.config)
         await self.connect()
         return self
@@ -392,5 +395,42 @@ def test_reading_a_peer_file_by_ranges_without_storing_it(tmp_path):
                 assert got == data[offset:offset + count]
             assert stream.cached_bytes <= stream.max_blocks * b.board.memory.chunk_size
             assert tree(b.root) == {}
+
+    run(scenario())
+
+
+def test_many_small_files_leave_in_coalesced_writes_in_order_and_bounded(tmp_path, monkeypatch):
+    # 300 small files: the receiver's requests go out many units per socket
+    # write, the sender's writes stay bounded by the writer's max_unit_bytes
+    # (one batch), and every file arrives intact (units keep their order).
+    base = board()
+    small = dataclasses.replace(base, memory=dataclasses.replace(base.memory,
+                                                                 chunk_size=64 * 1024))
+    a = Node(tmp_path, "a", board=small, seed=1)
+    b = Node(tmp_path, "b", board=small, seed=2)
+    for i in range(300):
+        a.write(f"d{i % 5}/f{i:03d}.bin", os.urandom(4096))
+    max_unit = 32 * 1024
+    writes: dict[int, list[int]] = collections.defaultdict(list)
+    data_to_send = PeerConnection.data_to_send
+
+    def recording(machine):
+        data = data_to_send(machine)
+        if data:
+            writes[id(machine)].append(len(data))
+        return data
+
+    monkeypatch.setattr(PeerConnection, "data_to_send", recording)
+
+    async def scenario():
+        async with Pair(a, b, max_unit_bytes=max_unit) as pair:
+            await pair.converged()
+            assert tree(a.root) == tree(b.root)
+            receiver = pair.link
+            assert receiver.units_out >= 300  # a request per file, at least
+            sent = len(writes[id(receiver.stream.machine)])
+            assert sent * 4 <= receiver.units_out, (sent, receiver.units_out)
+            sender = next(key for key in writes if key != id(receiver.stream.machine))
+            assert max(writes[sender]) <= 2 * max_unit + 64 * 1024 + 4096, max(writes[sender])
 
     run(scenario())

@@ -12,15 +12,25 @@ listens and its control socket is ready it prints one line on stdout::
 
 so that scripts (and ``csembed demo``) can start it with ``--listen HOST:0``
 and learn the port. SIGTERM and SIGINT stop it cleanly; so does ``csembed stop``.
+
+The daemon never speaks TLS (sessions are SPAKE2 + secretstream, the web page
+is plain HTTP on a local address), yet asyncio imports :mod:`ssl` whenever it
+can, and its TLS half (``_ssl``, libssl and the module) costs resident memory
+the ``wifi-piano`` board cannot spare. So :func:`without_tls` marks ``ssl``
+unavailable (``sys.modules["ssl"] = None``, the documented way to make an
+import fail) before anything imports asyncio: :func:`csembed.cli.main` calls
+it first thing for ``csembed daemon``, :func:`run` again for other callers;
+asyncio then takes its no-TLS path. When asyncio is already loaded (the
+command run inside a test process) nothing is changed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,7 +113,20 @@ def options_from(args: argparse.Namespace) -> DaemonOptions:
     )
 
 
+def without_tls() -> bool:
+    """Make ``import ssl`` fail in this process if asyncio is not loaded yet.
+
+    Returns whether the guard took effect (it cannot once asyncio has bound its
+    ``ssl`` name)."""
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return False
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    without_tls()
+    import asyncio
     options = options_from(args)
     handler = setup_logging(args.log_level, args.log_file)
     try:
@@ -114,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(options: DaemonOptions) -> None:
+    import asyncio
+
     from csembed.runtime.daemon import Daemon
     daemon = Daemon(options)
     loop = asyncio.get_running_loop()

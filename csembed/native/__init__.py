@@ -25,13 +25,13 @@ through the validating, streaming API of :mod:`csembed.rsync`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from csembed.native import pure
 from csembed.native.errors import (
     BadMagicError,
     CorruptError,
@@ -44,6 +44,12 @@ from csembed.native.errors import (
 _ENV = "CSEMBED_BACKEND"
 
 
+def _pure() -> ModuleType:
+    # Imported only when used: with the C backend a daemon never needs the
+    # twin, and its modules cost resident memory a small board cannot spare.
+    return importlib.import_module("csembed.native.pure")
+
+
 def _load_compiled() -> tuple[ModuleType | None, str]:
     try:
         from csembed.native import compiled
@@ -52,10 +58,17 @@ def _load_compiled() -> tuple[ModuleType | None, str]:
     return compiled, ""
 
 
+def __getattr__(name: str) -> ModuleType:
+    """``csembed.native.pure`` as an attribute, loaded on first use."""
+    if name == "pure":
+        return _pure()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _choose() -> ModuleType:
     requested = os.environ.get(_ENV, "").strip().lower()
     if requested in ("python", "pure"):
-        return pure
+        return _pure()
     if requested not in ("", "c", "native"):
         warnings.warn(f"{_ENV}={requested!r} is not 'c' or 'python'; choosing automatically",
                       RuntimeWarning, stacklevel=3)
@@ -66,7 +79,7 @@ def _choose() -> ModuleType:
                "using the much slower pure-Python backend")
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     print(f"WARNING: {message}", file=sys.stderr)
-    return pure
+    return _pure()
 
 
 def get_backend(name: str) -> ModuleType:
@@ -75,7 +88,7 @@ def get_backend(name: str) -> ModuleType:
     Raises :class:`ImportError` if the C backend is asked for but not built.
     """
     if name == "python":
-        return pure
+        return _pure()
     if name == "c":
         compiled, why = _load_compiled()
         if compiled is None:
@@ -94,21 +107,11 @@ _impl = _choose()
 #: Name of the backend in use: ``"c"`` or ``"python"``.
 BACKEND: str = _impl.NAME
 
-if TYPE_CHECKING:
-    from csembed.native.pure import (
-        MD4,
-        Blake2b,
-        DeltaGenerator,
-        PatchDecoder,
-        RabinKarp,
-        RollSum,
-        SigGenerator,
-        SumSet,
-        blake2b,
-        md4,
-        rabinkarp,
-        rollsum,
-    )
+if TYPE_CHECKING:  # the pure twin's modules, named one by one (the package loads lazily)
+    from csembed.native.pure.blake2b import Blake2b, blake2b
+    from csembed.native.pure.md4 import MD4, md4
+    from csembed.native.pure.rsync import DeltaGenerator, PatchDecoder, SigGenerator, SumSet
+    from csembed.native.pure.weaksums import RabinKarp, RollSum, rabinkarp, rollsum
 else:
     MD4 = _impl.MD4
     DeltaGenerator = _impl.DeltaGenerator

@@ -29,6 +29,11 @@ connection is for:
    batch of units, which keeps the socket's buffer full and the flush
    overhead off each unit.
 
+   The reader does not yield to the writer after each received payload: it
+   handles every event already buffered, so the requests freed by a burst of
+   small files reach the engine together and the writer sends them as one
+   batch, in one write; it yields anyway whenever it must wait for the socket.
+
 **Replies backing up.** A peer that keeps sending requests but does not
 read the replies would make the engine queue replies for it without end.
 So before handing the runtime each message, the reader checks the engine's
@@ -234,10 +239,6 @@ class PeerLink:
                     self.bytes_in += len(event.data)
                     if self.download is not None:
                         await self.download.acquire(len(event.data))
-                elif isinstance(event, PayloadEnd):
-                    # A finished payload usually frees a transfer slot: let the writer
-                    # send the next request now, so the peer serves while we write.
-                    await asyncio.sleep(0)
 
 
     async def _wait_for_backlog(self, runtime: ShareRuntime) -> str | None:

@@ -7,7 +7,8 @@ Usage::
 Each line is measured in a fresh interpreter (``VmRSS`` from /proc after the
 imports), importing the parts cumulatively in the order the daemon loads
 them, so a line's delta is what that part adds: the interpreter itself,
-asyncio, sqlite3, hashlib (OpenSSL's libcrypto), PyNaCl (libsodium), then
+asyncio (with ``ssl`` blocked, as the daemon does), sqlite3, hashlib
+(OpenSSL's libcrypto), PyNaCl (libsodium), then
 our modules layer by layer. Then a real ``csembed daemon`` on the board
 holding a share of 100 files: its RSS idle after the first scan, against
 the bare interpreter (the anchor every Python daemon starts from) and the
@@ -29,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 STEPS = [
     ("interpreter", ""),
-    ("asyncio (with ssl)", "import asyncio"),
+    # as in the daemon (csembed.cli_commands.daemon.without_tls): no ssl
+    ("asyncio (ssl blocked)", "import sys; sys.modules['ssl'] = None; import asyncio"),
     ("sqlite3", "import sqlite3"),
     ("hashlib (libcrypto)", "import hashlib"),
     ("PyNaCl (libsodium)", "import nacl.bindings, nacl.signing"),
