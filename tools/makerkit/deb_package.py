@@ -15,12 +15,14 @@ vendor`` (the default) a PyNaCl wheel (libsodium inside) is installed into
 the private directory and the package depends only on ``python3-cffi``; with
 ``--nacl system`` it depends on ``python3-nacl (>= 1.6)`` (Debian trixie).
 ``segno`` (QR codes for provisioning) is always vendored; it is pure Python.
-Where PyPI has no PyNaCl wheel for the target (32-bit ARM, armhf), ``--sodium
-system`` builds PyNaCl from source against the distribution's libsodium
-(``SODIUM_INSTALL=system``; needs ``libsodium-dev``, ``libffi-dev`` and a
-compiler on the build machine only), which skips compiling the bundled
-libsodium -- the bulk of the "20-minute" build -- and makes the package
-depend on ``libsodium23``.
+PyPI has PyNaCl wheels (libsodium inside) for amd64 and arm64 but none for
+32-bit ARM (armhf). ``--sodium auto`` (the default) therefore asks pip for a
+wheel first and, where there is none, builds PyNaCl from its source
+distribution against the distribution's libsodium (``SODIUM_INSTALL=system``;
+needs ``libsodium-dev``, ``libffi-dev`` and a compiler on the build machine
+only). That skips configuring and compiling PyNaCl's bundled libsodium -- the
+bulk of the "20-minute" build -- and makes the package depend on
+``libsodium23``. ``bundled`` and ``system`` force one route.
 
 The service: a system user ``csembed``, the data directory ``/var/lib/csembed``
 (made by ``postinst``, removed with the user on purge), a systemd unit and
@@ -41,6 +43,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent  # tools/
 DEB_FILES = HERE / "deb"
 NACL_MIN = "1.6"
+SODIUM_HEADER_DIRS = ("/usr/include", "/usr/local/include")
 
 WRAPPER = """#!/usr/bin/python3
 # csembed, as installed by the csembed .deb: the package lives in a private directory.
@@ -58,8 +61,9 @@ class BuildError(Exception):
     """The package could not be built; the message says why."""
 
 
-def _run(argv: list[str]) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True)
+def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True,
+                            env=None if env is None else {**os.environ, **env})
     if result.returncode != 0:
         raise BuildError(f"{' '.join(argv)} failed:\n{result.stdout[-2000:]}"
                          f"{result.stderr[-2000:]}")
@@ -72,8 +76,34 @@ def _installed_size_kib(root: Path) -> int:
     return (total + 1023) // 1024
 
 
+def _system_sodium_present() -> bool:
+    return any(Path(d, "sodium.h").exists() for d in SODIUM_HEADER_DIRS)
+
+
+def _vendor_nacl(pip: list[str], sodium: str) -> str:
+    """Put PyNaCl into the private directory; returns the libsodium used."""
+    if sodium in ("auto", "bundled"):
+        wheel = subprocess.run([*pip, "--only-binary", "PyNaCl", f"PyNaCl>={NACL_MIN}"],
+                               capture_output=True, text=True)
+        if wheel.returncode == 0:
+            return "bundled"
+        if sodium == "bundled" or "No matching distribution" not in wheel.stderr:
+            raise BuildError(f"installing a PyNaCl >= {NACL_MIN} wheel failed:\n"
+                             f"{wheel.stdout[-2000:]}{wheel.stderr[-2000:]}")
+    if not _system_sodium_present():
+        raise BuildError(
+            f"PyPI has no PyNaCl >= {NACL_MIN} wheel for this machine (32-bit ARM has none), "
+            "so PyNaCl is built against the system's libsodium: apt install libsodium-dev "
+            "libffi-dev python3-dev gcc, then run build-deb again")
+    # SODIUM_INSTALL=system: PyNaCl's setup links Debian's libsodium instead of
+    # configuring and compiling its bundled copy (the slow part of its build).
+    _run([*pip, "--no-binary", "PyNaCl", f"PyNaCl>={NACL_MIN}"],
+         env={"SODIUM_INSTALL": "system"})
+    return "system"
+
+
 def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.executable,
-          arch: str | None = None, sodium: str = "bundled") -> Path:
+          arch: str | None = None, sodium: str = "auto") -> Path:
     """Build the package from ``source`` into folder ``out``; returns the .deb's path."""
     project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
     version = project["version"]
@@ -89,11 +119,7 @@ def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.ex
             raise BuildError("the C extension was not built (is a C compiler installed?)")
         _run([*pip, "segno"])
         if nacl == "vendor":
-            if sodium == "system":
-                os.environ["SODIUM_INSTALL"] = "system"
-                _run([*pip, "--no-binary", "PyNaCl", f"PyNaCl>={NACL_MIN}"])
-            else:
-                _run([*pip, f"PyNaCl>={NACL_MIN}"])
+            sodium = _vendor_nacl(pip, sodium)
         shutil.rmtree(private / "bin", ignore_errors=True)
         for cache in list(private.rglob("__pycache__")):
             shutil.rmtree(cache)
@@ -151,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nacl", choices=["vendor", "system"], default="vendor",
                    help=f"vendor a PyNaCl >= {NACL_MIN} wheel (default; for bookworm, whose "
                         "python3-nacl is 1.5) or depend on the distribution's (trixie)")
-    p.add_argument("--sodium", choices=["bundled", "system"], default="bundled",
-                   help="with --nacl vendor: take PyNaCl's wheel (bundled libsodium; default) "
-                        "or build it against the system's libsodium (for armhf, where PyPI "
-                        "has no wheel; needs libsodium-dev on the build machine)")
+    p.add_argument("--sodium", choices=["auto", "bundled", "system"], default="auto",
+                   help="with --nacl vendor: 'bundled' takes PyNaCl's wheel (libsodium "
+                        "inside), 'system' builds PyNaCl against the system's libsodium "
+                        "(needs libsodium-dev; the package then depends on libsodium23), "
+                        "'auto' (default) takes the wheel where PyPI has one and otherwise "
+                        "(armhf) builds against the system's libsodium")
     p.add_argument("--python", default=sys.executable,
                    help="the Python whose pip builds the package (default: this one)")
     p.add_argument("--arch", help="Debian architecture (default: dpkg --print-architecture)")
