@@ -37,8 +37,15 @@ def _root() -> Path:
     return root
 
 
-def inside(root: Path, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _chroot_env() -> dict[str, str]:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+    if os.environ.get("PIP_CERT"):  # a proxy's CA on this host: the chroot's pip needs it too
+        env["PIP_CERT"] = "/etc/ssl/csembed-test-host-ca.crt"
+    return env
+
+
+def inside(root: Path, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = _chroot_env()
     result = subprocess.run(["chroot", str(root), *argv], capture_output=True, text=True,
                             timeout=timeout, env=env)
     assert result.returncode == 0, f"{argv}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
@@ -56,6 +63,8 @@ def test_armhf_deb_builds_in_the_chroot_installs_and_runs_the_daemon():
             subprocess.run(["mount", *flags, fs, str(point)], check=True)
             mounted.append(point)
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")  # pip reaches PyPI
+    if os.environ.get("PIP_CERT"):
+        shutil.copy(os.environ["PIP_CERT"], root / "etc/ssl/csembed-test-host-ca.crt")
     work = root / "tmp/csembed-armhf-test"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(SOURCE, work / "src", ignore=shutil.ignore_patterns(
@@ -77,7 +86,8 @@ def test_armhf_deb_builds_in_the_chroot_installs_and_runs_the_daemon():
         daemon = subprocess.Popen(
             ["chroot", str(root), "runuser", "-u", "csembed", "--", "csembed", "daemon",
              "--data-dir", data, "--listen", "127.0.0.1:0", "--no-lan", "--board",
-             "rpi-zero-2w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "rpi-zero-2w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_chroot_env())
         assert daemon.stdout is not None
         line = daemon.stdout.readline()
         assert line.startswith("csembed daemon ready"), line + (

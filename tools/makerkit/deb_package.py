@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,7 @@ HERE = Path(__file__).resolve().parent.parent  # tools/
 DEB_FILES = HERE / "deb"
 NACL_MIN = "1.6"
 SODIUM_HEADER_DIRS = ("/usr/include", "/usr/local/include")
+SODIUM_MIN = (1, 0, 20)  # PyNaCl 1.6 binds crypto_aead_aegis*, new in libsodium 1.0.20
 
 WRAPPER = """#!/usr/bin/python3
 # csembed, as installed by the csembed .deb: the package lives in a private directory.
@@ -76,34 +78,59 @@ def _installed_size_kib(root: Path) -> int:
     return (total + 1023) // 1024
 
 
-def _system_sodium_present() -> bool:
-    return any(Path(d, "sodium.h").exists() for d in SODIUM_HEADER_DIRS)
+def system_sodium_version() -> tuple[int, ...] | None:
+    """The version of the system's libsodium headers (libsodium-dev), or None."""
+    for folder in SODIUM_HEADER_DIRS:
+        header = Path(folder, "sodium/version.h")
+        if header.exists():
+            found = re.search(r'SODIUM_VERSION_STRING\s+"([0-9.]+)"', header.read_text())
+            if found:
+                return tuple(int(part) for part in found.group(1).split("."))
+    return None
 
 
 def _vendor_nacl(pip: list[str], sodium: str) -> str:
-    """Put PyNaCl into the private directory; returns the libsodium used."""
-    if sodium in ("auto", "bundled"):
-        wheel = subprocess.run([*pip, "--only-binary", "PyNaCl", f"PyNaCl>={NACL_MIN}"],
-                               capture_output=True, text=True)
-        if wheel.returncode == 0:
-            return "bundled"
-        if sodium == "bundled" or "No matching distribution" not in wheel.stderr:
-            raise BuildError(f"installing a PyNaCl >= {NACL_MIN} wheel failed:\n"
-                             f"{wheel.stdout[-2000:]}{wheel.stderr[-2000:]}")
-    if not _system_sodium_present():
-        raise BuildError(
-            f"PyPI has no PyNaCl >= {NACL_MIN} wheel for this machine (32-bit ARM has none), "
-            "so PyNaCl is built against the system's libsodium: apt install libsodium-dev "
-            "libffi-dev python3-dev gcc, then run build-deb again")
-    # SODIUM_INSTALL=system: PyNaCl's setup links Debian's libsodium instead of
-    # configuring and compiling its bundled copy (the slow part of its build).
-    _run([*pip, "--no-binary", "PyNaCl", f"PyNaCl>={NACL_MIN}"],
-         env={"SODIUM_INSTALL": "system"})
-    return "system"
+    """Put PyNaCl into the private directory; returns the libsodium it uses."""
+    spec = f"PyNaCl>={NACL_MIN}"
+    if sodium == "system":
+        have = system_sodium_version()
+        if have is None or have < SODIUM_MIN:
+            shown = "none" if have is None else ".".join(map(str, have))
+            raise BuildError(
+                f"--sodium system: PyNaCl >= {NACL_MIN} needs libsodium >= "
+                f"{'.'.join(map(str, SODIUM_MIN))} (it binds the AEGIS ciphers); the system's "
+                f"libsodium-dev is {shown} (Debian bookworm has 1.0.18). Use --sodium bundled")
+        _run([*pip, "--no-binary", "PyNaCl", spec], env={"SODIUM_INSTALL": "system"})
+        return "system"
+    wheel = subprocess.run([*pip, "--only-binary", "PyNaCl", spec],
+                           capture_output=True, text=True)
+    if wheel.returncode == 0:
+        return "bundled"
+    if "No matching distribution" not in wheel.stderr:
+        raise BuildError(f"installing a PyNaCl wheel failed:\n{wheel.stderr[-2000:]}")
+    # No wheel for this machine (armhf): compile PyNaCl and the libsodium it
+    # bundles, once, here; the devices then install the .deb with no build.
+    if shutil.which("make") is None:
+        raise BuildError("PyPI has no PyNaCl wheel for this machine (32-bit ARM has none), so "
+                         "it is compiled with its bundled libsodium: apt install make gcc "
+                         "libffi-dev python3-dev, then run build-deb again")
+    jobs = str(os.cpu_count() or 1)
+    _run([*pip, "--no-binary", "PyNaCl", spec], env={"LIBSODIUM_MAKE_ARGS": f"-j{jobs}"})
+    return "bundled"
+
+
+def _check_imports(private: Path, python: str) -> None:
+    """Load the staged csembed and PyNaCl as the package will, before packing them."""
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import nacl.bindings; "
+             "import csembed.cli, csembed.security")
+    result = subprocess.run([python, "-c", probe, str(private)], capture_output=True,
+                            text=True, cwd="/")
+    if result.returncode != 0:
+        raise BuildError("the staged package does not load:\n" + result.stderr[-2000:])
 
 
 def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.executable,
-          arch: str | None = None, sodium: str = "auto") -> Path:
+          arch: str | None = None, sodium: str = "bundled") -> Path:
     """Build the package from ``source`` into folder ``out``; returns the .deb's path."""
     project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
     version = project["version"]
@@ -121,6 +148,8 @@ def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.ex
         if nacl == "vendor":
             sodium = _vendor_nacl(pip, sodium)
         shutil.rmtree(private / "bin", ignore_errors=True)
+        if arch == _run(["dpkg", "--print-architecture"]).strip():
+            _check_imports(private, python)
         for cache in list(private.rglob("__pycache__")):
             shutil.rmtree(cache)
         (stage / "usr/bin").mkdir(parents=True)
@@ -177,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nacl", choices=["vendor", "system"], default="vendor",
                    help=f"vendor a PyNaCl >= {NACL_MIN} wheel (default; for bookworm, whose "
                         "python3-nacl is 1.5) or depend on the distribution's (trixie)")
-    p.add_argument("--sodium", choices=["auto", "bundled", "system"], default="auto",
-                   help="with --nacl vendor: 'bundled' takes PyNaCl's wheel (libsodium "
-                        "inside), 'system' builds PyNaCl against the system's libsodium "
-                        "(needs libsodium-dev; the package then depends on libsodium23), "
-                        "'auto' (default) takes the wheel where PyPI has one and otherwise "
-                        "(armhf) builds against the system's libsodium")
+    p.add_argument("--sodium", choices=["bundled", "system"], default="bundled",
+                   help="with --nacl vendor: 'bundled' (default) vendors PyNaCl with its own "
+                        "libsodium -- PyPI's wheel, or where there is none (armhf) compiled "
+                        "here, which needs make and takes long; 'system' builds PyNaCl "
+                        "against the system's libsodium-dev, which must be >= 1.0.20 "
+                        "(bookworm's is 1.0.18), and depends on libsodium23")
     p.add_argument("--python", default=sys.executable,
                    help="the Python whose pip builds the package (default: this one)")
     p.add_argument("--arch", help="Debian architecture (default: dpkg --print-architecture)")
