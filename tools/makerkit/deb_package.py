@@ -16,13 +16,15 @@ the private directory and the package depends only on ``python3-cffi``; with
 ``--nacl system`` it depends on ``python3-nacl (>= 1.6)`` (Debian trixie).
 ``segno`` (QR codes for provisioning) is always vendored; it is pure Python.
 PyPI has PyNaCl wheels (libsodium inside) for amd64 and arm64 but none for
-32-bit ARM (armhf). ``--sodium auto`` (the default) therefore asks pip for a
-wheel first and, where there is none, builds PyNaCl from its source
-distribution against the distribution's libsodium (``SODIUM_INSTALL=system``;
-needs ``libsodium-dev``, ``libffi-dev`` and a compiler on the build machine
-only). That skips configuring and compiling PyNaCl's bundled libsodium -- the
-bulk of the "20-minute" build -- and makes the package depend on
-``libsodium23``. ``bundled`` and ``system`` force one route.
+32-bit ARM (armhf). ``--sodium bundled`` (the default) asks pip for a wheel
+and, where there is none, compiles PyNaCl from its source distribution with
+the libsodium it bundles (needs ``make``, ``libffi-dev`` and a compiler on the
+build machine only; pip caches the result, so a rebuild is quick). ``--sodium
+system`` links the distribution's libsodium instead (``SODIUM_INSTALL=system``,
+package depends on ``libsodium23``), but PyNaCl 1.6 needs libsodium 1.0.20
+and bookworm has 1.0.18 -- such a build compiles and then fails at import --
+so the version in ``sodium/version.h`` is checked first. Whatever the route,
+the staged package is imported before it is packed.
 
 The service: a system user ``csembed``, the data directory ``/var/lib/csembed``
 (made by ``postinst``, removed with the user on purge), a systemd unit and
