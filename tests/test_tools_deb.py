@@ -15,6 +15,8 @@ import pytest
 from csembed.cli_commands.control_client import ControlClient
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
+sys.path.insert(0, str(TOOLS))
+from makerkit import deb_package  # noqa: E402
 
 
 def _missing() -> str | None:
@@ -88,3 +90,18 @@ def test_deb_builds_installs_runs_the_daemon_and_removes_cleanly(tmp_path):
             daemon.kill()
             daemon.wait()
         subprocess.run(["dpkg", "--purge", "csembed"], capture_output=True, timeout=300)
+
+
+def test_system_sodium_older_than_pynacl_needs_is_refused_before_building(tmp_path, monkeypatch):
+    # bookworm's libsodium-dev is 1.0.18; a PyNaCl 1.6 built against it compiles
+    # but fails to import (undefined symbol crypto_aead_aegis128l_npubbytes).
+    (tmp_path / "sodium").mkdir()
+    (tmp_path / "sodium/version.h").write_text('#define SODIUM_VERSION_STRING "1.0.18"\n')
+    monkeypatch.setattr(deb_package, "SODIUM_HEADER_DIRS", (str(tmp_path),))
+    assert deb_package.system_sodium_version() == (1, 0, 18)
+    with pytest.raises(deb_package.BuildError, match=r"libsodium >= 1\.0\.20.*is 1\.0\.18"):
+        deb_package._vendor_nacl(["false"], "system")
+    (tmp_path / "sodium/version.h").write_text('#define SODIUM_VERSION_STRING "1.0.20"\n')
+    assert deb_package.system_sodium_version() == (1, 0, 20)
+    with pytest.raises(deb_package.BuildError, match="false"):  # passes the check, runs pip
+        deb_package._vendor_nacl(["false"], "system")

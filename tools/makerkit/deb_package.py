@@ -15,12 +15,16 @@ vendor`` (the default) a PyNaCl wheel (libsodium inside) is installed into
 the private directory and the package depends only on ``python3-cffi``; with
 ``--nacl system`` it depends on ``python3-nacl (>= 1.6)`` (Debian trixie).
 ``segno`` (QR codes for provisioning) is always vendored; it is pure Python.
-Where PyPI has no PyNaCl wheel for the target (32-bit ARM, armhf), ``--sodium
-system`` builds PyNaCl from source against the distribution's libsodium
-(``SODIUM_INSTALL=system``; needs ``libsodium-dev``, ``libffi-dev`` and a
-compiler on the build machine only), which skips compiling the bundled
-libsodium -- the bulk of the "20-minute" build -- and makes the package
-depend on ``libsodium23``.
+PyPI has PyNaCl wheels (libsodium inside) for amd64 and arm64 but none for
+32-bit ARM (armhf). ``--sodium bundled`` (the default) asks pip for a wheel
+and, where there is none, compiles PyNaCl from its source distribution with
+the libsodium it bundles (needs ``make``, ``libffi-dev`` and a compiler on the
+build machine only; pip caches the result, so a rebuild is quick). ``--sodium
+system`` links the distribution's libsodium instead (``SODIUM_INSTALL=system``,
+package depends on ``libsodium23``), but PyNaCl 1.6 needs libsodium 1.0.20
+and bookworm has 1.0.18 -- such a build compiles and then fails at import --
+so the version in ``sodium/version.h`` is checked first. Whatever the route,
+the staged package is imported before it is packed.
 
 The service: a system user ``csembed``, the data directory ``/var/lib/csembed``
 (made by ``postinst``, removed with the user on purge), a systemd unit and
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +46,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent  # tools/
 DEB_FILES = HERE / "deb"
 NACL_MIN = "1.6"
+SODIUM_HEADER_DIRS = ("/usr/include", "/usr/local/include")
+SODIUM_MIN = (1, 0, 20)  # PyNaCl 1.6 binds crypto_aead_aegis*, new in libsodium 1.0.20
 
 WRAPPER = """#!/usr/bin/python3
 # csembed, as installed by the csembed .deb: the package lives in a private directory.
@@ -58,8 +65,9 @@ class BuildError(Exception):
     """The package could not be built; the message says why."""
 
 
-def _run(argv: list[str]) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True)
+def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True,
+                            env=None if env is None else {**os.environ, **env})
     if result.returncode != 0:
         raise BuildError(f"{' '.join(argv)} failed:\n{result.stdout[-2000:]}"
                          f"{result.stderr[-2000:]}")
@@ -70,6 +78,59 @@ def _installed_size_kib(root: Path) -> int:
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()
                 and "DEBIAN" not in p.parts)
     return (total + 1023) // 1024
+
+
+def system_sodium_version() -> tuple[int, ...] | None:
+    """The version of the system's libsodium headers (libsodium-dev), or None."""
+    for folder in SODIUM_HEADER_DIRS:
+        header = Path(folder, "sodium/version.h")
+        if header.exists():
+            found = re.search(r'SODIUM_VERSION_STRING\s+"([0-9.]+)"', header.read_text())
+            if found:
+                return tuple(int(part) for part in found.group(1).split("."))
+    return None
+
+
+def _vendor_nacl(pip: list[str], sodium: str) -> str:
+    """Put PyNaCl into the private directory; returns the libsodium it uses."""
+    spec = f"PyNaCl>={NACL_MIN}"
+    if sodium == "system":
+        have = system_sodium_version()
+        if have is None or have < SODIUM_MIN:
+            shown = "none" if have is None else ".".join(map(str, have))
+            raise BuildError(
+                f"--sodium system: PyNaCl >= {NACL_MIN} needs libsodium >= "
+                f"{'.'.join(map(str, SODIUM_MIN))} (it binds the AEGIS ciphers); the system's "
+                f"libsodium-dev is {shown} (Debian bookworm has 1.0.18). Use --sodium bundled")
+        _run([*pip, "--no-binary", "PyNaCl", spec], env={"SODIUM_INSTALL": "system"})
+        return "system"
+    wheel = subprocess.run([*pip, "--only-binary", "PyNaCl", spec],
+                           capture_output=True, text=True)
+    if wheel.returncode == 0:
+        return "bundled"
+    if "No matching distribution" not in wheel.stderr:
+        raise BuildError(f"installing a PyNaCl wheel failed:\n{wheel.stderr[-2000:]}")
+    # No wheel for this machine (armhf): compile PyNaCl and the libsodium it
+    # bundles, once, here; the devices then install the .deb with no build.
+    if shutil.which("make") is None:
+        raise BuildError("PyPI has no PyNaCl wheel for this machine (32-bit ARM has none), so "
+                         "it is compiled with its bundled libsodium: apt install make gcc "
+                         "libffi-dev python3-dev, then run build-deb again")
+    jobs = str(os.cpu_count() or 1)
+    # No --no-binary here: pip then builds from the sdist but reuses the wheel it
+    # cached on an earlier build, so rebuilding the package takes minutes, not a quarter hour.
+    _run([*pip, spec], env={"LIBSODIUM_MAKE_ARGS": f"-j{jobs}"})
+    return "bundled"
+
+
+def _check_imports(private: Path, python: str) -> None:
+    """Load the staged csembed and PyNaCl as the package will, before packing them."""
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import nacl.bindings; "
+             "import csembed.cli, csembed.security")
+    result = subprocess.run([python, "-c", probe, str(private)], capture_output=True,
+                            text=True, cwd="/")
+    if result.returncode != 0:
+        raise BuildError("the staged package does not load:\n" + result.stderr[-2000:])
 
 
 def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.executable,
@@ -89,12 +150,10 @@ def build(source: Path, out: Path, *, nacl: str = "vendor", python: str = sys.ex
             raise BuildError("the C extension was not built (is a C compiler installed?)")
         _run([*pip, "segno"])
         if nacl == "vendor":
-            if sodium == "system":
-                os.environ["SODIUM_INSTALL"] = "system"
-                _run([*pip, "--no-binary", "PyNaCl", f"PyNaCl>={NACL_MIN}"])
-            else:
-                _run([*pip, f"PyNaCl>={NACL_MIN}"])
+            sodium = _vendor_nacl(pip, sodium)
         shutil.rmtree(private / "bin", ignore_errors=True)
+        if arch == _run(["dpkg", "--print-architecture"]).strip():
+            _check_imports(private, python)
         for cache in list(private.rglob("__pycache__")):
             shutil.rmtree(cache)
         (stage / "usr/bin").mkdir(parents=True)
@@ -152,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"vendor a PyNaCl >= {NACL_MIN} wheel (default; for bookworm, whose "
                         "python3-nacl is 1.5) or depend on the distribution's (trixie)")
     p.add_argument("--sodium", choices=["bundled", "system"], default="bundled",
-                   help="with --nacl vendor: take PyNaCl's wheel (bundled libsodium; default) "
-                        "or build it against the system's libsodium (for armhf, where PyPI "
-                        "has no wheel; needs libsodium-dev on the build machine)")
+                   help="with --nacl vendor: 'bundled' (default) vendors PyNaCl with its own "
+                        "libsodium -- PyPI's wheel, or where there is none (armhf) compiled "
+                        "here, which needs make and takes long; 'system' builds PyNaCl "
+                        "against the system's libsodium-dev, which must be >= 1.0.20 "
+                        "(bookworm's is 1.0.18), and depends on libsodium23")
     p.add_argument("--python", default=sys.executable,
                    help="the Python whose pip builds the package (default: this one)")
     p.add_argument("--arch", help="Debian architecture (default: dpkg --print-architecture)")
