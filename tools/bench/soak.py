@@ -28,55 +28,29 @@ import hashlib
 import json
 import os
 import random
-import select
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+import daemon as bench_daemon  # noqa: E402  (tools/bench/daemon.py: the daemon process)
+from daemon import cli  # noqa: E402
 
 MiB = 1 << 20
 SUBTREE_FILES = 150
 
 
-def cli(data: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "csembed", *args, "--data-dir", str(data)],
-                            capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise SystemExit(f"csembed {' '.join(args)} failed: {result.stderr}")
-    return result.stdout
-
-
-class Daemon:
-    """A ``csembed daemon`` subprocess with its own data directory."""
+class Daemon(bench_daemon.Daemon):
+    """A ``csembed daemon`` subprocess on the desktop board, with its RSS at hand."""
 
     def __init__(self, base: Path, name: str, *extra: str) -> None:
         self.name = name
-        self.data = base / f"{name}-data"
-        self.log = (base / f"{name}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "csembed", "daemon", "--data-dir", str(self.data),
-             "--board", "desktop", "--listen", "127.0.0.1:0", "--no-lan",
-             "--log-level", "warning", *extra],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            raise SystemExit(f"daemon {name} did not start; see {base / (name + '.log')}")
-        self.address = line.split("listening on ", 1)[1].split(",", 1)[0]
-
-    def call(self, command: str, **params: Any) -> dict[str, Any]:
-        from csembed.cli_commands.control_client import ControlClient
-        with ControlClient(self.data / "control", timeout=60) as client:
-            return client.call(command, **params)
+        super().__init__(base, name, "desktop", *extra)
 
     def rss(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as status:
@@ -87,16 +61,6 @@ class Daemon:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def tree(root: Path) -> dict[str, str]:
