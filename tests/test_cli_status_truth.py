@@ -12,35 +12,25 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
 
 import pytest
 from test_daemon_support import (  # noqa: F401  (fixtures)
     Procs,
+    board_with_quota,
     code_of,
     procs_fixture,
     short_tmp_fixture,
     wait_for,
 )
 
-from csembed.board_profile import boards_dir
-
 QUOTA = 300_000
 
-
-def _board_with_quota(root: Path) -> Path:
-    text = (boards_dir() / "desktop.toml").read_text()
-    lines = [(f'quota = "{QUOTA}"' if line.startswith("quota") else line)
-             for line in text.splitlines()]
-    path = root / "small-disk.toml"
-    path.write_text("\n".join(lines).replace('name = "desktop"', 'name = "small-disk"') + "\n")
-    return path
 
 
 @pytest.mark.once
 def test_status_names_problems_and_says_synced_only_when_it_is(procs: Procs) -> None:
     a = procs.daemon("a")
-    b = procs.daemon("b", "--peer", a.address, board=str(_board_with_quota(procs.root)))
+    b = procs.daemon("b", "--peer", a.address, board=str(board_with_quota(procs.root, QUOTA)))
     pa, pb = procs.root / "A", procs.root / "B"
     pa.mkdir()
     (pa / "take1.wav").write_bytes(os.urandom(200_000))

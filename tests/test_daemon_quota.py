@@ -9,33 +9,23 @@ even though each share alone is well under the quota.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from test_daemon_support import (  # noqa: F401  (fixtures)
     Procs,
+    board_with_quota,
     code_of,
     procs_fixture,
     short_tmp_fixture,
     wait_for,
 )
 
-from csembed.board_profile import boards_dir
-
 QUOTA = 300_000
 
-
-def _board_with_quota(root: Path) -> Path:
-    text = (boards_dir() / "desktop.toml").read_text()
-    lines = [(f'quota = "{QUOTA}"' if line.startswith("quota") else line)
-             for line in text.splitlines()]
-    path = root / "small-disk.toml"
-    path.write_text("\n".join(lines).replace('name = "desktop"', 'name = "small-disk"') + "\n")
-    return path
 
 
 def test_quota_counts_all_shares_together(procs: Procs) -> None:
     a = procs.daemon("a")
-    b = procs.daemon("b", "--peer", a.address, board=str(_board_with_quota(procs.root)))
+    b = procs.daemon("b", "--peer", a.address, board=str(board_with_quota(procs.root, QUOTA)))
     sources = [procs.root / "A1", procs.root / "A2"]
     targets = [procs.root / "B1", procs.root / "B2"]
     for source in sources:

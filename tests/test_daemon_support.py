@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from csembed.board_profile import boards_dir
 from csembed.cli_commands.control_client import ControlClient
 
 TIMEOUT = 60.0  # generous: only guards against a hang
@@ -188,6 +189,16 @@ def tree(root: Path) -> dict[str, str]:
 def code_of(share_output: str) -> str:
     """The access code from ``csembed share --json`` output."""
     return json.loads(share_output)["access_code"]
+
+
+def board_with_quota(root: Path, quota: int) -> Path:
+    """A copy of the desktop board, named ``small-disk``, whose share quota is ``quota``."""
+    text = (boards_dir() / "desktop.toml").read_text()
+    lines = [(f'quota = "{quota}"' if line.startswith("quota") else line)
+             for line in text.splitlines()]
+    path = root / "small-disk.toml"
+    path.write_text("\n".join(lines).replace('name = "desktop"', 'name = "small-disk"') + "\n")
+    return path
 
 
 @pytest.fixture(name="short_tmp")
