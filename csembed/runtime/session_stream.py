@@ -329,6 +329,23 @@ async def connect(host: str, port: int, grant: Grant, config: CoreConfig | None 
         read_size=read_size)
 
 
+async def run_handler(handler: Callable[[SessionStream], Awaitable[None]],
+                      stream: SessionStream) -> None:
+    """Run a server's ``handler`` for one accepted connection, then close it; a
+    handler that fails is logged and its connection aborted, so one
+    connection's bug never takes the listener down."""
+    try:
+        await handler(stream)
+    except asyncio.CancelledError:  # the server is shutting down
+        stream.abort()
+        raise
+    except Exception:
+        log.exception("connection handler failed for %s", stream.peername)
+        stream.abort()
+        return
+    await stream.close()
+
+
 async def serve(host: str, port: int, registry: CredentialRegistry,
                 handler: Callable[[SessionStream], Awaitable[None]],
                 config: CoreConfig | Callable[[], CoreConfig] | None = None, *,
@@ -375,18 +392,6 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
                             "%d at once were still authenticating", evicted, budget)
         pending[link] = source
 
-    async def run(stream: SessionStream) -> None:
-        try:
-            await handler(stream)
-        except asyncio.CancelledError:  # the server is shutting down
-            stream.abort()
-            raise
-        except Exception:  # one connection's bug must not take the server down
-            log.exception("connection handler failed for %s", stream.peername)
-            stream.abort()
-            return
-        await stream.close()
-
     def on_connect(link: _Transport) -> None:
         assert link.transport is not None
         peer = link.transport.get_extra_info("peername")
@@ -396,7 +401,7 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
                                         limiter=limiter, source=source)
         stream = SessionStream(machine, link, clock=loop.time)
         admit(link, source)
-        task = loop.create_task(run(stream))
+        task = loop.create_task(run_handler(handler, stream))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

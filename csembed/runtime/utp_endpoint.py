@@ -53,7 +53,7 @@ from csembed.board_profile import MemoryLimits
 from csembed.nat.stun import StunError, StunProbe, is_stun, parse_response
 from csembed.protocol.core import CoreConfig, PeerConnection
 from csembed.protocol.core_access import CredentialRegistry, Grant
-from csembed.runtime.session_stream import READ_SIZE, SessionStream, _Transport
+from csembed.runtime.session_stream import READ_SIZE, SessionStream, _Transport, run_handler
 from csembed.security.keys import Rng, default_rng
 from csembed.security.rate_limit import RateLimiter
 from csembed.transport.utp import Closed, Connected, Data, EndOfStream, UtpConfig, UtpConnection
@@ -539,18 +539,6 @@ def serve_utp(endpoint: UtpEndpoint, registry: CredentialRegistry,
     settings = config or CoreConfig()
     tasks: set[asyncio.Task[None]] = set()
 
-    async def run(stream: SessionStream) -> None:
-        try:
-            await handler(stream)
-        except asyncio.CancelledError:
-            stream.abort()
-            raise
-        except Exception:  # one connection's bug must not take the endpoint down
-            log.exception("uTP connection handler failed for %s", stream.peername)
-            stream.abort()
-            return
-        await stream.close()
-
     def on_accept(transport: UtpTransport) -> None:
         link = _Transport(read_size)
         transport.set_protocol(link)
@@ -558,7 +546,8 @@ def serve_utp(endpoint: UtpEndpoint, registry: CredentialRegistry,
         current = settings() if callable(settings) else settings
         machine = PeerConnection.server(registry, current, clock=loop.time, rng=rng,
                                         limiter=limiter, source=transport.address[0])
-        task = loop.create_task(run(SessionStream(machine, link, clock=loop.time)))
+        task = loop.create_task(
+            run_handler(handler, SessionStream(machine, link, clock=loop.time)))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
