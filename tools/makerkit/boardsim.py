@@ -52,6 +52,7 @@ from typing import Any
 
 from csembed.board_profile import BoardProfile, load_board
 from csembed.cli_commands.control_client import ControlClient
+from csembed.lab.faults import parse_probability
 from csembed.units import parse_duration
 from makerkit import svg_plot
 from makerkit.board_lab import Cgroup, Flash, LabError, Link
@@ -550,8 +551,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="one-way latency added by a fault proxy, e.g. 50ms")
     p.add_argument("--jitter", type=parse_duration, default=0.0,
                    help="random extra latency up to this, e.g. 20ms")
-    p.add_argument("--reset-probability", type=float, default=0.0,
-                   help="chance per chunk that the proxy resets the connection, e.g. 0.001")
+    p.add_argument("--reset-probability", type=parse_probability, default=0.0,
+                   help="chance per chunk that the proxy resets the connection, e.g. 0.001 "
+                   "or 0.1%%")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per scenario (120)")
     p.add_argument("--tmpfs", action="store_true", help="flash as tmpfs, not ext4 on a loop "
                    "device (write_bytes is then not measurable)")
