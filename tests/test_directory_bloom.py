@@ -17,6 +17,7 @@ from csembed.directory.bloom import (
     receive_filter,
 )
 from csembed.directory.errors import BloomError
+from csembed.directory.sync_messages import BloomFilterHeader
 
 DRAFT_SHA = "c16987a16bc7f7dd45e341b855171e8d5c6577a70febd408fbe6d2a194c18224"
 
@@ -52,7 +53,8 @@ def test_special_values() -> None:
     assert everything.is_everything and nothing.is_nothing
     assert BloomFilter.everything().to_bytes() == b"\xff"
     assert BloomFilter.nothing().to_bytes() == b"\x00"
-    assert BloomFilter.everything().message() == {"type": "directory.bloom_filter", "k_value": 1}
+    assert BloomFilterHeader(BloomFilter.everything().k).to_body() == {
+        "type": "directory.bloom_filter", "k_value": 1}
 
 
 @pytest.mark.parametrize(("count", "rate"), [(1000, 0.01), (5000, 0.05), (200, 0.001)])

@@ -29,16 +29,17 @@ def parsed(data: bytes):
 
 
 def test_built_messages_parse_back():
-    assert parsed(msg.get(SHA, (5, 10))) == msg.Get(SHA, (5, 10))
-    assert parsed(msg.get(SHA.upper())) == msg.Get(SHA, None)
-    assert parsed(msg.present(SHA)) == msg.Present(SHA)
-    assert parsed(msg.not_present(SHA)) == msg.NotPresent(SHA)
-    assert parsed(msg.get_error(SHA, "x" * 5000)) == msg.GetError(SHA, "x" * 1024)
-    assert parsed(msg.get_presence()) == msg.GetPresence()
-    assert parsed(msg.data(SHA, (0, 3))) == msg.DataHeader(SHA, (0, 3))
-    assert parsed(msg.bloom_filter(3)) == msg.BloomFilterHeader(3)
-    assert parsed(msg.rsync_signature(SHA, "cd" * 32)) == msg.SignatureHeader(SHA, "cd" * 32)
-    assert parsed(msg.rsync_patch(SHA)) == msg.PatchHeader(SHA)
+    assert parsed(msg.encode(msg.Get(SHA, (5, 10)))) == msg.Get(SHA, (5, 10))
+    assert parsed(msg.encode(msg.Get(SHA.upper()))) == msg.Get(SHA, None)
+    assert parsed(msg.encode(msg.Present(SHA))) == msg.Present(SHA)
+    assert parsed(msg.encode(msg.NotPresent(SHA))) == msg.NotPresent(SHA)
+    assert parsed(msg.encode(msg.GetError(SHA, "x" * 5000))) == msg.GetError(SHA, "x" * 1024)
+    assert parsed(msg.encode(msg.GetPresence())) == msg.GetPresence()
+    assert parsed(msg.encode(msg.DataHeader(SHA, (0, 3)))) == msg.DataHeader(SHA, (0, 3))
+    assert parsed(msg.encode(msg.BloomFilterHeader(3))) == msg.BloomFilterHeader(3)
+    signature = msg.SignatureHeader(SHA, "cd" * 32)
+    assert parsed(msg.encode(signature)) == signature
+    assert parsed(msg.encode(msg.PatchHeader(SHA))) == msg.PatchHeader(SHA)
 
 
 @pytest.mark.parametrize("body, payload, reason", [
@@ -74,12 +75,12 @@ def test_payload_producers_run_only_when_pulled_and_control_goes_between_payload
             yield bytes([65 + i]) * 10
 
     queue = OutgoingQueue()
-    queue.push_stream(payload_units(msg.data(SHA, None), pieces()))
-    queue.push_stream(payload_units(msg.data(SHA, None), iter([b"z"])))
+    queue.push_stream(payload_units(msg.encode(msg.DataHeader(SHA, None)), pieces()))
+    queue.push_stream(payload_units(msg.encode(msg.DataHeader(SHA, None)), iter([b"z"])))
     assert reads == []  # nothing read yet
     first = queue.pull(110)  # the header (106 bytes) and one chunk
     assert len(first) == 2 and reads == [0]
-    queue.push(msg.present(SHA))  # arrives while a payload is open: waits for its end
+    queue.push(msg.encode(msg.Present(SHA)))  # arrives while a payload is open: waits for its end
     rest = queue.pull(1 << 20)
     events = decode(b"".join(first + rest))
     kinds = [type(e).__name__ if not isinstance(e, Message) else e.type for e in events]
@@ -91,7 +92,7 @@ def test_payload_producers_run_only_when_pulled_and_control_goes_between_payload
 
 def test_a_producer_that_works_without_output_is_bounded_per_pull():
     def slow():
-        yield msg.rsync_patch(SHA)
+        yield msg.encode(msg.PatchHeader(SHA))
         for _ in range(100):
             yield b""  # e.g. a delta over an unchanged region
         yield b"3\nabc"
@@ -114,7 +115,7 @@ def test_clearing_closes_running_producers():
 
     def producer():
         try:
-            yield msg.data(SHA, None)
+            yield msg.encode(msg.DataHeader(SHA, None))
             yield b"1\nx"
             yield b"0\n"
         finally:

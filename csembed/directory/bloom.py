@@ -171,10 +171,6 @@ class BloomFilter:
         """The binary attachment of ``directory.bloom_filter``."""
         return bytes(self._bits)
 
-    def message(self) -> dict[str, object]:
-        """The JSON body of ``directory.bloom_filter`` (attach :meth:`to_bytes`)."""
-        return {"type": "directory.bloom_filter", "k_value": self.k}
-
 
 def receive_filter(k_value: object, chunks: Iterable[bytes],
                    max_bytes: int = DEFAULT_MAX_BYTES) -> BloomFilter:

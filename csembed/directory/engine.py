@@ -174,7 +174,7 @@ class ShareEngine:
             # commit: a slow peer's queue stays bounded.
             ctx.replica.pause(conn_id)
         if peer.directory:
-            peer.out.push(msg.get_presence())
+            peer.out.push(msg.encode(msg.GetPresence()))
             peer.presence_asked = True
 
     def disconnect(self, conn_id: Any) -> None:

@@ -116,7 +116,7 @@ class RsyncFetch:
             return
         with source:
             writer = SignatureWriter.from_params(params)
-            yield msg.rsync_signature(transfer.sha256, transfer.basis_sha256)
+            yield msg.encode(msg.SignatureHeader(transfer.sha256, transfer.basis_sha256))
             pending = bytearray()
             try:
                 for piece in source.chunks(0, source.size, chunk_size):

@@ -121,7 +121,7 @@ class Fetcher:
                               transfer=transfer)
             transfer.requests.append(request)
             peer.requests.append(request)
-            peer.out.push(msg.get(transfer.sha256, (request.start, count)))
+            peer.out.push(msg.encode(msg.Get(transfer.sha256, (request.start, count))))
             self.in_flight += count
             transfer.next_offset += count
 

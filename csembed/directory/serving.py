@@ -72,7 +72,7 @@ class Serving:
             data = bloom.to_bytes()
             size = self.ctx.chunk_size
             pieces = (data[i:i + size] for i in range(0, len(data), size))
-            yield from payload_units(msg.bloom_filter(bloom.k), pieces)
+            yield from payload_units(msg.encode(msg.BloomFilterHeader(bloom.k)), pieces)
         finally:
             peer.presence_queued = False
 
@@ -83,7 +83,7 @@ class Serving:
             log.info("peer %s announced more than %d contents; asking for its filter",
                      peer.info.peer_id[:8], self.ctx.bounds.claims)
             peer.presence_asked = True
-            peer.out.push(msg.get_presence())
+            peer.out.push(msg.encode(msg.GetPresence()))
         planner.queue.wake(sha)
         if planner.refused.pop(sha, None) is not None:
             planner.queue.add(sha)
@@ -112,7 +112,7 @@ class Serving:
     def serve_get(self, peer: PeerState, request: msg.Get) -> None:
         """``directory.get``: queue the data (or ``not_present`` when too many wait)."""
         if peer.out.bulk_items >= self.ctx.bounds.queued_requests:
-            peer.out.push(msg.not_present(request.sha256))
+            peer.out.push(msg.encode(msg.NotPresent(request.sha256)))
             return
         peer.out.push_stream(serve_data(self.ctx.local.reader, request.sha256, request.range,
                                         self.ctx.chunk_size, self.count_sent(peer)))
@@ -121,7 +121,7 @@ class Serving:
                      header: msg.SignatureHeader) -> SignatureSink | Discard:
         """``rsync.signature``: the sink that loads it."""
         if peer.out.bulk_items >= self.ctx.bounds.queued_requests:
-            peer.out.push(msg.not_present(header.sha256))
+            peer.out.push(msg.encode(msg.NotPresent(header.sha256)))
             return Discard()
         return SignatureSink(self, peer, header.sha256,
                              Signature(max_size=self.ctx.board.memory.max_signature))
@@ -189,7 +189,7 @@ class SignatureSink:
                 self.error = str(exc)
         if self.error is not None:
             log.info("bad rsync signature from %s: %s", self.peer.info.peer_id[:8], self.error)
-            self.peer.out.push(msg.get_error(self.sha256, f"rsync: {self.error}"))
+            self.peer.out.push(msg.encode(msg.GetError(self.sha256, f"rsync: {self.error}")))
             return
         self.serving.signature_received(self.peer, self.sha256, self.signature)
 

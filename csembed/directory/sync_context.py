@@ -144,4 +144,4 @@ class SyncContext:
             if peer.out.queued_control_bytes >= soft:
                 peer.presence_stale = True
             else:
-                peer.out.push(msg.present(sha256))
+                peer.out.push(msg.encode(msg.Present(sha256)))

@@ -3,9 +3,11 @@
 Theory of operation
 -------------------
 Every message of the two extensions names content by ``sha256`` (never by
-path: a path from a peer is never opened). This module turns peer bodies into
-small frozen dataclasses after checking each field, and builds our own
-bodies; the engine (:mod:`.engine`) never reads a raw body itself.
+path: a path from a peer is never opened). Each message is a frozen dataclass in
+the one message style (:mod:`csembed.protocol.body_message`): ``to_body()``
+builds our bodies, ``from_body()`` checks a peer's field by field, and
+:func:`parse` dispatches on :data:`MESSAGES`; the engine (:mod:`.engine`)
+never reads a raw body itself. ``encode(Present(sha))`` frames one to send.
 
 =========================  =========  ===================================================
 type                       payload    fields
@@ -25,19 +27,27 @@ rsync.patch                delta      ``sha256``
 A field that breaks its rule raises :class:`SyncMessageError` naming the
 message and the field; the engine logs it and drops the message (the
 connection goes on). Payload framing is the wire layer's business; here only
-the flag ``has_payload`` is checked against the table, so a ``directory.get``
+the flag ``has_payload`` is checked against each class's ``PAYLOAD``, so a ``directory.get``
 carrying an attachment or a ``directory.data`` without one is refused too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from csembed.directory.errors import DirectoryError
 from csembed.hex_ids import ID_DIGITS, lower_hex_of
+from csembed.protocol.body_message import BodyMessage, encode, message_table
 from csembed.protocol.jsonvalues import is_strict_int
-from csembed.protocol.wire import Message, encode_message
+from csembed.protocol.wire import Message
+
+__all__ = [
+    "BloomFilterHeader", "DataHeader", "Get", "GetError", "GetPresence", "MESSAGES",
+    "NotPresent", "PatchHeader", "Present", "SignatureHeader", "SyncMessage",
+    "SyncMessageError", "encode", "parse",
+]
 
 GET_PRESENCE: Final = "directory.get_presence"
 BLOOM_FILTER: Final = "directory.bloom_filter"
@@ -52,7 +62,6 @@ RSYNC_PATCH: Final = "rsync.patch"
 DIRECTORY_TYPES: Final = frozenset(
     {GET_PRESENCE, BLOOM_FILTER, PRESENT, GET, DATA, NOT_PRESENT, GET_ERROR})
 RSYNC_TYPES: Final = frozenset({RSYNC_SIGNATURE, RSYNC_PATCH})
-_WITH_PAYLOAD: Final = frozenset({BLOOM_FILTER, DATA, RSYNC_SIGNATURE, RSYNC_PATCH})
 
 MAX_ERROR_TEXT: Final = 1024  #: longest get_error message we keep (longer is cut)
 INT64_MAX: Final = (1 << 63) - 1
@@ -62,7 +71,7 @@ class SyncMessageError(DirectoryError):
     """A directory.* or rsync.* message from a peer breaks its rules."""
 
 
-def _sha(body: dict[str, Any], field: str, where: str) -> str:
+def _sha(body: Mapping[str, Any], field: str, where: str) -> str:
     value = body.get(field)
     sha = lower_hex_of(value, ID_DIGITS)
     if sha is None:
@@ -70,7 +79,7 @@ def _sha(body: dict[str, Any], field: str, where: str) -> str:
     return sha
 
 
-def _range(body: dict[str, Any], where: str) -> tuple[int, int] | None:
+def _range(body: Mapping[str, Any], where: str) -> tuple[int, int] | None:
     if "range" not in body or body["range"] is None:
         return None
     value = body["range"]
@@ -85,169 +94,188 @@ def _range(body: dict[str, Any], where: str) -> tuple[int, int] | None:
     return start, count
 
 
-# -- parsed messages --------------------------------------------------------------------
+def _with_range(body: dict[str, Any], range_: tuple[int, int] | None) -> dict[str, Any]:
+    if range_ is not None:
+        body["range"] = [range_[0], range_[1]]
+    return body
+
+
+# -- the messages -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class GetPresence:
+class GetPresence(BodyMessage):
     """``directory.get_presence``: answer with our bloom filter."""
 
+    TYPE = GET_PRESENCE
+
+    def to_body(self) -> dict[str, Any]:
+        return {"type": self.TYPE}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> GetPresence:
+        return cls()
+
 
 @dataclass(frozen=True)
-class BloomFilterHeader:
+class BloomFilterHeader(BodyMessage):
     """``directory.bloom_filter``; the filter bytes follow as the payload."""
 
+    TYPE = BLOOM_FILTER
+    PAYLOAD = True
     k_value: int
 
+    def to_body(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "k_value": self.k_value}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> BloomFilterHeader:
+        k = body.get("k_value")
+        if not is_strict_int(k) or not 1 <= k <= 8:
+            raise SyncMessageError(f"{cls.TYPE}: 'k_value' must be an integer 1..8, "
+                                   f"got {k!r:.40}")
+        return cls(k)
+
 
 @dataclass(frozen=True)
-class Present:
+class Present(BodyMessage):
     """``directory.present``: the peer now holds this content."""
 
+    TYPE = PRESENT
     sha256: str
+
+    def to_body(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sha256": self.sha256}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Present:
+        return cls(_sha(body, "sha256", cls.TYPE))
 
 
 @dataclass(frozen=True)
-class Get:
+class Get(BodyMessage):
     """``directory.get``: send this content (``range`` = ``(start, count)`` or whole)."""
 
+    TYPE = GET
     sha256: str
-    range: tuple[int, int] | None
+    range: tuple[int, int] | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return _with_range({"type": self.TYPE, "sha256": self.sha256}, self.range)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Get:
+        return cls(_sha(body, "sha256", cls.TYPE), _range(body, cls.TYPE))
 
 
 @dataclass(frozen=True)
-class DataHeader:
+class DataHeader(BodyMessage):
     """``directory.data``; the content bytes follow as the payload."""
 
+    TYPE = DATA
+    PAYLOAD = True
     sha256: str
-    range: tuple[int, int] | None
+    range: tuple[int, int] | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return _with_range({"type": self.TYPE, "sha256": self.sha256}, self.range)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> DataHeader:
+        return cls(_sha(body, "sha256", cls.TYPE), _range(body, cls.TYPE))
 
 
 @dataclass(frozen=True)
-class NotPresent:
+class NotPresent(BodyMessage):
     """``directory.not_present``: the peer does not hold this content (now)."""
 
+    TYPE = NOT_PRESENT
     sha256: str
+
+    def to_body(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sha256": self.sha256}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> NotPresent:
+        return cls(_sha(body, "sha256", cls.TYPE))
 
 
 @dataclass(frozen=True)
-class GetError:
-    """``directory.get_error``: the peer cannot serve this content."""
+class GetError(BodyMessage):
+    """``directory.get_error``: the peer cannot serve this content.
 
+    ``message`` is cut to :data:`MAX_ERROR_TEXT` characters both ways.
+    """
+
+    TYPE = GET_ERROR
     sha256: str
     message: str
 
+    def to_body(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sha256": self.sha256,
+                "message": self.message[:MAX_ERROR_TEXT]}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> GetError:
+        text = body.get("message", "")
+        if not isinstance(text, str):
+            text = repr(text)
+        return cls(_sha(body, "sha256", cls.TYPE), text[:MAX_ERROR_TEXT])
+
 
 @dataclass(frozen=True)
-class SignatureHeader:
+class SignatureHeader(BodyMessage):
     """``rsync.signature``: a librsync signature of our basis follows."""
 
+    TYPE = RSYNC_SIGNATURE
+    PAYLOAD = True
     sha256: str
-    basis_sha256: str | None
+    basis_sha256: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.TYPE, "sha256": self.sha256}
+        if self.basis_sha256 is not None:
+            body["basis_sha256"] = self.basis_sha256
+        return body
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> SignatureHeader:
+        basis = _sha(body, "basis_sha256", cls.TYPE) \
+            if body.get("basis_sha256") is not None else None
+        return cls(_sha(body, "sha256", cls.TYPE), basis)
 
 
 @dataclass(frozen=True)
-class PatchHeader:
+class PatchHeader(BodyMessage):
     """``rsync.patch``: a librsync delta producing ``sha256`` from our basis follows."""
 
+    TYPE = RSYNC_PATCH
+    PAYLOAD = True
     sha256: str
+
+    def to_body(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sha256": self.sha256}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PatchHeader:
+        return cls(_sha(body, "sha256", cls.TYPE))
 
 
 SyncMessage = (GetPresence | BloomFilterHeader | Present | Get | DataHeader | NotPresent
                | GetError | SignatureHeader | PatchHeader)
 
+MESSAGES: Final[Mapping[str, type[SyncMessage]]] = message_table(
+    (GetPresence, BloomFilterHeader, Present, Get, DataHeader, NotPresent, GetError,
+     SignatureHeader, PatchHeader))
+"""``type`` -> message class, for every directory.* and rsync.* message."""
+
 
 def parse(message: Message) -> SyncMessage:
     """Check a directory.* / rsync.* message and return its parsed form."""
-    kind = message.type
-    body = message.body
-    where = kind
-    if kind not in DIRECTORY_TYPES and kind not in RSYNC_TYPES:
-        raise SyncMessageError(f"{kind!r} is not a directory or rsync message")
-    if message.has_payload != (kind in _WITH_PAYLOAD):
-        raise SyncMessageError(f"{where}: " + ("must carry a binary payload"
-                                               if kind in _WITH_PAYLOAD
-                                               else "must not carry a binary payload"))
-    if kind == GET_PRESENCE:
-        return GetPresence()
-    if kind == BLOOM_FILTER:
-        k = body.get("k_value")
-        if not is_strict_int(k) or not 1 <= k <= 8:
-            raise SyncMessageError(f"{where}: 'k_value' must be an integer 1..8, got {k!r:.40}")
-        return BloomFilterHeader(k)
-    if kind == PRESENT:
-        return Present(_sha(body, "sha256", where))
-    if kind == GET:
-        return Get(_sha(body, "sha256", where), _range(body, where))
-    if kind == DATA:
-        return DataHeader(_sha(body, "sha256", where), _range(body, where))
-    if kind == NOT_PRESENT:
-        return NotPresent(_sha(body, "sha256", where))
-    if kind == GET_ERROR:
-        text = body.get("message", "")
-        if not isinstance(text, str):
-            text = repr(text)
-        return GetError(_sha(body, "sha256", where), text[:MAX_ERROR_TEXT])
-    if kind == RSYNC_SIGNATURE:
-        basis = _sha(body, "basis_sha256", where) if body.get("basis_sha256") is not None \
-            else None
-        return SignatureHeader(_sha(body, "sha256", where), basis)
-    return PatchHeader(_sha(body, "sha256", where))
-
-
-# -- building our messages (wire bytes of the message unit) ----------------------------
-
-
-def get_presence() -> bytes:
-    """``directory.get_presence``."""
-    return encode_message({"type": GET_PRESENCE})
-
-
-def bloom_filter(k_value: int) -> bytes:
-    """``directory.bloom_filter`` header (payload chunks follow)."""
-    return encode_message({"type": BLOOM_FILTER, "k_value": k_value}, payload=True)
-
-
-def present(sha256: str) -> bytes:
-    """``directory.present``."""
-    return encode_message({"type": PRESENT, "sha256": sha256})
-
-
-def get(sha256: str, range_: tuple[int, int] | None = None) -> bytes:
-    """``directory.get`` (with ``range`` when given)."""
-    body: dict[str, Any] = {"type": GET, "sha256": sha256}
-    if range_ is not None:
-        body["range"] = [range_[0], range_[1]]
-    return encode_message(body)
-
-
-def data(sha256: str, range_: tuple[int, int] | None) -> bytes:
-    """``directory.data`` header (payload chunks follow)."""
-    body: dict[str, Any] = {"type": DATA, "sha256": sha256}
-    if range_ is not None:
-        body["range"] = [range_[0], range_[1]]
-    return encode_message(body, payload=True)
-
-
-def not_present(sha256: str) -> bytes:
-    """``directory.not_present``."""
-    return encode_message({"type": NOT_PRESENT, "sha256": sha256})
-
-
-def get_error(sha256: str, message: str) -> bytes:
-    """``directory.get_error``."""
-    return encode_message({"type": GET_ERROR, "sha256": sha256,
-                           "message": message[:MAX_ERROR_TEXT]})
-
-
-def rsync_signature(sha256: str, basis_sha256: str | None) -> bytes:
-    """``rsync.signature`` header (the signature follows as payload)."""
-    body: dict[str, Any] = {"type": RSYNC_SIGNATURE, "sha256": sha256}
-    if basis_sha256 is not None:
-        body["basis_sha256"] = basis_sha256
-    return encode_message(body, payload=True)
-
-
-def rsync_patch(sha256: str) -> bytes:
-    """``rsync.patch`` header (the delta follows as payload)."""
-    return encode_message({"type": RSYNC_PATCH, "sha256": sha256}, payload=True)
+    cls = MESSAGES.get(message.type)
+    if cls is None:
+        raise SyncMessageError(f"{message.type!r} is not a directory or rsync message")
+    if message.has_payload != cls.PAYLOAD:
+        raise SyncMessageError(f"{cls.TYPE}: " + ("must carry a binary payload" if cls.PAYLOAD
+                                                  else "must not carry a binary payload"))
+    return cls.from_body(message.body)

@@ -132,15 +132,15 @@ def serve_data(reader: ContentReader, sha256: str, range_: tuple[int, int] | Non
     """Answer one ``directory.get`` (see the module docstring)."""
     source = reader.open(sha256)
     if source is None:
-        yield msg.not_present(sha256)
+        yield msg.encode(msg.NotPresent(sha256))
         return
     with source:
         start, count = range_ if range_ is not None else (0, source.size)
         if start + count > source.size:
-            yield msg.get_error(sha256, f"range [{start}, {count}] is outside the "
-                                        f"{source.size}-byte file")
+            yield msg.encode(msg.GetError(sha256, f"range [{start}, {count}] is outside "
+                                                  f"the {source.size}-byte file"))
             return
-        yield msg.data(sha256, range_)
+        yield msg.encode(msg.DataHeader(sha256, range_))
         try:
             for piece in source.chunks(start, count, chunk_size):
                 if on_sent is not None:
@@ -149,12 +149,12 @@ def serve_data(reader: ContentReader, sha256: str, range_: tuple[int, int] | Non
         except ContentChanged as exc:
             log.info("stopped sending %s: %s", sha256[:16], exc)
             yield encode_payload_end()
-            yield msg.not_present(sha256)
+            yield msg.encode(msg.NotPresent(sha256))
             return
         except (OSError, DirectoryError) as exc:
             log.warning("read error sending %s: %s", sha256[:16], exc)
             yield encode_payload_end()
-            yield msg.get_error(sha256, "read error")
+            yield msg.encode(msg.GetError(sha256, "read error"))
             return
         yield encode_payload_end()
 
@@ -164,15 +164,15 @@ def serve_patch(reader: ContentReader, sha256: str, signature: Signature, chunk_
     """Answer one ``rsync.signature``: the delta of our ``sha256`` content, streamed."""
     source = reader.open(sha256)
     if source is None:
-        yield msg.not_present(sha256)
+        yield msg.encode(msg.NotPresent(sha256))
         return
     with source:
         try:
             delta = DeltaWriter(signature)
         except RsyncError as exc:
-            yield msg.get_error(sha256, f"rsync: {exc}")
+            yield msg.encode(msg.GetError(sha256, f"rsync: {exc}"))
             return
-        yield msg.rsync_patch(sha256)
+        yield msg.encode(msg.PatchHeader(sha256))
         pending = bytearray()
         try:
             for piece in source.chunks(0, source.size, chunk_size):
@@ -190,12 +190,12 @@ def serve_patch(reader: ContentReader, sha256: str, signature: Signature, chunk_
         except ContentChanged as exc:
             log.info("stopped sending a delta of %s: %s", sha256[:16], exc)
             yield encode_payload_end()
-            yield msg.not_present(sha256)
+            yield msg.encode(msg.NotPresent(sha256))
             return
         except (OSError, DirectoryError, RsyncError) as exc:
             log.warning("error making a delta of %s: %s", sha256[:16], exc)
             yield encode_payload_end()
-            yield msg.get_error(sha256, f"rsync: {exc}")
+            yield msg.encode(msg.GetError(sha256, f"rsync: {exc}"))
             return
         while pending:
             unit = encode_chunk(bytes(pending[:chunk_size]))

@@ -238,6 +238,6 @@ class StreamReads:
             start, length = stream.block_range(index)
             request = Request("stream", stream.sha256, start, length, stream=stream)
             peer.requests.append(request)
-            peer.out.push(msg.get(stream.sha256, (start, length)))
+            peer.out.push(msg.encode(msg.Get(stream.sha256, (start, length))))
             stream.requested.add(index)
         return None

@@ -13,7 +13,8 @@ used. Six message types exist (core.md, "Tracker Protocol")::
     tracker.peers       server -> client  one club: peer ID -> addresses
     tracker.ping        client -> server  "still here"
 
-Each type is a dataclass here, checked when built (whether by us or by
+Each type is a dataclass here in the one message style
+(:mod:`csembed.protocol.body_message`), checked when built (whether by us or by
 :func:`message_from_body` from a peer's JSON): types, ID syntax, address
 syntax, and counts and lengths bounded by the module constants, which are
 hard ceilings -- a server applies its own, usually lower, limits on top.
@@ -41,14 +42,15 @@ from csembed.discovery.addresses import (
 )
 from csembed.discovery.errors import AddressError, TrackerError
 from csembed.discovery.registration_proof import MAX_PROOF_BYTES
+from csembed.protocol.body_message import BodyMessage, build_from_body, encode, message_table
 from csembed.protocol.jsonvalues import is_strict_int
-from csembed.protocol.wire import encode_message
 
 __all__ = [
     "MAX_ADDRESSES",
     "MAX_IDS",
     "MAX_PEERS",
     "MAX_TTL",
+    "MESSAGES",
     "PROTOCOL_VERSION",
     "TrackerConnection",
     "TrackerGreeting",
@@ -141,7 +143,7 @@ def _set(obj: object, name: str, value: Any) -> None:
 
 
 @dataclass(frozen=True)
-class TrackerGreeting:
+class TrackerGreeting(BodyMessage):
     """``tracker.greeting``: the server's TTL bounds, versions and view of us.
 
     ``your_ip`` is the client's address as the server sees it, without
@@ -205,7 +207,7 @@ class TrackerGreeting:
 
 
 @dataclass(frozen=True)
-class TrackerStart:
+class TrackerStart(BodyMessage):
     """``tracker.start``: the version, TTL and extensions the client chose."""
 
     TYPE = "tracker.start"
@@ -235,7 +237,7 @@ class TrackerStart:
 
 
 @dataclass(frozen=True)
-class TrackerConnection:
+class TrackerConnection(BodyMessage):
     """``tracker.connection``: the complete list of the client's addresses."""
 
     TYPE = "tracker.connection"
@@ -255,7 +257,7 @@ class TrackerConnection:
 
 
 @dataclass(frozen=True)
-class TrackerRegister:
+class TrackerRegister(BodyMessage):
     """``tracker.register``: club ID -> our peer ID, replacing any earlier set."""
 
     TYPE = "tracker.register"
@@ -296,7 +298,7 @@ class TrackerRegister:
 
 
 @dataclass(frozen=True)
-class TrackerPeers:
+class TrackerPeers(BodyMessage):
     """``tracker.peers``: every known peer of one club, replacing earlier news of it.
 
     ``peers`` maps peer ID -> address strings exactly as the peer sent them.
@@ -335,7 +337,7 @@ class TrackerPeers:
 
 
 @dataclass(frozen=True)
-class TrackerPing:
+class TrackerPing(BodyMessage):
     """``tracker.ping``: keeps the client's registration alive."""
 
     TYPE = "tracker.ping"
@@ -352,11 +354,10 @@ TrackerMessage = (TrackerGreeting | TrackerStart | TrackerConnection | TrackerRe
                   | TrackerPeers | TrackerPing)
 """Any of the six tracker messages."""
 
-_BY_TYPE: Final[dict[str, Callable[[Mapping[str, Any]], TrackerMessage]]] = {
-    cls.TYPE: cls.from_body
-    for cls in (TrackerGreeting, TrackerStart, TrackerConnection, TrackerRegister,
-                TrackerPeers, TrackerPing)
-}
+MESSAGES: Final[Mapping[str, type[TrackerMessage]]] = message_table(
+    (TrackerGreeting, TrackerStart, TrackerConnection, TrackerRegister, TrackerPeers,
+     TrackerPing))
+"""``type`` -> message class, for the six tracker messages."""
 
 
 def message_from_body(body: Mapping[str, Any]) -> TrackerMessage | None:
@@ -364,10 +365,4 @@ def message_from_body(body: Mapping[str, Any]) -> TrackerMessage | None:
 
     Raises :class:`TrackerError` when a known type is malformed.
     """
-    build = _BY_TYPE.get(str(body.get("type")))
-    return None if build is None else build(body)
-
-
-def encode(message: TrackerMessage) -> bytes:
-    """The message framed for the wire (an ``m`` message)."""
-    return encode_message(message.to_body())
+    return build_from_body(MESSAGES, body)
