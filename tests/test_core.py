@@ -372,6 +372,19 @@ def test_absurd_ping_timeout_is_capped() -> None:
     assert "'timeout' must be a positive number" in s[-1].reason
 
 
+def test_ping_timeout_beyond_64_bits_fails_the_connection_cleanly() -> None:
+    # float() of such an integer overflows; it once escaped next_event as OverflowError
+    world = World()
+    raw = RawPeer(world, Grant.share_key(world.share, READ_WRITE, world.joiner_peer))
+    server = world.server()
+    pump(raw, server)
+    raw.send(start_body(world.joiner_peer))
+    raw.send({"type": "core.ping", "timeout": 10**400})
+    _, s = pump(raw, server)
+    assert isinstance(s[-1], SessionFailed)
+    assert "'timeout' must be a positive number" in s[-1].reason
+
+
 # ------------------------------------------------------------------ messages
 
 

@@ -24,7 +24,9 @@ Phases (:class:`Phase`, dispatch in :data:`_HANDLERS`)::
                 CODE_HOLDER     -> AWAIT_KEYS --core.keys--> KeysReceived event,
                                    AWAIT_LOCAL_ACK --acknowledge_keys()--> send ack, READY
 
-Rules beside the table: the first message each side receives must be the
+The messages are :mod:`csembed.protocol.core_messages` classes: a handler
+gets the message already checked by its ``from_body``, and replies are built
+with ``to_body``. Rules beside the table: the first message each side receives must be the
 greeting (client) or the start (server); until READY every other message is
 dropped unread (core.md: take no action before the key exchange); once READY,
 ``core.*`` messages the core does not know are dropped and everything else
@@ -45,7 +47,6 @@ arrived for the (adopted) timeout.
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -53,14 +54,25 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from csembed import __version__
-from csembed.errors import CsembedError, ProtocolError
+from csembed.errors import CsembedError
 from csembed.need_data import NEED_DATA, NeedData
+from csembed.protocol.body_message import encode
 from csembed.protocol.core_access import (
     AccessCodeTable,
     CredentialRegistry,
     Grant,
     GrantKind,
     IssuedCode,
+)
+from csembed.protocol.core_messages import (
+    MESSAGES,
+    CoreError,
+    CoreGreeting,
+    CoreKeys,
+    CoreKeysAcknowledgment,
+    CorePing,
+    CoreStart,
+    LoopbackDetected,
 )
 from csembed.protocol.core_signing import SignatureError, sign_message, verify_message
 from csembed.protocol.gzip_stream import GzipDecoder, GzipEncoder, GzipError
@@ -76,7 +88,6 @@ from csembed.protocol.wire import (
     encode_message,
     encode_payload_end,
 )
-from csembed.security.errors import KeyFormatError
 from csembed.security.handshake import (
     Credential,
     HandshakeComplete,
@@ -86,7 +97,7 @@ from csembed.security.handshake import (
     SessionConfig,
     SessionFailed,
 )
-from csembed.security.keys import Rng, ShareKeys, check_peer_id, default_rng
+from csembed.security.keys import Rng, ShareKeys, default_rng
 from csembed.security.rate_limit import RateLimiter
 
 __all__ = [
@@ -100,18 +111,7 @@ PROTOCOL_VERSION: Final = 1
 GZIP: Final = "gzip"
 _OFFICIAL_EXTENSION = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _UNOFFICIAL_EXTENSION = re.compile(r"\.[A-Za-z0-9_][A-Za-z0-9_.\-]{0,126}")
-_MAX_LIST = 64
-_MAX_TEXT = 256
-_MANAGED_TYPES: Final = frozenset(
-    {"core.greeting", "core.start", "core.keys", "core.keys_acknowledgment", "core.ping"})
-
-
-class CoreError(ProtocolError):
-    """The peer broke the core protocol (bad greeting/start/keys/ping, wrong order)."""
-
-
-class LoopbackDetected(CoreError):
-    """The peer announced our own peer ID: we connected to ourselves."""
+_MANAGED_TYPES: Final = frozenset(MESSAGES)
 
 
 class PeerTimedOut(CoreError):
@@ -232,15 +232,17 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
-# phase -> {message type -> handler}; other messages: see the module docstring.
+# phase -> {message type -> handler, given the checked message (core_messages.MESSAGES)};
+# other messages: see the module docstring.
 _HANDLERS: Final[Mapping[Phase, Mapping[str, str]]] = {
-    Phase.AWAIT_GREETING: {"core.greeting": "_on_greeting"},
-    Phase.AWAIT_START: {"core.start": "_on_start"},
-    Phase.AWAIT_KEYS: {"core.keys": "_on_keys"},
-    Phase.AWAIT_ACK: {"core.keys_acknowledgment": "_on_keys_acknowledgment"},
-    Phase.READY: {"core.ping": "_on_ping"},
+    Phase.AWAIT_GREETING: {CoreGreeting.TYPE: "_on_greeting"},
+    Phase.AWAIT_START: {CoreStart.TYPE: "_on_start"},
+    Phase.AWAIT_KEYS: {CoreKeys.TYPE: "_on_keys"},
+    Phase.AWAIT_ACK: {CoreKeysAcknowledgment.TYPE: "_on_keys_acknowledgment"},
+    Phase.READY: {CorePing.TYPE: "_on_ping"},
 }
-_FIRST_MESSAGE: Final = {Phase.AWAIT_GREETING: "core.greeting", Phase.AWAIT_START: "core.start"}
+_FIRST_MESSAGE: Final = {Phase.AWAIT_GREETING: CoreGreeting.TYPE,
+                         Phase.AWAIT_START: CoreStart.TYPE}
 _TERMINAL: Final = (Phase.CLOSED, Phase.FAILED)
 
 
@@ -415,7 +417,7 @@ class PeerConnection:
         if self.phase is not Phase.AWAIT_LOCAL_ACK:
             raise CoreStateError(f"no keys to acknowledge ({self.phase.value})")
         assert self._pending_keys is not None and self._pending_level is not None
-        self._send_unit(encode_message({"type": "core.keys_acknowledgment"}))
+        self._send_unit(encode(CoreKeysAcknowledgment()))
         self._go_ready(self._pending_level, self._pending_keys)
 
     def close(self) -> None:
@@ -523,16 +525,9 @@ class PeerConnection:
         self.grant = grant
         self._exchange_deadline = self._clock() + self.config.exchange_timeout
         if self.role == "server":
-            body: dict[str, Any] = {
-                "type": "core.greeting",
-                "software": self.config.software,
-                "protocol": list(self.config.protocols),
-                "extensions": list(self.config.offered_extensions),
-                "peer": grant.peer_id,
-            }
-            if self.config.name is not None:
-                body["name"] = self.config.name
-            self._send_unit(encode_message(body))
+            self._send_unit(encode(CoreGreeting(
+                grant.peer_id, self.config.protocols, self.config.offered_extensions,
+                self.config.software, self.config.name)))
             self.phase = Phase.AWAIT_START
         else:
             self.phase = Phase.AWAIT_GREETING
@@ -555,74 +550,47 @@ class PeerConnection:
         if event.has_payload:
             self._payload_mode = "deliver" if deliver else "drop"
         if handler is not None:
-            getattr(self, handler)(event)
+            getattr(self, handler)(MESSAGES[event.type].from_body(event.body))
         elif deliver:
             self._events.append(event)
 
     # ------------------------------------------------------------ core messages
 
-    def _read_hello(self, message: Message) -> tuple[list[str], str]:
-        """Shared checks of greeting and start; returns (extensions, peer ID)."""
-        body = message.body
-        where = message.type
-        for key in ("software", "name"):
-            value = body.get(key)
-            if value is not None and (not isinstance(value, str) or len(value) > _MAX_TEXT):
-                raise CoreError(f"{where}: '{key}' must be a string of at most "
-                                f"{_MAX_TEXT} characters")
-        extensions = body.get("extensions", [])
-        if not isinstance(extensions, list) or len(extensions) > _MAX_LIST \
-                or not all(isinstance(e, str) for e in extensions):
-            raise CoreError(f"{where}: 'extensions' must be a list of at most "
-                            f"{_MAX_LIST} strings")
-        try:
-            peer_id = check_peer_id(body.get("peer"), f"{where}: 'peer'")
-        except KeyFormatError as exc:
-            raise CoreError(str(exc)) from None
+    def _read_hello(self, hello: CoreGreeting | CoreStart) -> None:
+        """What greeting and start share: the peer's ID (not our own), name, software."""
         assert self.grant is not None
-        if peer_id == self.grant.peer_id:
-            raise LoopbackDetected(f"{where} carries our own peer ID {peer_id}: "
+        if hello.peer == self.grant.peer_id:
+            raise LoopbackDetected(f"{hello.TYPE} carries our own peer ID {hello.peer}: "
                                    "this connection loops back to ourselves")
-        self.peer_id = peer_id
-        self.peer_name = body.get("name")
-        self.peer_software = body.get("software")
-        return extensions, peer_id
+        self.peer_id = hello.peer
+        self.peer_name = hello.name
+        self.peer_software = hello.software
 
-    def _on_greeting(self, message: Message) -> None:
-        extensions, _ = self._read_hello(message)
-        offered = message.body.get("protocol")
-        if not isinstance(offered, list) or len(offered) > _MAX_LIST:
-            raise CoreError("core.greeting: 'protocol' must be a list of version numbers")
-        common = [v for v in offered if is_strict_int(v)
-                  and v in self.config.protocols]
+    def _on_greeting(self, greeting: CoreGreeting) -> None:
+        self._read_hello(greeting)
+        common = [v for v in greeting.protocol if v in self.config.protocols]
         if not common:
-            raise CoreError(f"no common protocol version: the peer offers {offered[:8]}, "
+            raise CoreError(f"no common protocol version: the peer offers "
+                            f"{list(greeting.protocol[:8])}, "
                             f"we speak {list(self.config.protocols)}")
         self.protocol = max(common)
-        self.extensions = tuple(e for e in self.config.offered_extensions if e in extensions)
+        self.extensions = tuple(e for e in self.config.offered_extensions
+                                if e in greeting.extensions)
         assert self.grant is not None
-        body: dict[str, Any] = {
-            "type": "core.start",
-            "software": self.config.software,
-            "protocol": self.protocol,
-            "extensions": list(self.extensions),
-            "peer": self.grant.peer_id,
-        }
-        if self.config.name is not None:
-            body["name"] = self.config.name
-        self._send_unit(encode_message(body))
+        self._send_unit(encode(CoreStart(self.grant.peer_id, self.protocol, self.extensions,
+                                         self.config.software, self.config.name)))
         if GZIP in self.extensions:
             self._start_gzip()
         self._begin_key_exchange()
 
-    def _on_start(self, message: Message) -> None:
-        extensions, _ = self._read_hello(message)
-        chosen = message.body.get("protocol")
-        if isinstance(chosen, bool) or chosen not in self.config.protocols:
-            raise CoreError(f"core.start chose protocol {chosen!r}, which we did not offer "
-                            f"(we offered {list(self.config.protocols)})")
-        self.protocol = chosen
-        self.extensions = tuple(e for e in self.config.offered_extensions if e in extensions)
+    def _on_start(self, start: CoreStart) -> None:
+        self._read_hello(start)
+        if start.protocol not in self.config.protocols:
+            raise CoreError(f"core.start chose protocol {start.protocol!r}, which we did not "
+                            f"offer (we offered {list(self.config.protocols)})")
+        self.protocol = start.protocol
+        self.extensions = tuple(e for e in self.config.offered_extensions
+                                if e in start.extensions)
         if GZIP in self.extensions:
             self._start_gzip()
         self._begin_key_exchange()
@@ -651,36 +619,21 @@ class PeerConnection:
             if not grant.code_table.claim(grant.id_hex, self, self._clock()):
                 raise CoreError("the access code was used, cancelled or expired meanwhile")
             self._claimed = True
-            granted = grant.share.grant(grant.access_level)
-            self._send_unit(encode_message({
-                "type": "core.keys",
-                "access_level": grant.access_level,
-                "keys": [level.to_entry() for level in granted.levels],
-            }))
+            self._send_unit(encode(CoreKeys(grant.access_level,
+                                            grant.share.grant(grant.access_level))))
             self.phase = Phase.AWAIT_ACK
         else:
             assert grant.access_level is not None and grant.share is not None
             self._go_ready(grant.access_level, grant.share)
 
-    def _on_keys(self, message: Message) -> None:
-        level = message.body.get("access_level")
-        if not isinstance(level, str):
-            raise CoreError("core.keys: 'access_level' must be a string")
-        try:
-            share = ShareKeys.from_entries(message.body.get("keys"), "core.keys: 'keys'")
-            granted = share.level(level)
-        except KeyFormatError as exc:
-            raise CoreError(str(exc)) from None
-        if not granted.has_key or granted.signing_key is None:
-            raise CoreError(f"core.keys grants {level!r} but does not carry its key "
-                            "and signing key")
+    def _on_keys(self, keys: CoreKeys) -> None:
         assert self.grant is not None
-        self._pending_keys = share
-        self._pending_level = level
+        self._pending_keys = keys.share
+        self._pending_level = keys.access_level
         self.phase = Phase.AWAIT_LOCAL_ACK
-        self._events.append(KeysReceived(level, share, self.grant))
+        self._events.append(KeysReceived(keys.access_level, keys.share, self.grant))
 
-    def _on_keys_acknowledgment(self, message: Message) -> None:
+    def _on_keys_acknowledgment(self, ack: CoreKeysAcknowledgment) -> None:
         grant = self.grant
         assert grant is not None and grant.code_table is not None
         assert grant.access_level is not None and grant.share is not None
@@ -700,22 +653,14 @@ class PeerConnection:
                                   self.peer_software, access_level, share, self.grant))
         self._send_ping(self._clock())
 
-    def _on_ping(self, message: Message) -> None:
-        timeout = message.body.get("timeout")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
-                or not math.isfinite(timeout) or timeout <= 0:
-            raise CoreError(f"core.ping: 'timeout' must be a positive number of seconds, "
-                            f"got {timeout!r:.40}")
-        adopted = min(float(timeout), self.config.max_ping_timeout)
+    def _on_ping(self, ping: CorePing) -> None:
+        adopted = min(float(ping.timeout), self.config.max_ping_timeout)
         if adopted > self.timeout:
             self.timeout = adopted
             self._next_ping = self._last_ping_at + self._ping_ratio * self.timeout
 
     def _send_ping(self, now: float) -> None:
-        timeout: float | int = self.timeout
-        if float(timeout).is_integer():
-            timeout = int(timeout)
-        self._send_unit(encode_message({"type": "core.ping", "timeout": timeout}))
+        self._send_unit(encode(CorePing(self.timeout)))
         self._last_ping_at = now
         self._next_ping = now + self._ping_ratio * self.timeout
 

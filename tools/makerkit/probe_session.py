@@ -27,6 +27,7 @@ from csembed.protocol.core import (
     PeerConnection,
     Ready,
 )
+from csembed.protocol.core_messages import CorePing
 from csembed.protocol.wire import Message, PayloadChunk, PayloadEnd
 from csembed.runtime.session_stream import SessionStream, open_stream
 from csembed.security.handshake import SessionClosed, SessionFailed
@@ -39,11 +40,11 @@ class ProbeConnection(PeerConnection):
 
     pings: list[Any]
 
-    def _on_ping(self, message: Message) -> None:
+    def _on_ping(self, ping: CorePing) -> None:
         if not hasattr(self, "pings"):
             self.pings = []
-        self.pings.append(message.body.get("timeout"))
-        super()._on_ping(message)
+        self.pings.append(ping.timeout)
+        super()._on_ping(ping)
 
     def send_unit_raw(self, unit: bytes) -> None:
         """Send ``unit`` as it is (through gzip when negotiated), unchecked."""
