@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from csembed.database import Limits, Replica, Store, UpdateRejected, ed25519_verifier
 from csembed.database.errors import InvalidUpdate
-from csembed.database.record import parse_since
+from csembed.database.record import GetUpdates
 from csembed.protocol.wire import Message, encode_body, parse_body
 
 VERIFY = ed25519_verifier(bytes(nacl.signing.SigningKey(bytes(32)).verify_key))
@@ -110,10 +110,10 @@ def test_bad_since_is_rejected(since):
 
 
 def test_since_accepts_zero_and_int64_max():
-    assert parse_since({"a" * 32: 0, "b" * 32: 2**63 - 1}, Limits()) == {
-        "a" * 32: 0, "b" * 32: 2**63 - 1}
+    since = {"a" * 32: 0, "b" * 32: 2**63 - 1}
+    assert GetUpdates.from_body({"since": since}, Limits()).since == since
     with pytest.raises(InvalidUpdate):
-        parse_since({"A" * 32: 1}, Limits())
+        GetUpdates.from_body({"since": {"A" * 32: 1}}, Limits())
 
 
 def test_too_many_concurrent_versions_are_refused():

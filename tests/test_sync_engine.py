@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_sync_support import Node, Wire, peer_id, settle, small_board, tree
 
-from csembed.database.record import build_update
+from csembed.database.record import Record
 from csembed.database.vector_clock import VectorClock
 from csembed.directory.engine import PeerInfo
 from csembed.directory.selection import PatternSet, Selection
@@ -511,10 +511,11 @@ class RawPeer:
 
     def update(self, key: str, value, *, deleted: bool = False) -> None:
         self.rev += 1
-        body = build_update(key=key, value=value, uuid=hashlib.md5(key.encode()).hexdigest(),
-                            author=self.id, rev=self.rev, update_time=time.time_ns(),
-                            clock=VectorClock({self.id: self.rev}), deleted=deleted)
-        self.send(body)
+        record = Record(key=key, value=value, uuid=hashlib.md5(key.encode()).hexdigest(),
+                        last_updated_by=self.id, last_updated_rev=self.rev,
+                        update_time=time.time_ns(), vector_clock=VectorClock({self.id: self.rev}),
+                        deleted=deleted, raw=b"")
+        self.send(record.to_body())
 
     def drain(self) -> None:
         engine = self.victim.engine

@@ -52,21 +52,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
 from csembed.database.errors import InvalidUpdate, LocalWriteError
 from csembed.database.record import (
-    GET_UPDATES,
-    UPDATE,
+    GetUpdates,
     Limits,
     Record,
-    build_update,
     check_key,
     check_value,
-    parse_since,
-    parse_update,
 )
 from csembed.database.signing import Signer, Verifier
 from csembed.database.store import Store
@@ -279,8 +275,7 @@ class Replica:
         if peer_read_only and not self.read_only and self._sign is None:
             raise ValueError("a read-write replica needs sign() to serve read-only peers")
         self._conns[conn_id] = _Connection(conn_id, peer_read_only, peer_id)
-        body = {"type": GET_UPDATES, "since": self.since()}
-        return [Outgoing(conn_id, encode_body(body))]
+        return [Outgoing(conn_id, encode_body(GetUpdates(self.since()).to_body()))]
 
     def detach(self, conn_id: ConnId) -> None:
         """Forget a closed connection (unknown ids are ignored)."""
@@ -368,12 +363,12 @@ class Replica:
             return []
 
     def _on_get_updates(self, conn: _Connection, message: Message) -> list[Outgoing]:
-        conn.sent = parse_since(message.body.get("since"), self.limits)
+        conn.sent = dict(GetUpdates.from_body(message.body, self.limits).since)
         conn.subscribed = True
         return self._collect(conn, self.limits.batch)
 
     def _on_update(self, conn: _Connection, message: Message) -> list[Outgoing]:
-        record = parse_update(message.body, message.raw, message.signature, self.limits)
+        record = Record.from_body(message.body, message.raw, message.signature, self.limits)
         if self.read_only and record.last_updated_by == self.peer_id:
             raise InvalidUpdate("names this read-only peer as the writer", "last_updated_by")
         if message.signature is not None:
@@ -568,19 +563,16 @@ class Replica:
             rev = store.allocate_revision()
             clock = VectorClock().merge(*(v.vector_clock for v in before))
             clock = clock.with_entry(self.peer_id, rev)
-            body = build_update(
-                key=key, value=value, uuid=uuid, author=self.peer_id, rev=rev,
-                update_time=now_ns, clock=clock, deleted=deleted,
-            )
-            try:
-                raw = encode_body(body)
-            except (TypeError, ValueError) as exc:
-                raise LocalWriteError(f"cannot encode the update: {exc}") from None
             record = Record(
                 key=key, value=value, uuid=uuid, last_updated_by=self.peer_id,
                 last_updated_rev=rev, update_time=now_ns, vector_clock=clock,
-                deleted=deleted, raw=raw, local_only=self.read_only,
+                deleted=deleted, raw=b"", local_only=self.read_only,
             )
+            body = record.to_body()
+            try:
+                record = replace(record, raw=encode_body(body))
+            except (TypeError, ValueError) as exc:
+                raise LocalWriteError(f"cannot encode the update: {exc}") from None
             # Everything held is an ancestor of the new version. A read-only
             # peer keeps the signed ones anyway: it must still relay them.
             superseded = [v for v in before if v.local_only or not self.read_only]
@@ -704,6 +696,6 @@ class Replica:
 
 
 _HANDLERS: dict[str, Callable[[Replica, _Connection, Message], list[Outgoing]]] = {
-    GET_UPDATES: Replica._on_get_updates,
-    UPDATE: Replica._on_update,
+    GetUpdates.TYPE: Replica._on_get_updates,
+    Record.TYPE: Replica._on_update,
 }

@@ -43,7 +43,7 @@ from typing import Any
 
 from csembed.access_code import AccessCode, AccessCodeError
 from csembed.database.record import Limits as DatabaseLimits
-from csembed.database.record import parse_update
+from csembed.database.record import Record
 from csembed.errors import CsembedError
 from csembed.protocol.core import CoreConfig, Grant, verify_message
 from csembed.protocol.core_signing import SignatureError
@@ -237,8 +237,8 @@ class Probe:
         bad = []
         for item in updates:
             try:
-                parse_update(item.body, item.message.raw, item.message.signature,
-                             DatabaseLimits())
+                Record.from_body(item.body, item.message.raw, item.message.signature,
+                                 DatabaseLimits())
             except CsembedError as exc:
                 bad.append(str(exc))
                 continue
