@@ -12,6 +12,11 @@ object::
 ``myport`` the TCP port we accept peer connections on; the receiver takes the
 host from the datagram's source address.
 
+:class:`Announcement` is that object in the one message style
+(:mod:`csembed.protocol.body_message`; the ``name`` member plays the part
+of ``type``): ``to_body()`` and ``from_body()``. The two functions are only
+the datagram's framing, as ``protocol.wire`` is a stream's:
+:func:`encode_announcement` writes the body as compact JSON, and
 :func:`decode_announcement` treats every datagram as hostile: anything
 larger than :data:`MAX_DATAGRAM`, not UTF-8 JSON, not an object, with another
 ``name`` (some other program on the port), another ``version`` (the broadcast
@@ -28,11 +33,13 @@ than ``min_gap`` apart, so a burst of pokes costs one round.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from csembed.discovery.addresses import read_club_id, read_peer_id
 from csembed.discovery.errors import AddressError, BroadcastError
+from csembed.protocol.body_message import BodyMessage
 
 __all__ = [
     "BROADCAST_NAME",
@@ -54,9 +61,10 @@ MAX_DATAGRAM: Final = 512
 
 
 @dataclass(frozen=True)
-class Announcement:
+class Announcement(BodyMessage):
     """One club announced: club ``id``, our ``peer`` ID for it, our TCP ``port``."""
 
+    TYPE = BROADCAST_NAME
     id: str
     peer: str
     port: int
@@ -73,12 +81,28 @@ class Announcement:
         if not 1 <= self.port <= 65535:
             raise BroadcastError(f"announcement myport {self.port} is outside 1..65535")
 
+    def to_body(self) -> dict[str, Any]:
+        return {"name": self.TYPE, "version": BROADCAST_VERSION, "id": self.id,
+                "peer": self.peer, "myport": self.port}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Announcement:
+        if body.get("name") != cls.TYPE:
+            raise BroadcastError(f"datagram name is {str(body.get('name'))[:40]!r}, "
+                                 f"not {cls.TYPE!r}")
+        version = body.get("version")
+        if isinstance(version, bool) or version != BROADCAST_VERSION:
+            raise BroadcastError(f"broadcast version {str(version)[:20]} is not "
+                                 f"{BROADCAST_VERSION}")
+        for key in ("id", "peer", "myport"):
+            if key not in body:
+                raise BroadcastError(f"announcement lacks {key!r}")
+        return cls(id=body["id"], peer=body["peer"], port=body["myport"])
+
 
 def encode_announcement(announcement: Announcement) -> bytes:
     """The datagram payload for ``announcement`` (compact JSON, UTF-8)."""
-    body = {"name": BROADCAST_NAME, "version": BROADCAST_VERSION, "id": announcement.id,
-            "peer": announcement.peer, "myport": announcement.port}
-    return json.dumps(body, separators=(",", ":")).encode("ascii")
+    return json.dumps(announcement.to_body(), separators=(",", ":")).encode("ascii")
 
 
 def _refuse(name: str) -> NoReturn:
@@ -95,17 +119,7 @@ def decode_announcement(data: bytes) -> Announcement:
         raise BroadcastError(f"datagram is not UTF-8 JSON: {str(exc)[:80]}") from None
     if not isinstance(body, dict):
         raise BroadcastError("datagram is not a JSON object")
-    if body.get("name") != BROADCAST_NAME:
-        raise BroadcastError(f"datagram name is {str(body.get('name'))[:40]!r}, "
-                             f"not {BROADCAST_NAME!r}")
-    version = body.get("version")
-    if isinstance(version, bool) or version != BROADCAST_VERSION:
-        raise BroadcastError(f"broadcast version {str(version)[:20]} is not "
-                             f"{BROADCAST_VERSION}")
-    for key in ("id", "peer", "myport"):
-        if key not in body:
-            raise BroadcastError(f"announcement lacks {key!r}")
-    return Announcement(id=body["id"], peer=body["peer"], port=body["myport"])
+    return Announcement.from_body(body)
 
 
 class AnnounceSchedule:
