@@ -151,7 +151,7 @@ def test_local_edit_scanned_before_the_remote_version_arrived_keeps_that_version
     b.write("f.txt", b"b edited v1")
     b.scan()
     a.local.reader.open = serve
-    b.engine.tick(time.time() + 61)  # a said not_present: b asks again a minute later
+    b.engine.handle_timer(time.time() + 61)  # a said not_present: b asks again a minute later
     settle([a, b], [wire])
     assert tree(a.root) == tree(b.root)
     assert (a.root / "f.txt").read_bytes() == b"b edited v1"
@@ -298,11 +298,11 @@ def test_peer_get_error_bans_that_content_and_is_reported(tmp_path):
     assert [g.body["sha256"] for g in gets] == [sha(content)]
     rogue.send({"type": "directory.get_error", "sha256": sha(content),
                 "message": "Permission denied"})
-    b.engine.tick(time.time() + 60)
+    b.engine.handle_timer(time.time() + 60)
     assert rogue.requests() == []  # not asked again
     status = b.engine.status()
     assert any("Permission denied" in f["reason"] for f in status["failures"])
-    b.engine.tick(time.time() + 5 * 3600)  # hours later it may ask again
+    b.engine.handle_timer(time.time() + 5 * 3600)  # hours later it may ask again
     assert [g.body["sha256"] for g in rogue.requests()] == [sha(content)]
 
 
@@ -562,7 +562,7 @@ def test_malicious_records_are_rejected_with_a_reason_and_touch_nothing_outside(
         start, count = request.body["range"]
         rogue.send({"type": "directory.data", "sha256": request.body["sha256"],
                     "range": [start, count]}, payload=[b"X" * count])
-    b.engine.tick(time.time())
+    b.engine.handle_timer(time.time())
     assert snapshot(outside) == before_outside
     assert os.readlink(b.root / "link") == str(outside)
     assert sorted(p.name for p in b.root.iterdir()) == ["link"]
@@ -687,9 +687,9 @@ def test_flash_board_holds_verified_files_until_the_landing_deadline(tmp_path):
             assert not (b.root / "small.txt").exists()
             assert b.engine.status()["state"] == "syncing"
             now = time.time()
-            deadline = b.engine.next_deadline()
+            deadline = b.engine.get_timer()
             assert deadline is not None and deadline <= now + 0.25 + 1
-            b.engine.tick(b.engine.ctx.landing.deadline() + 0.001)
+            b.engine.handle_timer(b.engine.ctx.landing.deadline() + 0.001)
             assert (b.root / "small.txt").read_bytes() == b"tiny"
             seen_waiting = True
             break
@@ -718,7 +718,7 @@ def test_a_record_changed_while_its_file_waits_to_land_is_not_put_in_place(tmp_p
     while not b.engine.ctx.planner.still_wants("/small.txt", sha(b"second, newer")):
         assert wire.step(limit=4096)
     assert b.engine.ctx.landing.keys() == ["/small.txt"]  # still waiting
-    b.engine.tick(time.time() + 5)  # the batch comes due: the stale file must not land
+    b.engine.handle_timer(time.time() + 5)  # the batch comes due: the stale file must not land
     assert not (b.root / "small.txt").exists() or \
         (b.root / "small.txt").read_bytes() == b"second, newer"
     settle([a, b], [wire])

@@ -153,10 +153,10 @@ def test_a_download_held_back_is_retried_on_a_timer_when_space_frees_elsewhere(t
     a.write("big.bin", b"B" * 20_000)
     settle([a, b], [wire])
     assert held(b) == ["/big.bin"]
-    deadline = b.engine.next_deadline()
+    deadline = b.engine.get_timer()
     assert deadline is not None and deadline < time.time() + 3600
     b.local.store.limits = StoreLimits(quota=100_000)  # e.g. another share was emptied
-    b.engine.tick(deadline + 1)
+    b.engine.handle_timer(deadline + 1)
     settle([a, b], [wire])
     assert (b.root / "big.bin").exists() and held(b) == []
 
@@ -177,7 +177,7 @@ def test_a_download_refused_for_lack_of_disk_space_lands_once_space_frees(tmp_pa
         assert entry["limit"] in ("free_space_reserve", "disk_full")
         assert not b.engine.status()["complete"]
         filler.unlink()  # space frees outside the share: only the timer can notice
-        b.engine.tick(time.time() + HELD_BACK_RETRY + 1)
+        b.engine.handle_timer(time.time() + HELD_BACK_RETRY + 1)
         settle([a, b], [wire])
         assert (b.root / "song.bin").read_bytes() == data
         assert b.engine.status()["complete"]

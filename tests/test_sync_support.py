@@ -174,7 +174,7 @@ def settle(nodes: list[Node], wires: list[Wire], *, rounds: int = 100_000,
         for _ in range(rounds):
             now = time.time()
             for node in nodes:
-                node.engine.tick(now)
+                node.engine.handle_timer(now)
             if not sum(w.step() for w in wires if w.open):
                 break
         else:

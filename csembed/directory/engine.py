@@ -21,7 +21,7 @@ API (the daemon's runtime drives it; see :mod:`csembed.runtime.share_runtime`)::
     engine.dropped(conn_id); engine.take_drops()   # peers dropped for breaking bounds
     engine.disconnect(conn_id)
     engine.scan_due(now); engine.scan(now, until=None)   # -> True when the pass ended
-    engine.tick(now); engine.next_deadline()             # -> float | None
+    engine.handle_timer(now); engine.get_timer()         # -> float | None
     engine.status(); engine.transfers(); engine.stats(); engine.peers()
     engine.request_scan(); engine.close()
     stream = engine.open_stream(key); engine.stream_read(stream, offset, count)
@@ -388,7 +388,7 @@ class ShareEngine:
 
     # -- timers --------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
+    def handle_timer(self, now: float) -> None:
         """Let time pass: retries come due, expired bans go, planning runs."""
         ctx = self._ctx
         self._apply_database()
@@ -398,8 +398,8 @@ class ShareEngine:
         ctx.planner.due(now)
         self._after()
 
-    def next_deadline(self) -> float | None:
-        """When :meth:`tick` (or :meth:`scan`) should next run, or ``None``."""
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` (or :meth:`scan`) should next run, or ``None``."""
         ctx = self._ctx
         times = [ctx.planner.deadline(), ctx.fetcher.deadline(), ctx.landing.deadline(),
                  ctx.changes.next_scan]

@@ -10,7 +10,7 @@ one task per share that loops:
    budget (:class:`~csembed.directory.pacing.ScanBudget`): work for a slice,
    then sleep so that scanning stays at ``cpu.scan_budget`` of wall time --
    the connections keep running in between;
-2. **tick** the engine (retries, expired bans, planning);
+2. **handle the timer** of the engine (retries, expired bans, planning);
 3. **sleep** until the engine's next deadline or until something wakes it
    (a rescan request, a change notification, a new connection).
 
@@ -171,7 +171,7 @@ class ShareRuntime:
     # -- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Scan, tick and sleep until :meth:`stop`."""
+        """Scan, handle the engine's timer and sleep until :meth:`stop`."""
         engine = self.engine
         if self.watch_changes:
             self.notifier = ChangeNotifier.start(engine.local.scanner, self, self.monotonic)
@@ -187,9 +187,9 @@ class ShareRuntime:
         while not self._stopping:
             if engine.scan_due(self.wall()):
                 await self._scan()
-            engine.tick(self.wall())
+            engine.handle_timer(self.wall())
             self.notify()
-            deadline = engine.next_deadline()
+            deadline = engine.get_timer()
             timeout = None if deadline is None else max(0.0, deadline - self.wall())
             self._kick.clear()
             if timeout is not None and timeout <= 0:
