@@ -4,7 +4,7 @@ codes, loopback, ordering rules, keep-alive, signed messages."""
 from __future__ import annotations
 
 import pytest
-from test_core_support import RawPeer, World, drain, of_type, pump, start_body
+from test_core_support import RawPeer, World, drain, of_type, on_clock, pump, start_body
 
 from csembed.access_code import AccessCode, Credentials
 from csembed.protocol.core import (
@@ -133,8 +133,8 @@ def test_one_time_code_cannot_be_used_by_two_connections_at_once() -> None:
     second_client = world.client(Grant.code_holder(code, new_peer_id(world.rng)))
     second_server = world.server()
     # both hellos arrive before either connection finished its exchange
-    first_server.receive_data(first_client.data_to_send())
-    second_server.receive_data(second_client.data_to_send())
+    first_server.receive_data(first_client.data_to_send(), world.clock.now)
+    second_server.receive_data(second_client.data_to_send(), world.clock.now)
     drain(first_server)
     drain(second_server)
     joiner1, creator1 = pump(first_client, first_server, auto_ack=False)
@@ -171,8 +171,8 @@ def test_creator_can_be_the_client() -> None:
     creator_grant = world.registry.codes.lookup(code.access_id, world.clock.now)
     assert creator_grant is not None and creator_grant.sends_keys
     client = world.client(creator_grant)
-    server = PeerConnection.server(holder_registry, world.config, clock=world.clock,
-                                   rng=world.rng)
+    server = on_clock(PeerConnection.server(holder_registry, world.config,
+                                            now=world.clock.now, rng=world.rng), world.clock)
     creator, holder = pump(client, server)
     assert [type(e) for e in holder] == [KeysReceived, Ready]
     assert holder[0].grant.tag == "new share"
@@ -318,7 +318,7 @@ def test_larger_peer_timeout_is_adopted() -> None:
     assert client.get_timer() == world.clock.now + 100
     world.clock.advance(100)
     client.handle_timer(world.clock.now)
-    server.receive_data(client.data_to_send())
+    server.receive_data(client.data_to_send(), world.clock.now)
     assert drain(server) == []  # a ping, consumed by the core
     server.handle_timer(world.clock.now)  # the server's own ping is due as well
     assert server.get_timer() == world.clock.now + 100

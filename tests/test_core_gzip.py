@@ -133,7 +133,7 @@ def run_traffic(gzip_level: int) -> tuple[list[Any], int]:
     assert of_type(c, Ready)[0].extensions == (("gzip",) if gzip_level else ())
     traffic(client)
     wire = client.data_to_send()
-    server.receive_data(wire)
+    server.receive_data(wire, world.clock.now)
     return summarize(drain(server)), len(wire)
 
 
@@ -180,7 +180,7 @@ def test_compressed_bomb_from_a_peer_is_delivered_in_bounded_pieces() -> None:
     raw.session.send_plaintext(encoder.encode(encode_message({"type": "x.bomb"}, payload=True)))
     raw.session.send_plaintext(encoder.encode(b"%d\n" % (16 << 20) + bytes(16 << 20)))
     raw.session.send_plaintext(encoder.encode(b"0\n"))
-    server.receive_data(raw.data_to_send())
+    server.receive_data(raw.data_to_send(), world.clock.now)
     sizes = []
     while True:
         event = server.next_event()

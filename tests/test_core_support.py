@@ -28,9 +28,6 @@ class FakeClock:
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
 
-    def __call__(self) -> float:
-        return self.now
-
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
@@ -55,7 +52,7 @@ class DeterministicRng:
 
 
 class Endpoint(Protocol):
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None: ...
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None: ...
     def next_event(self) -> Any: ...
     def data_to_send(self) -> bytes | bytearray: ...
 
@@ -84,8 +81,19 @@ def _move(src: Endpoint, dst: Endpoint, log: list[bytes | bytearray] | None) -> 
         return False
     if log is not None:
         log.append(data)
-    dst.receive_data(data)
+    dst.receive_data(data, now_of(dst))
     return True
+
+
+def now_of(endpoint: object) -> float:
+    """The time of the fake clock ``endpoint`` runs on (see :func:`on_clock`)."""
+    return getattr(endpoint, "fake_clock", FakeClock()).now
+
+
+def on_clock(endpoint: Any, clock: FakeClock) -> Any:
+    """Mark ``endpoint`` as running on ``clock``: :func:`pump` feeds it that time."""
+    endpoint.fake_clock = clock
+    return endpoint
 
 
 def pump(a: Endpoint, b: Endpoint, wire: Wire | None = None, auto_ack: bool = True,
@@ -128,12 +136,12 @@ class World:
         return code
 
     def server(self, config: CoreConfig | None = None) -> PeerConnection:
-        return PeerConnection.server(self.registry, config or self.config, clock=self.clock,
-                                     rng=self.rng)
+        return on_clock(PeerConnection.server(self.registry, config or self.config,
+                                              now=self.clock.now, rng=self.rng), self.clock)
 
     def client(self, grant: Grant, config: CoreConfig | None = None) -> PeerConnection:
-        return PeerConnection.client(grant, config or self.config, clock=self.clock,
-                                     rng=self.rng)
+        return on_clock(PeerConnection.client(grant, config or self.config,
+                                              now=self.clock.now, rng=self.rng), self.clock)
 
     def join(self, code: AccessCode | Credentials) -> tuple[list[Any], list[Any]]:
         client = self.client(Grant.code_holder(code, self.joiner_peer))
@@ -145,11 +153,12 @@ class RawPeer:
     """A secure session sending raw wire messages, to send what csembed would not."""
 
     def __init__(self, world: World, grant: Grant) -> None:
-        self.session = SecureSession.client(grant.id_hex, grant.password, clock=world.clock,
+        self.fake_clock = world.clock
+        self.session = SecureSession.client(grant.id_hex, grant.password, now=world.clock.now,
                                             rng=world.rng)
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self.session.receive_data(data)
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        self.session.receive_data(data, now)
 
     def data_to_send(self) -> bytes | bytearray:
         return self.session.data_to_send()

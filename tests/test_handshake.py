@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_core_support import DeterministicRng, FakeClock, drain, pump
+from test_core_support import DeterministicRng, FakeClock, drain, now_of, on_clock, pump
 
 from csembed.access_code import AccessCode, Credentials
 from csembed.security.errors import (
@@ -32,7 +32,7 @@ PASSWORD = b"\x01\x02\x03\x04\x05\x06\x07\x08"
 
 
 def lookup_for(table: dict[str, Any]) -> Any:
-    return lambda id_hex: table.get(id_hex)
+    return lambda id_hex, now: table.get(id_hex)
 
 
 def make_pair(client_password: bytes = PASSWORD, *, table: dict[str, Any] | None = None,
@@ -40,10 +40,11 @@ def make_pair(client_password: bytes = PASSWORD, *, table: dict[str, Any] | None
               **server_kwargs: Any) -> tuple[SecureSession, SecureSession, FakeClock]:
     clock = clock or FakeClock()
     table = {ID: PASSWORD} if table is None else table
-    client = SecureSession.client(id_hex, client_password, clock=clock,
-                                  rng=DeterministicRng(seed + " client"))
-    server = SecureSession.server(lookup_for(table), clock=clock,
-                                  rng=DeterministicRng(seed + " server"), **server_kwargs)
+    client = on_clock(SecureSession.client(id_hex, client_password, now=clock.now,
+                                           rng=DeterministicRng(seed + " client")), clock)
+    server = on_clock(SecureSession.server(lookup_for(table), now=clock.now,
+                                           rng=DeterministicRng(seed + " server"),
+                                           **server_kwargs), clock)
     return client, server, clock
 
 
@@ -94,7 +95,7 @@ def test_first_bytes_are_the_magic_not_tls() -> None:
 
 def test_tls_client_hello_is_refused_clearly() -> None:
     _, server, _ = make_pair()
-    server.receive_data(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    server.receive_data(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", now_of(server))
     (event,) = drain(server)
     assert isinstance(event, SessionFailed)
     assert isinstance(event.error, HandshakeError)
@@ -103,10 +104,10 @@ def test_tls_client_hello_is_refused_clearly() -> None:
 
 def _client_view_of_failure(client: SecureSession, server: SecureSession) -> tuple[str, int]:
     hello = client.data_to_send()
-    server.receive_data(hello)
+    server.receive_data(hello, now_of(server))
     assert drain(server) == []
     answer = server.data_to_send()
-    client.receive_data(answer)
+    client.receive_data(answer, now_of(client))
     (event,) = drain(client)
     assert isinstance(event, SessionFailed) and isinstance(event.error, AuthenticationFailed)
     assert client.data_to_send() == b""  # the client sends nothing after a bad MAC
@@ -125,7 +126,7 @@ def test_server_fails_when_client_gives_up_after_its_answer() -> None:
     client, server, _ = make_pair(b"wrong pw")
     ce, se = pump(client, server)
     assert failures(ce) and not se  # the server is still waiting for the client's MAC
-    server.receive_data(b"")
+    server.receive_data(b"", now_of(server))
     (event,) = drain(server)
     assert isinstance(event.error, HandshakeError)
     assert "closed during the handshake" in event.reason
@@ -133,7 +134,7 @@ def test_server_fails_when_client_gives_up_after_its_answer() -> None:
 
 def test_handshake_times_out() -> None:
     client, server, clock = make_pair(config=SessionConfig(handshake_timeout=5))
-    server.receive_data(client.data_to_send())
+    server.receive_data(client.data_to_send(), now_of(server))
     drain(server)
     assert server.get_timer() == clock.now + 5
     clock.advance(5)
@@ -145,7 +146,7 @@ def test_handshake_times_out() -> None:
 
 def test_client_handshake_deadline() -> None:
     clock = FakeClock(50.0)
-    client = SecureSession.client(ID, PASSWORD, clock=clock, rng=DeterministicRng("c"),
+    client = SecureSession.client(ID, PASSWORD, now=clock.now, rng=DeterministicRng("c"),
                                   config=SessionConfig(handshake_timeout=7))
     assert client.get_timer() == 57.0
     client.handle_timer(56.9)
@@ -159,7 +160,7 @@ def test_sending_before_the_handshake_is_a_local_error() -> None:
     with pytest.raises(SessionStateError, match="handshake not complete"):
         client.send_plaintext(b"too early")
     with pytest.raises(SessionStateError, match="64 lowercase hex"):
-        SecureSession.client("ABC", PASSWORD, clock=FakeClock())
+        SecureSession.client("ABC", PASSWORD, now=FakeClock().now)
 
 
 def test_invalid_points_are_refused() -> None:
@@ -167,7 +168,7 @@ def test_invalid_points_are_refused() -> None:
     for bad in (bytes([1]) + bytes(31), b"\xff" * 32):
         client, server, _ = make_pair()
         hello = client.data_to_send()
-        server.receive_data(hello[:-32] + bad)
+        server.receive_data(hello[:-32] + bad, now_of(server))
         (event,) = drain(server)
         assert isinstance(event.error, HandshakeError)
         assert "not a valid edwards25519 point" in event.reason
@@ -176,7 +177,7 @@ def test_invalid_points_are_refused() -> None:
 def test_bad_identity_is_refused() -> None:
     _, server, _ = make_pair()
     ident = b"clearskies:1:" + ID.encode()
-    server.receive_data(MAGIC + bytes([len(ident)]) + ident + bytes(32))
+    server.receive_data(MAGIC + bytes([len(ident)]) + ident + bytes(32), now_of(server))
     (event,) = drain(server)
     assert "identity" in event.reason
 
@@ -195,7 +196,7 @@ def record_transcript(seed: str) -> tuple[bytes, bytes]:
             data = src.data_to_send()
             if data:
                 log.append(data)
-                dst.receive_data(data)
+                dst.receive_data(data, now_of(dst))
             drain(dst)
 
     for _ in range(3):
@@ -220,10 +221,10 @@ def replay(receiver: str, stream: bytes | bytearray, seed: str) -> list[Any]:
         endpoint = client
         client.data_to_send()
     events: list[Any] = []
-    endpoint.receive_data(stream)
+    endpoint.receive_data(stream, now_of(endpoint))
     events += drain(endpoint)
     if endpoint.state not in (State.FAILED, State.CLOSED):
-        endpoint.receive_data(b"")
+        endpoint.receive_data(b"", now_of(endpoint))
         events += drain(endpoint)
     return events
 
@@ -268,9 +269,9 @@ def _split_records(rest: bytes | bytearray) -> list[bytes | bytearray]:
 def test_replayed_dropped_reordered_and_truncated_records_fail() -> None:
     client, server, _ = make_pair(seed="records")
     wire_hello = client.data_to_send()
-    server.receive_data(wire_hello)
+    server.receive_data(wire_hello, now_of(server))
     drain(server)
-    client.receive_data(server.data_to_send())
+    client.receive_data(server.data_to_send(), now_of(client))
     drain(client)
     finish = client.data_to_send()
     for text in (b"one", b"two", b"three"):
@@ -308,7 +309,7 @@ def test_replayed_dropped_reordered_and_truncated_records_fail() -> None:
 def test_short_record_length_is_refused() -> None:
     client, server, _ = make_pair()
     pump(client, server)
-    server.receive_data(b"\x00\x05hello")
+    server.receive_data(b"\x00\x05hello", now_of(server))
     (event,) = drain(server)
     assert "shorter than the 17-byte authentication overhead" in event.reason
 
@@ -317,7 +318,7 @@ def test_records_are_split_at_the_maximum() -> None:
     client, server, _ = make_pair()
     pump(client, server)
     client.send_plaintext(b"x" * (MAX_PLAINTEXT + 1))
-    server.receive_data(client.data_to_send())
+    server.receive_data(client.data_to_send(), now_of(server))
     assert [len(p) for p in plaintexts(drain(server))] == [MAX_PLAINTEXT, 1]
 
 
@@ -325,7 +326,7 @@ def test_nothing_happens_after_failure() -> None:
     client, server, _ = make_pair(b"bad")
     pump(client, server)
     assert client.state is State.FAILED
-    client.receive_data(b"more bytes")
+    client.receive_data(b"more bytes", now_of(client))
     assert drain(client) == [] and client.data_to_send() == b""
     with pytest.raises(SessionStateError):
         client.send_plaintext(b"x")

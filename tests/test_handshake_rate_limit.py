@@ -40,11 +40,11 @@ def attempt(limiter: RateLimiter, clock: FakeClock, source: str, id_hex: str = I
             ) -> tuple[float, bool]:
     """One full attempt; returns (seconds the server held its answer, succeeded)."""
     rng = DeterministicRng(f"{source} {clock.now}")
-    client = SecureSession.client(id_hex, password, clock=clock, rng=rng)
-    server = SecureSession.server(lambda i: PASSWORD if i in (ID, OTHER_ID) else None,
-                                  clock=clock, rng=rng, limiter=limiter, source=source,
+    client = SecureSession.client(id_hex, password, now=clock.now, rng=rng)
+    server = SecureSession.server(lambda i, now: PASSWORD if i in (ID, OTHER_ID) else None,
+                                  now=clock.now, rng=rng, limiter=limiter, source=source,
                                   config=config)
-    server.receive_data(client.data_to_send())
+    server.receive_data(client.data_to_send(), clock.now)
     assert drain(server) == []
     started = clock.now
     while server.state is State.HOLDING:
@@ -54,16 +54,16 @@ def attempt(limiter: RateLimiter, clock: FakeClock, source: str, id_hex: str = I
         clock.now = timer
         server.handle_timer(clock.now)
     held = clock.now - started
-    client.receive_data(server.data_to_send())
+    client.receive_data(server.data_to_send(), clock.now)
     client_events = drain(client)
     finish = client.data_to_send()
     if finish:
-        server.receive_data(finish)
+        server.receive_data(finish, clock.now)
         drain(server)
     ok = server.state is State.OPEN
     if not ok:
         assert isinstance(client_events[0], SessionFailed)
-        server.receive_data(b"")  # the failing client hangs up
+        server.receive_data(b"", clock.now)  # the failing client hangs up
         assert isinstance(drain(server)[-1], SessionFailed)
     return held, ok
 
@@ -97,12 +97,12 @@ def test_parallel_attempts_do_not_share_a_free_slot() -> None:
     clock = FakeClock()
     servers = []
     for i in range(5):
-        client = SecureSession.client(ID, b"guess%03d" % i, clock=clock,
+        client = SecureSession.client(ID, b"guess%03d" % i, now=clock.now,
                                       rng=DeterministicRng(f"p{i}"))
-        server = SecureSession.server(lambda _: PASSWORD, clock=clock,
+        server = SecureSession.server(lambda _, now: PASSWORD, now=clock.now,
                                       rng=DeterministicRng(f"s{i}"), limiter=limiter,
                                       source="192.0.2.50")
-        server.receive_data(client.data_to_send())
+        server.receive_data(client.data_to_send(), clock.now)
         drain(server)
         servers.append(server)
     answered = [s.state is State.HANDSHAKE for s in servers]
@@ -159,10 +159,10 @@ def test_a_held_hello_times_out_unanswered() -> None:
         attempt(limiter, clock, "192.0.2.9")
     config = SessionConfig(hold_limit=10.0)
     assert attempt(limiter, clock, "192.0.2.9", config=config)[0] == 8
-    client = SecureSession.client(ID, b"guess", clock=clock, rng=DeterministicRng("c"))
-    server = SecureSession.server(lambda _: PASSWORD, clock=clock, rng=DeterministicRng("s"),
+    client = SecureSession.client(ID, b"guess", now=clock.now, rng=DeterministicRng("c"))
+    server = SecureSession.server(lambda *_: PASSWORD, now=clock.now, rng=DeterministicRng("s"),
                                   limiter=limiter, source="192.0.2.9", config=config)
-    server.receive_data(client.data_to_send())
+    server.receive_data(client.data_to_send(), clock.now)
     events = drain(server)
     assert len(events) == 1 and isinstance(events[0], SessionFailed)
     assert "rate limited" in events[0].reason
@@ -177,12 +177,12 @@ def test_data_sent_before_the_server_hello_is_refused() -> None:
     clock = FakeClock()
     for _ in range(4):
         attempt(limiter, clock, "192.0.2.10")
-    client = SecureSession.client(ID, b"guess", clock=clock, rng=DeterministicRng("c2"))
-    server = SecureSession.server(lambda _: PASSWORD, clock=clock, rng=DeterministicRng("s2"),
+    client = SecureSession.client(ID, b"guess", now=clock.now, rng=DeterministicRng("c2"))
+    server = SecureSession.server(lambda *_: PASSWORD, now=clock.now, rng=DeterministicRng("s2"),
                                   limiter=limiter, source="192.0.2.10")
-    server.receive_data(client.data_to_send())
+    server.receive_data(client.data_to_send(), clock.now)
     assert drain(server) == [] and server.state is State.HOLDING
-    server.receive_data(b"x" * 4096)
+    server.receive_data(b"x" * 4096, clock.now)
     events = drain(server)
     assert len(events) == 1 and isinstance(events[0], SessionFailed)
     assert "before the server hello" in events[0].reason

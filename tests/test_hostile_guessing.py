@@ -36,7 +36,7 @@ ATTACKERS = [f"127.0.0.{n}" for n in range(2, 62)]
 async def _guess(host: str, port: int, source: str, access_id: str) -> str:
     """One wrong-password attempt from ``source``; how it ended."""
     loop = asyncio.get_running_loop()
-    session = SecureSession.client(access_id, os.urandom(8), clock=loop.time)
+    session = SecureSession.client(access_id, os.urandom(8), now=loop.time())
     try:
         reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
     except OSError:
@@ -44,7 +44,7 @@ async def _guess(host: str, port: int, source: str, access_id: str) -> str:
     try:
         writer.write(session.data_to_send())
         answer = await asyncio.wait_for(reader.readexactly(64), 15)
-        session.receive_data(answer)
+        session.receive_data(answer, loop.time())
         while not isinstance(session.next_event(), type(None)) and session.data_to_send():
             pass
         return "answered"

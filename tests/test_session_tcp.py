@@ -239,8 +239,8 @@ class CopyingMachine:
     def __init__(self, inner: PeerConnection) -> None:
         self.inner = inner
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self.inner.receive_data(bytes(data))
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        self.inner.receive_data(bytes(data), now)
 
     def next_event(self) -> Any:
         return self.inner.next_event()
@@ -265,8 +265,8 @@ def test_adapter_with_a_machine_that_only_takes_receive_data() -> None:
     async def main() -> None:
         async with Creator() as creator:
             grant = Grant.share_key(creator.share, READ_WRITE, new_peer_id())
-            stream = await open_stream("127.0.0.1", creator.port, lambda clock: CopyingMachine(
-                PeerConnection.client(grant, CONFIG, clock=clock)))
+            stream = await open_stream("127.0.0.1", creator.port, lambda now: CopyingMachine(
+                PeerConnection.client(grant, CONFIG, now=now)))
             async with stream:
                 events = await until_ready(stream)
                 await stream.send_message({"type": "test.echo", "n": 3})

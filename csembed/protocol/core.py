@@ -8,6 +8,9 @@ byte-stream) connection, the secure session
 sans-I/O like its parts: raw socket bytes in with :meth:`~PeerConnection.receive_data`,
 events out with :meth:`~PeerConnection.next_event`, bytes for the socket from
 :meth:`~PeerConnection.data_to_send`, timers via ``get_timer``/``handle_timer``.
+Time comes in as ``now`` with the bytes, at construction and in
+``handle_timer``; what ``next_event`` and the sending methods do is dated by
+the latest ``now`` given (the connection never reads a clock).
 Work is done lazily in ``next_event``: at most one record is decrypted and at
 most ``Limits.max_delivery`` bytes inflated per step, so memory stays bounded
 whatever the peer sends, and a caller that reads only on ``NEED_DATA`` gets
@@ -250,10 +253,10 @@ class PeerConnection:
     """One peer connection: secure session + core protocol. Build with
     :meth:`client` or :meth:`server`."""
 
-    def __init__(self, session: SecureSession, config: CoreConfig, clock: Callable[[], float]):
+    def __init__(self, session: SecureSession, config: CoreConfig, now: float):
         self.config = config
         self._session = session
-        self._clock = clock
+        self._now = now  # the latest time the caller gave
         self.phase = Phase.HANDSHAKE
         self.grant: Grant | None = None
         self.protocol: int | None = None
@@ -282,33 +285,31 @@ class PeerConnection:
         self._ping_ratio = config.ping_interval / config.timeout
         self._next_ping: float | None = None
         self._last_ping_at = 0.0
-        self._last_received = clock()
+        self._last_received = now
 
     # ----------------------------------------------------------- construction
 
     @classmethod
     def client(cls, grant: Grant, config: CoreConfig = CoreConfig(), *,
-               clock: Callable[[], float], rng: Rng = default_rng) -> PeerConnection:
-        """Connect under ``grant`` (a share key, a code we hold, or a code we issued)."""
-        session = SecureSession.client(grant.id_hex, grant.credential(), clock=clock, rng=rng,
+               now: float, rng: Rng = default_rng) -> PeerConnection:
+        """Connect at ``now`` under ``grant`` (a share key, a code we hold, or a code
+        we issued)."""
+        session = SecureSession.client(grant.id_hex, grant.credential(), now=now, rng=rng,
                                        config=config.session)
-        return cls(session, config, clock)
+        return cls(session, config, now)
 
     @classmethod
     def server(cls, registry: CredentialRegistry | Callable[[str, float], Credential | None],
-               config: CoreConfig = CoreConfig(), *, clock: Callable[[], float],
+               config: CoreConfig = CoreConfig(), *, now: float,
                rng: Rng = default_rng, limiter: RateLimiter | None = None,
                source: str = "") -> PeerConnection:
-        """Accept a connection, looking IDs up in ``registry`` (or ``lookup(id_hex, now)``);
-        ``limiter`` throttles failed attempts from ``source`` (the peer's address)."""
+        """Accept a connection at ``now``, looking IDs up in ``registry`` (or
+        ``lookup(id_hex, now)``); ``limiter`` throttles failed attempts from
+        ``source`` (the peer's address)."""
         lookup = registry.lookup if isinstance(registry, CredentialRegistry) else registry
-
-        def lookup_now(id_hex: str) -> Credential | None:
-            return lookup(id_hex, clock())
-
-        session = SecureSession.server(lookup_now, clock=clock, rng=rng,
-                                       config=config.session, limiter=limiter, source=source)
-        return cls(session, config, clock)
+        session = SecureSession.server(lookup, now=now, rng=rng, config=config.session,
+                                       limiter=limiter, source=source)
+        return cls(session, config, now)
 
     # ------------------------------------------------------------- public API
 
@@ -322,23 +323,24 @@ class PeerConnection:
         """True once application messages may be sent."""
         return self.phase is Phase.READY and not self._local_closed
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Raw bytes from the socket; ``b""`` when the peer closed it."""
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Raw bytes from the socket, arrived at ``now``; ``b""`` when the peer closed it."""
         if self.phase in _TERMINAL:
             return
+        self._now = now
         if data:
-            self._last_received = self._clock()
-        self._session.receive_data(data)
+            self._last_received = now
+        self._session.receive_data(data, now)
 
     def get_buffer(self, size: int) -> memoryview:
         """Zero-copy receiving: see :meth:`SecureSession.get_buffer`."""
         return self._session.get_buffer(size)
 
-    def buffer_updated(self, nbytes: int) -> None:
-        """``nbytes`` arrived in the last :meth:`get_buffer` view."""
+    def buffer_updated(self, nbytes: int, now: float) -> None:
+        """``nbytes`` arrived in the last :meth:`get_buffer` view at ``now``."""
         if nbytes and self.phase not in _TERMINAL:
-            self._last_received = self._clock()
-            self._session.buffer_updated(nbytes)
+            self._now = self._last_received = now
+            self._session.buffer_updated(nbytes, now)
 
     def next_event(self) -> CoreEvent | NeedData:
         """The next event, or :data:`NEED_DATA`."""
@@ -409,8 +411,8 @@ class PeerConnection:
     def _send_deferred_ping(self) -> None:
         # A ping that fell due while a payload was open goes out right after it.
         if self.phase is Phase.READY and not self._local_closed \
-                and self._next_ping is not None and self._clock() >= self._next_ping:
-            self._send_ping(self._clock())
+                and self._next_ping is not None and self._now >= self._next_ping:
+            self._send_ping(self._now)
 
     def acknowledge_keys(self) -> None:
         """After :class:`KeysReceived` was stored: acknowledge and become READY."""
@@ -446,6 +448,7 @@ class PeerConnection:
         """Time out a stalled exchange or a silent peer; send a due ping."""
         if self.phase in _TERMINAL:
             return
+        self._now = now
         self._session.handle_timer(now)
         if self._exchange_deadline is not None and now >= self._exchange_deadline:
             self._fail(CoreError(f"the peer did not complete the core handshake and key "
@@ -523,7 +526,7 @@ class PeerConnection:
         if not isinstance(grant, Grant):
             raise CoreError("internal: the session's credential carries no Grant")
         self.grant = grant
-        self._exchange_deadline = self._clock() + self.config.exchange_timeout
+        self._exchange_deadline = self._now + self.config.exchange_timeout
         if self.role == "server":
             self._send_unit(encode(CoreGreeting(
                 grant.peer_id, self.config.protocols, self.config.offered_extensions,
@@ -616,7 +619,7 @@ class PeerConnection:
         elif grant.kind is GrantKind.CODE_CREATOR:
             assert grant.code_table is not None and grant.share is not None
             assert grant.access_level is not None
-            if not grant.code_table.claim(grant.id_hex, self, self._clock()):
+            if not grant.code_table.claim(grant.id_hex, self, self._now):
                 raise CoreError("the access code was used, cancelled or expired meanwhile")
             self._claimed = True
             self._send_unit(encode(CoreKeys(grant.access_level,
@@ -651,7 +654,7 @@ class PeerConnection:
         self._exchange_deadline = None
         self._events.append(Ready(self.protocol, self.extensions, self.peer_id, self.peer_name,
                                   self.peer_software, access_level, share, self.grant))
-        self._send_ping(self._clock())
+        self._send_ping(self._now)
 
     def _on_ping(self, ping: CorePing) -> None:
         adopted = min(float(ping.timeout), self.config.max_ping_timeout)

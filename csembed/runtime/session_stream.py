@@ -19,10 +19,11 @@ data again, so TCP throttles the peer and the machine holds at most about
 two reads; writes wait while the transport's
 buffer is above its high-water mark, so a slow peer throttles us.
 
-The machine's clock must be the one the adapter uses (by default the event
-loop's monotonic ``loop.time``): deadlines from ``get_timer`` are compared
-against it. :func:`connect` and :func:`serve` set up both for TCP. One task
-may wait in :meth:`SessionStream.next_event` while another sends through
+The adapter owns the clock (by default the event loop's monotonic
+``loop.time``): it passes ``now`` from it with every input and timer, and
+compares the machine's ``get_timer`` deadlines against it. :func:`connect` and
+:func:`serve` set up both for TCP. One task may wait in
+:meth:`SessionStream.next_event` while another sends through
 :meth:`SessionStream.call`/:meth:`SessionStream.flush`; each flush hands the
 transport everything queued so far, so bytes stay in order. Timers are
 handled by whichever task waits in ``next_event``, so a connection needs one.
@@ -60,7 +61,7 @@ WRITE_BUFFER = 2 << 20
 class Machine(Protocol):
     """What :class:`SessionStream` needs from a sans-I/O endpoint."""
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None: ...
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None: ...
     def next_event(self) -> Any: ...
     def data_to_send(self) -> bytes | bytearray: ...
     def get_timer(self) -> float | None: ...
@@ -112,7 +113,7 @@ class _Transport(asyncio.BufferedProtocol):
         if stream is None:
             return
         if stream._direct:
-            stream.machine.buffer_updated(nbytes)  # type: ignore[attr-defined]
+            stream.machine.buffer_updated(nbytes, stream.clock())  # type: ignore[attr-defined]
             stream._on_received(nbytes)
         else:
             stream._on_data(self._buffer[:nbytes])
@@ -173,7 +174,7 @@ class SessionStream:
 
     def _on_data(self, data: memoryview) -> None:
         if not self._finished:
-            self.machine.receive_data(data)  # copies what it keeps
+            self.machine.receive_data(data, self.clock())  # copies what it keeps
             self._on_received(len(data))
 
     def _on_received(self, nbytes: int) -> None:
@@ -188,7 +189,7 @@ class SessionStream:
         if not self._eof:
             self._eof = True
             if not self._finished:
-                self.machine.receive_data(b"")
+                self.machine.receive_data(b"", self.clock())
             self._wake()
 
     def _wake(self) -> None:
@@ -309,13 +310,13 @@ class SessionStream:
 
 
 async def open_stream(host: str, port: int,
-                      make_machine: Callable[[Callable[[], float]], Machine], *,
+                      make_machine: Callable[[float], Machine], *,
                       read_size: int = READ_SIZE) -> SessionStream:
-    """Open a TCP connection for any sans-I/O machine; ``make_machine(clock)``
-    builds it on the loop's clock. Whatever it queued at once is sent."""
+    """Open a TCP connection for any sans-I/O machine; ``make_machine(now)``
+    builds it at the loop's time. Whatever it queued at once is sent."""
     loop = asyncio.get_running_loop()
     _, link = await loop.create_connection(lambda: _Transport(read_size), host, port)
-    stream = SessionStream(make_machine(loop.time), link, clock=loop.time)
+    stream = SessionStream(make_machine(loop.time()), link, clock=loop.time)
     await stream.flush()
     return stream
 
@@ -324,8 +325,8 @@ async def connect(host: str, port: int, grant: Grant, config: CoreConfig | None 
                   rng: Rng = default_rng, read_size: int = READ_SIZE) -> SessionStream:
     """Open a TCP connection and start a :class:`PeerConnection` client on it."""
     return await open_stream(
-        host, port, lambda clock: PeerConnection.client(grant, config or CoreConfig(),
-                                                        clock=clock, rng=rng),
+        host, port, lambda now: PeerConnection.client(grant, config or CoreConfig(),
+                                                      now=now, rng=rng),
         read_size=read_size)
 
 
@@ -397,7 +398,7 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
         peer = link.transport.get_extra_info("peername")
         source = str(peer[0]) if peer else ""
         current = settings() if callable(settings) else settings
-        machine = PeerConnection.server(registry, current, clock=loop.time, rng=rng,
+        machine = PeerConnection.server(registry, current, now=loop.time(), rng=rng,
                                         limiter=limiter, source=source)
         stream = SessionStream(machine, link, clock=loop.time)
         admit(link, source)

@@ -521,7 +521,7 @@ async def connect_utp(endpoint: UtpEndpoint, host: str, port: int, grant: Grant,
     transport, link = await endpoint.connect(host, port, lambda: _Transport(read_size))
     assert isinstance(link, _Transport)
     loop = endpoint.loop
-    machine = PeerConnection.client(grant, config or CoreConfig(), clock=loop.time, rng=rng)
+    machine = PeerConnection.client(grant, config or CoreConfig(), now=loop.time(), rng=rng)
     stream = SessionStream(machine, link, clock=loop.time)
     await stream.flush()
     return stream
@@ -544,7 +544,7 @@ def serve_utp(endpoint: UtpEndpoint, registry: CredentialRegistry,
         transport.set_protocol(link)
         link.connection_made(transport)
         current = settings() if callable(settings) else settings
-        machine = PeerConnection.server(registry, current, clock=loop.time, rng=rng,
+        machine = PeerConnection.server(registry, current, now=loop.time(), rng=rng,
                                         limiter=limiter, source=transport.address[0])
         task = loop.create_task(
             run_handler(handler, SessionStream(machine, link, clock=loop.time)))

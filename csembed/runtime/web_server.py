@@ -91,8 +91,7 @@ class WebServer:
                                                   self.options.port, limit=_READ_SIZE)
         sock = self._server.sockets[0].getsockname()
         self.address = (str(sock[0]), int(sock[1]))
-        self.guard = Guard(self.options, self.address[1], secrets.token_bytes(32),
-                           time.monotonic)
+        self.guard = Guard(self.options, self.address[1], secrets.token_bytes(32))
         return self.address
 
     @property
@@ -150,7 +149,7 @@ class WebServer:
         if self.guard is None:
             return _error(503, "starting up"), head_only
         try:
-            self.guard.check(request, client)
+            self.guard.check(request, client, time.monotonic())
             return await handle(self.control, request, self.guard.csrf_token), head_only
         except ControlFailed as exc:
             return _error(exc.status, exc.message, exc.code), head_only

@@ -2,11 +2,14 @@
 
 Theory of operation. Bytes in with :meth:`SecureSession.receive_data` (``b""``
 means end of stream), events out with :meth:`~SecureSession.next_event`,
-bytes to write with :meth:`~SecureSession.data_to_send`; time comes from the
-injected ``clock`` and from :meth:`~SecureSession.handle_timer`, randomness from
-the injected ``rng``. Work happens lazily in ``next_event`` -- one handshake
-message or one record per step -- so a caller that reads the socket only when
-``next_event`` says :data:`NEED_DATA` gets back-pressure for free.
+bytes to write with :meth:`~SecureSession.data_to_send`; time comes in as
+``now`` (monotonic seconds) with the bytes, at construction and in
+:meth:`~SecureSession.handle_timer` -- the session never reads a clock --
+and randomness from the injected ``rng``. Work happens lazily in
+``next_event`` -- one handshake message or one record per step -- so a
+caller that reads the socket only when ``next_event`` says :data:`NEED_DATA`
+gets back-pressure for free; that work is dated by the latest ``now`` given
+(when the bytes it works on arrived).
 
 The connection, byte for byte (``protocol/handshake.md`` has the full text
 and test vectors; ``||`` is concatenation)::
@@ -70,9 +73,6 @@ SERVER_HELLO_BYTES: Final = POINT_BYTES + MAC_BYTES
 CLIENT_FINISH_BYTES: Final = MAC_BYTES + HEADER_BYTES
 DUMMY_PASSWORD_BYTES: Final = 32
 
-Clock = Callable[[], float]
-
-
 def identity_for(id_hex: str) -> str:
     """``clearskies:2:<id_hex>``, checking ``id_hex`` is 64 lowercase hex digits."""
     if not is_lower_hex(id_hex, ID_DIGITS):
@@ -102,7 +102,8 @@ class Credential:
         return f"Credential(password=<{len(self.password)} bytes>, context={self.context!r})"
 
 
-Lookup = Callable[[str], "Credential | bytes | None"]
+Lookup = Callable[[str, float], "Credential | bytes | None"]
+"""``lookup(id_hex, now)``: the server's credential for an ID, or ``None``."""
 
 
 @dataclass(frozen=True)
@@ -195,10 +196,10 @@ _INBOUND: Final = {
 class SecureSession:
     """One ``clearskies:2`` connection; build with :meth:`client` or :meth:`server`."""
 
-    def __init__(self, role: str, *, clock: Clock, rng: Rng, config: SessionConfig) -> None:
+    def __init__(self, role: str, *, now: float, rng: Rng, config: SessionConfig) -> None:
         self.role = role
         self.config = config
-        self._clock = clock
+        self._now = now  # the latest time the caller gave
         self._rng = rng
         self.state = State.HANDSHAKE
         self._stage = _Stage.CLIENT_HELLO if role == "server" else _Stage.SERVER_HELLO
@@ -211,7 +212,7 @@ class SecureSession:
         self._eof = False
         self._outbox: list[bytes | bytearray] = []
         self._events: deque[SessionEvent] = deque()
-        self._deadline: float | None = clock() + config.handshake_timeout
+        self._deadline: float | None = now + config.handshake_timeout
         self._release_at: float | None = None
         self._hold_until: float | None = None  # server: when a held hello is given up
         self._spake: Spake2 | None = None
@@ -230,10 +231,10 @@ class SecureSession:
     # ----------------------------------------------------------- construction
 
     @classmethod
-    def client(cls, id_hex: str, credential: Credential | bytes, *, clock: Clock,
+    def client(cls, id_hex: str, credential: Credential | bytes, *, now: float,
                rng: Rng = default_rng, config: SessionConfig = SessionConfig()) -> SecureSession:
-        """Client side asking for ``id_hex``; the ClientHello is queued at once."""
-        self = cls("client", clock=clock, rng=rng, config=config)
+        """Client side asking for ``id_hex`` at ``now``; the ClientHello is queued at once."""
+        self = cls("client", now=now, rng=rng, config=config)
         self.identity = identity_for(id_hex)
         self.id_hex = id_hex
         self._credential = credential if isinstance(credential, Credential) \
@@ -245,12 +246,13 @@ class SecureSession:
         return self
 
     @classmethod
-    def server(cls, lookup: Lookup, *, clock: Clock, rng: Rng = default_rng,
+    def server(cls, lookup: Lookup, *, now: float, rng: Rng = default_rng,
                config: SessionConfig = SessionConfig(), limiter: RateLimiter | None = None,
                source: str = "") -> SecureSession:
-        """Server side. ``lookup(id_hex)`` returns the ID's credential (or bare
-        password bytes) or ``None``; ``limiter`` throttles failures from ``source``."""
-        self = cls("server", clock=clock, rng=rng, config=config)
+        """Server side, accepted at ``now``. ``lookup(id_hex, now)`` returns the ID's
+        credential (or bare password bytes) or ``None``; ``limiter`` throttles
+        failures from ``source``."""
+        self = cls("server", now=now, rng=rng, config=config)
         self._lookup = lookup
         self._limiter = limiter
         self._source = source
@@ -269,10 +271,11 @@ class SecureSession:
         return self.state is State.OPEN and self._writer is not None \
             and not self._writer.finished
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Bytes from the peer; ``b""`` signals end of stream."""
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Bytes from the peer, arrived at ``now``; ``b""`` signals end of stream."""
         if self.state in (State.FAILED, State.CLOSED):
             return
+        self._now = now
         if self._eof:
             if data:
                 raise SessionStateError("receive_data called with data after end of stream")
@@ -291,9 +294,11 @@ class SecureSession:
         self._reserve(size)
         return memoryview(self._inbox)[self._end:self._end + size]
 
-    def buffer_updated(self, nbytes: int) -> None:
-        """``nbytes`` were written at the start of the last :meth:`get_buffer` view."""
+    def buffer_updated(self, nbytes: int, now: float) -> None:
+        """``nbytes`` were written at the start of the last :meth:`get_buffer` view
+        at ``now``."""
         if self.state not in (State.FAILED, State.CLOSED) and not self._eof:
+            self._now = now
             self._end += nbytes
 
     def next_event(self) -> SessionEvent | NeedData:
@@ -343,6 +348,7 @@ class SecureSession:
 
     def handle_timer(self, now: float) -> None:
         """Act on time passing: release a held answer, or time the handshake out."""
+        self._now = now
         if self.state is State.HOLDING:
             if self._release_at is not None and now >= self._release_at:
                 self._try_answer(now)
@@ -453,7 +459,7 @@ class SecureSession:
         self._client_point = unit[-POINT_BYTES:]
         self.state = State.HOLDING
         self._deadline = None
-        now = self._clock()
+        now = self._now
         self._hold_until = now + self.config.hold_limit
         self._try_answer(now)
 
@@ -476,7 +482,7 @@ class SecureSession:
         self.state = State.HANDSHAKE
         self._deadline = now + self.config.handshake_timeout
         assert self._lookup is not None
-        found = self._lookup(self.id_hex)
+        found = self._lookup(self.id_hex, now)
         if isinstance(found, bytes):
             found = Credential(found)
         self._real_credential = found is not None
@@ -508,7 +514,7 @@ class SecureSession:
                 or not self._real_credential:
             raise AuthenticationFailed()
         if self._limiter is not None:
-            self._limiter.record_success(self._source, self.id_hex, self._clock())
+            self._limiter.record_success(self._source, self.id_hex, self._now)
         self._reader = RecordReader(keys.client_to_server_key, unit[MAC_BYTES:])
         self._writer = RecordWriter(keys.server_to_client_key)
         self._outbox.append(self._writer.header)

@@ -35,7 +35,6 @@ import hashlib
 import hmac
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -78,18 +77,18 @@ class FailureBudget:
     """Token buckets of failed logins: one per client address, one overall.
 
     ``burst`` failures are allowed at once, then one more every ``every``
-    seconds. Only the ``max_clients`` most recent addresses are tracked.
+    seconds. Only the ``max_clients`` most recent addresses are tracked. Every
+    call takes ``now`` (monotonic seconds); nothing here reads a clock.
     """
 
-    def __init__(self, clock: Callable[[], float], *, burst: int = 5, every: float = 6.0,
+    def __init__(self, *, burst: int = 5, every: float = 6.0,
                  global_burst: int = 30, global_every: float = 1.0,
                  max_clients: int = 256) -> None:
-        self._clock = clock
         self._burst, self._every = burst, every
         self._global_burst, self._global_every = global_burst, global_every
         self._max_clients = max_clients
         self._clients: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._global = (float(global_burst), clock())
+        self._global = (float(global_burst), float("-inf"))  # full, whenever asked
 
     @staticmethod
     def _refill(state: tuple[float, float], burst: int, every: float,
@@ -97,16 +96,14 @@ class FailureBudget:
         tokens, since = state
         return min(float(burst), tokens + (now - since) / every)
 
-    def allowed(self, client: str) -> bool:
-        """May ``client`` try a password now?"""
-        now = self._clock()
+    def allowed(self, client: str, now: float) -> bool:
+        """May ``client`` try a password at ``now``?"""
         state = self._clients.get(client, (float(self._burst), now))
         return (self._refill(state, self._burst, self._every, now) >= 1.0 and
                 self._refill(self._global, self._global_burst, self._global_every, now) >= 1.0)
 
-    def failed(self, client: str) -> None:
-        """Count one failed attempt from ``client``."""
-        now = self._clock()
+    def failed(self, client: str, now: float) -> None:
+        """Count one failed attempt from ``client`` at ``now``."""
         state = self._clients.pop(client, (float(self._burst), now))
         tokens = self._refill(state, self._burst, self._every, now) - 1.0
         self._clients[client] = (max(tokens, 0.0), now)
@@ -119,18 +116,18 @@ class FailureBudget:
 class Guard:
     """Checks requests against :class:`WebOptions`; see the module docstring."""
 
-    def __init__(self, options: WebOptions, port: int, secret: bytes,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, options: WebOptions, port: int, secret: bytes) -> None:
         self.options = options
         self.port = port
         self.loopback = is_loopback(options.host)
         self.csrf_token = hmac.new(secret, b"csembed web csrf", hashlib.sha256).hexdigest()
         bound = f"[{options.host}]" if ":" in options.host else options.host
         self._hosts = frozenset(f"{name}:{port}".lower() for name in (*_LOOPBACK_NAMES, bound))
-        self._failures = FailureBudget(clock)
+        self._failures = FailureBudget()
 
-    def check(self, request: Request, client: str) -> None:
-        """Raise :class:`HttpError` (403, 401 or 429) unless the request may proceed."""
+    def check(self, request: Request, client: str, now: float) -> None:
+        """Raise :class:`HttpError` (403, 401 or 429) unless the request, arrived at
+        ``now``, may proceed."""
         host = request.header("host")
         if host is None:
             raise HttpError(400, "a request needs a Host header")
@@ -138,20 +135,20 @@ class Guard:
             raise HttpError(403, f"this page answers only to "
                             f"127.0.0.1:{self.port} or localhost:{self.port}")
         if self.options.password:
-            self._check_password(request, client)
+            self._check_password(request, client, now)
         if request.method == "POST":
             self._check_csrf(request, host)
 
-    def _check_password(self, request: Request, client: str) -> None:
+    def _check_password(self, request: Request, client: str, now: float) -> None:
         assert self.options.password is not None
-        if not self._failures.allowed(client):
+        if not self._failures.allowed(client, now):
             raise HttpError(429, "too many wrong passwords; wait a minute")
         given = _basic_password(request.header("authorization"))
         if given is None:
             raise HttpError(401, "a password is required")
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
                                    self.options.password.encode("utf-8")):
-            self._failures.failed(client)
+            self._failures.failed(client, now)
             raise HttpError(401, "wrong password")
 
     def _check_csrf(self, request: Request, host: str) -> None:

@@ -51,15 +51,14 @@ def world() -> tuple[ShareKeys, CredentialRegistry, Grant]:
 
 
 def handshake_in_memory(registry: CredentialRegistry, grant: Grant) -> None:
-    clock = time.monotonic
-    client = PeerConnection.client(grant, CONFIG, clock=clock)
-    server = PeerConnection.server(registry, CONFIG, clock=clock)
+    client = PeerConnection.client(grant, CONFIG, now=time.monotonic())
+    server = PeerConnection.server(registry, CONFIG, now=time.monotonic())
     ready = 0
     while ready < 2:
         for src, dst in ((client, server), (server, client)):
             data = src.data_to_send()
             if data:
-                dst.receive_data(data)
+                dst.receive_data(data, time.monotonic())
             while (event := dst.next_event()) is not NEED_DATA:
                 ready += isinstance(event, Ready)
 

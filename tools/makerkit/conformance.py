@@ -42,8 +42,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from csembed.access_code import AccessCode, AccessCodeError
+from csembed.database.record import GetUpdates, Record
 from csembed.database.record import Limits as DatabaseLimits
-from csembed.database.record import Record
+from csembed.directory.sync_messages import Get
 from csembed.errors import CsembedError
 from csembed.protocol.core import CoreConfig, Grant, verify_message
 from csembed.protocol.core_signing import SignatureError
@@ -226,7 +227,7 @@ class Probe:
 
     async def check_database(self, session: ProbeSession) -> None:
         start = len(session.inbox)
-        await session.send({"type": "database.get_updates", "since": {}})
+        await session.send(GetUpdates({}).to_body())
         # the answer has no end marker: wait for the first update, then for quiet
         await session.wait_for(lambda: session.find("database.update", start), self.timeout)
         await self._quiet(session)
@@ -270,10 +271,7 @@ class Probe:
     async def _get(self, session: ProbeSession, sha: str,
                    range_: tuple[int, int] | None = None) -> Received | None:
         start = len(session.inbox)
-        body: dict[str, Any] = {"type": "directory.get", "sha256": sha}
-        if range_ is not None:
-            body["range"] = list(range_)
-        await session.send(body)
+        await session.send(Get(sha, range_).to_body())
         answers = ("directory.data", "directory.not_present", "directory.get_error")
         return await session.wait_for(lambda: next(
             (r for r in session.inbox[start:] if r.type in answers and r.complete
@@ -442,7 +440,7 @@ class Probe:
                                 + (session.ended or "timeout"))
                 return
             start = len(session.inbox)
-            await session.send({"type": "database.get_updates", "since": {}})
+            await session.send(GetUpdates({}).to_body())
             await session.wait_for(lambda: session.find("database.update", start), self.timeout)
             await self._quiet(session)
             updates = [r for r in session.inbox[start:] if r.type == "database.update"]

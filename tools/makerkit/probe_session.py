@@ -87,7 +87,7 @@ class ProbeSession:
     async def open(cls, host: str, port: int, grant: Grant, config: CoreConfig) -> ProbeSession:
         """Connect and start the handshake under ``grant``."""
         stream = await open_stream(
-            host, port, lambda clock: ProbeConnection.client(grant, config, clock=clock))
+            host, port, lambda now: ProbeConnection.client(grant, config, now=now))
         return cls(stream)
 
     @property

@@ -37,6 +37,7 @@ from typing import Any
 import serial
 
 from csembed.access_code import AccessCode
+from csembed.database.record import GetUpdates
 from csembed.errors import CsembedError
 from csembed.protocol.core import CoreConfig, Grant
 from csembed.protocol.jsonvalues import parse_timestamp
@@ -136,7 +137,7 @@ def check_link_and_clock(host: str, port: int, code: str, timeout: float,
             if not await session.wait_for(lambda: session.ready, timeout):
                 raise ProvisionError("the key exchange did not complete")
             link = f"{host}:{port}, handshake in {time.monotonic() - started:.2f} s"
-            await session.send({"type": "database.get_updates", "since": {}})
+            await session.send(GetUpdates({}).to_body())
             found = await session.wait_for(lambda: session.find("database.update"), timeout)
             if found is None:
                 return link, None
