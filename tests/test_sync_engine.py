@@ -724,3 +724,15 @@ def test_a_record_changed_while_its_file_waits_to_land_is_not_put_in_place(tmp_p
     settle([a, b], [wire])
     assert (b.root / "small.txt").read_bytes() == b"second, newer"
     assert tree(a.root) == tree(b.root)
+
+
+def test_a_scan_slice_stops_by_the_clock_its_call_lends(tmp_path):
+    # the engine keeps no clock: the call that starts a slice lends one with its deadline
+    a, _, _ = pair(tmp_path)
+    for i in range(3):
+        a.write(f"f{i}.bin", bytes(1000))
+    ticks = iter(range(1000))
+    assert not a.engine.scan(time.time(), until=1.5, clock=lambda: float(next(ticks)))
+    assert a.engine.scanning
+    assert a.engine.scan(time.time())  # without a deadline the pass runs to its end
+    assert not a.engine.scanning and a.engine.replica.get("/f2.bin") is not None

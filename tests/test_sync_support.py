@@ -74,7 +74,7 @@ class Node:
                           sign=None if self.read_only else ed25519_signer(RW_SEED),
                           rng=random.Random(f"{self.name}{self.seed}").randbytes)
         return ShareEngine(self.local, replica, self.board, random.Random(self.seed),
-                           clock=time.monotonic, extensions=self.extensions)
+                           extensions=self.extensions)
 
     def restart(self) -> None:
         """Close and reopen everything from disk (as after a crash or restart)."""

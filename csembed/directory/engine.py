@@ -12,7 +12,7 @@ compares it with file timestamps) and pulls the framed bytes to send.
 
 API (the daemon's runtime drives it; see :mod:`csembed.runtime.share_runtime`)::
 
-    engine = ShareEngine(local_share, replica, board, rng, clock=time.monotonic)
+    engine = ShareEngine(local_share, replica, board, rng)
     engine.connect(conn_id, PeerInfo(peer_id, read_only, extensions), now)
     engine.receive(conn_id, event, now)     # Message | PayloadChunk | PayloadEnd
     engine.outgoing(conn_id, max_bytes)     # -> list[bytes]: wire units, made lazily
@@ -20,7 +20,7 @@ API (the daemon's runtime drives it; see :mod:`csembed.runtime.share_runtime`)::
     engine.may_read(conn_id)                # -> False: stop reading (replies back up)
     engine.dropped(conn_id); engine.take_drops()   # peers dropped for breaking bounds
     engine.disconnect(conn_id)
-    engine.scan_due(now); engine.scan(now, until=None)   # -> True when the pass ended
+    engine.scan_due(now); engine.scan(now, until, clock)  # -> True when the pass ended
     engine.handle_timer(now); engine.get_timer()         # -> float | None
     engine.status(); engine.transfers(); engine.stats(); engine.peers()
     engine.request_scan(); engine.close()
@@ -88,12 +88,12 @@ class ShareEngine:
 
     ``local`` is the share's local side, ``replica`` its records, ``board``
     the device's limits, ``rng`` the random source (request order, conflict
-    names). ``clock`` (monotonic seconds) paces scan slices; ``extensions``
+    names); ``extensions``
     are the extensions this side implements (``rsync`` may be left out).
     """
 
     def __init__(self, local: LocalShare, replica: Replica, board: BoardProfile,
-                 rng: random.Random, *, clock: Callable[[], float] | None = None,
+                 rng: random.Random, *,
                  extensions: frozenset[str] = frozenset({"database", "directory", "rsync"}),
                  error_retry: float = ERROR_RETRY, presence_max_bytes: int | None = None,
                  stream_blocks: int = 4) -> None:
@@ -110,7 +110,7 @@ class ShareEngine:
         ctx.rsync = RsyncFetch(ctx)
         ctx.landing = Landing(ctx)
         ctx.conflicts = Conflicts(ctx)
-        ctx.changes = LocalChanges(ctx, clock)
+        ctx.changes = LocalChanges(ctx)
         self._serving = Serving(ctx)
         self._streams = StreamReads(ctx, stream_blocks)
         self._database_inbox: list[tuple[Any, Message]] = []
@@ -369,14 +369,18 @@ class ShareEngine:
         scan = self._ctx.changes.pass_
         return 0 if scan is None else scan.hashed_bytes
 
-    def scan(self, now: float, until: float | None = None) -> bool:
+    def scan(self, now: float, until: float | None = None,
+             clock: Callable[[], float] | None = None) -> bool:
         """Run the scan pass (starting one if needed) until done or ``clock() >= until``.
 
-        Returns True when the pass ended and its changes were handled.
+        A slice of scanning is work (reading files) that only a clock can stop
+        on time, so the call that starts it lends one (monotonic, like
+        ``until``); the engine keeps none. Returns True when the pass ended
+        and its changes were handled.
         """
         self._ctx.now = now
         self._apply_database()
-        done, result = self._ctx.changes.run(now, until)
+        done, result = self._ctx.changes.run(now, until, clock)
         if result is not None:
             self._apply_database()
             if done:

@@ -43,9 +43,8 @@ Change = Added | Modified | Deleted | Moved
 class LocalChanges:
     """Scan passes and the records they write."""
 
-    def __init__(self, ctx: SyncContext, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, ctx: SyncContext) -> None:
         self.ctx = ctx
-        self.clock = clock
         self.pass_: ScanPass | None = None
         self.began = 0.0
         self.next_scan: float | None = 0.0
@@ -61,8 +60,9 @@ class LocalChanges:
         if self.pass_ is None:
             self.next_scan = 0.0
 
-    def run(self, now: float, until: float | None) -> tuple[bool, ScanResult | None]:
-        """Run the pass until done or ``clock() >= until``.
+    def run(self, now: float, until: float | None,
+            clock: Callable[[], float] | None = None) -> tuple[bool, ScanResult | None]:
+        """Run the pass until done or ``clock() >= until`` (to the end without both).
 
         Returns (ended, its result); an unavailable share sets the share's
         error and ends the pass without a result. A pass that has not ended
@@ -80,9 +80,9 @@ class LocalChanges:
                 return True, None
             self.began = now
         try:
-            if until is None or self.clock is None:
+            if until is None or clock is None:
                 self.pass_.run()
-            elif not self.pass_.step(until=until, clock=self.clock):
+            elif not self.pass_.step(until=until, clock=clock):
                 return False, self.pass_.take_early()
         except (ShareUnavailable, OSError) as exc:
             self.pass_.close()

@@ -206,7 +206,7 @@ class ShareRuntime:
         while True:
             until = budget.start_slice()
             before = self.engine.scan_hashed_bytes
-            done = self.engine.scan(self.wall(), until=until)
+            done = self.engine.scan(self.wall(), until=until, clock=self.monotonic)
             last = self.engine.last_scan
             hashed = ((last.hashed_bytes if done and last is not None else
                        self.engine.scan_hashed_bytes) - before)

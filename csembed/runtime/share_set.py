@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,7 +106,7 @@ class ShareSet:
                           sign=ed25519_signer(writer.signing_key) if read_write
                           and writer.signing_key is not None else None,
                           rng=secrets.token_bytes)
-        engine = ShareEngine(local, replica, board, random.Random(), clock=time.monotonic)
+        engine = ShareEngine(local, replica, board, random.Random())
         runtime = ShareRuntime(engine, scan_budget=self._scan_budget)
         share.local, share.store, share.runtime = local, store, runtime
         share.task = asyncio.get_running_loop().create_task(self._run(share))

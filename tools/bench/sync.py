@@ -93,7 +93,7 @@ async def run_peer(args: argparse.Namespace) -> None:
     replica = Replica(store, read_only=False,
                       verify=ed25519_verifier(bytes(nacl.signing.SigningKey(seed).verify_key)),
                       sign=ed25519_signer(seed), rng=os.urandom)
-    engine = ShareEngine(local, replica, board, random.Random(args.name), clock=time.monotonic)
+    engine = ShareEngine(local, replica, board, random.Random(args.name))
     runtime = ShareRuntime(engine, scan_budget=1.0)
     loop_task = asyncio.create_task(runtime.run())
     await runtime.wait_until(lambda e: e.last_scan is not None, None)
