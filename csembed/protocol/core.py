@@ -27,6 +27,10 @@ Phases (:class:`Phase`, dispatch in :data:`_HANDLERS`)::
                 CODE_HOLDER     -> AWAIT_KEYS --core.keys--> KeysReceived event,
                                    AWAIT_LOCAL_ACK --acknowledge_keys()--> send ack, READY
 
+Beside this module: its configuration (:mod:`.core_config`), the events it
+reports (:mod:`.core_events`), who may connect (:mod:`.core_access`) and
+signed messages (:mod:`.core_signing`).
+
 The messages are :mod:`csembed.protocol.core_messages` classes: a handler
 gets the message already checked by its ``from_body``, and replies are built
 with ``to_body``. Rules beside the table: the first message each side receives must be the
@@ -50,13 +54,10 @@ arrived for the (adopted) timeout.
 from __future__ import annotations
 
 import enum
-import re
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
 
-from csembed import __version__
 from csembed.errors import CsembedError
 from csembed.need_data import NEED_DATA, NeedData
 from csembed.protocol.body_message import encode
@@ -65,7 +66,15 @@ from csembed.protocol.core_access import (
     CredentialRegistry,
     Grant,
     GrantKind,
-    IssuedCode,
+)
+from csembed.protocol.core_config import GZIP, PROTOCOL_VERSION, CoreConfig
+from csembed.protocol.core_events import (
+    CoreEvent,
+    CoreStateError,
+    KeysAcknowledged,
+    KeysReceived,
+    PeerTimedOut,
+    Ready,
 )
 from csembed.protocol.core_messages import (
     MESSAGES,
@@ -79,10 +88,8 @@ from csembed.protocol.core_messages import (
 )
 from csembed.protocol.core_signing import SignatureError, sign_message, verify_message
 from csembed.protocol.gzip_stream import GzipDecoder, GzipEncoder, GzipError
-from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import (
     Decoder,
-    Limits,
     Message,
     PayloadChunk,
     PayloadEnd,
@@ -97,7 +104,6 @@ from csembed.security.handshake import (
     PlaintextReceived,
     SecureSession,
     SessionClosed,
-    SessionConfig,
     SessionFailed,
 )
 from csembed.security.keys import Rng, ShareKeys, default_rng
@@ -110,115 +116,8 @@ __all__ = [
     "SessionFailed", "SignatureError", "sign_message", "verify_message",
 ]
 
-PROTOCOL_VERSION: Final = 1
-GZIP: Final = "gzip"
-_OFFICIAL_EXTENSION = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_UNOFFICIAL_EXTENSION = re.compile(r"\.[A-Za-z0-9_][A-Za-z0-9_.\-]{0,126}")
 _MANAGED_TYPES: Final = frozenset(MESSAGES)
-
-
-class PeerTimedOut(CoreError):
-    """Nothing arrived from the peer within the keep-alive timeout."""
-
-
-class CoreStateError(CsembedError):
-    """The local caller used the connection in a phase that does not allow it."""
-
-
-def is_extension_name(name: object) -> bool:
-    """True for an official (``gzip``) or unofficial (``.com.example.x``) extension name."""
-    return isinstance(name, str) and bool(
-        _OFFICIAL_EXTENSION.fullmatch(name) or _UNOFFICIAL_EXTENSION.fullmatch(name))
-
-
-@dataclass(frozen=True)
-class CoreConfig:
-    """What this device announces and how it keeps connections alive.
-
-    ``extensions`` are the extensions besides gzip the caller implements;
-    ``gzip_level`` 0 means gzip is not offered (board profiles set 1-9).
-    ``ping_timeout`` defaults to three ping intervals.
-    """
-
-    software: str = f"csembed {__version__}"
-    name: str | None = None
-    protocols: tuple[int, ...] = (PROTOCOL_VERSION,)
-    extensions: tuple[str, ...] = ()
-    gzip_level: int = 0
-    ping_interval: float = 60.0
-    ping_timeout: float | None = None
-    max_ping_timeout: float = 3600.0
-    exchange_timeout: float = 60.0
-    limits: Limits = Limits()
-    session: SessionConfig = SessionConfig()
-
-    def __post_init__(self) -> None:
-        if not self.protocols or any(not is_strict_int(p) or p < 1
-                                     for p in self.protocols):
-            raise ValueError("protocols must be positive integers")
-        for ext in self.extensions:
-            if not is_extension_name(ext) or ext == GZIP:
-                raise ValueError(f"bad extension name {ext!r} (gzip is set by gzip_level)")
-        if not 0 <= self.gzip_level <= 9:
-            raise ValueError("gzip_level must be 0 (off) or 1-9")
-        if not 0 < self.ping_interval < self.timeout <= self.max_ping_timeout:
-            raise ValueError("need 0 < ping_interval < ping_timeout <= max_ping_timeout")
-        if not self.exchange_timeout > 0:
-            raise ValueError("exchange_timeout must be positive")
-
-    @property
-    def timeout(self) -> float:
-        """The keep-alive timeout we announce in ``core.ping``."""
-        return self.ping_timeout if self.ping_timeout is not None else 3 * self.ping_interval
-
-    @property
-    def offered_extensions(self) -> tuple[str, ...]:
-        """Everything we can negotiate, in our order of preference."""
-        return ((GZIP,) if self.gzip_level else ()) + self.extensions
-
-
-@dataclass(frozen=True)
-class Ready:
-    """Negotiation and key exchange are done; application messages may flow.
-
-    ``access_level`` is the level the connection runs at and ``share`` the
-    keys this side now holds for it (for a new member: the keys just
-    received). ``grant`` is the grant the connection was made under.
-    """
-
-    protocol: int
-    extensions: tuple[str, ...]
-    peer_id: str
-    peer_name: str | None
-    peer_software: str | None
-    access_level: str
-    share: ShareKeys = field(repr=False)
-    grant: Grant = field(repr=False)
-
-
-@dataclass(frozen=True)
-class KeysReceived:
-    """A code's creator sent the share's keys. Store them (mode 0600), then call
-    :meth:`PeerConnection.acknowledge_keys`; the creator spends the code on
-    the acknowledgment, so do not acknowledge what is not safely stored."""
-
-    access_level: str
-    share: ShareKeys = field(repr=False)
-    grant: Grant = field(repr=False)
-
-
-@dataclass(frozen=True)
-class KeysAcknowledged:
-    """The new member acknowledged our keys; ``code`` is the issued code after
-    this use (``code.uses``), already removed from the table if it has no use left."""
-
-    access_id: str
-    access_level: str
-    code: IssuedCode | None = field(repr=False)
-
-
-CoreEvent = (Ready | KeysReceived | KeysAcknowledged | Message | PayloadChunk | PayloadEnd
-             | SessionClosed | SessionFailed)
+_DEFAULT_CONFIG: Final = CoreConfig()
 
 
 class Phase(enum.Enum):
@@ -290,7 +189,7 @@ class PeerConnection:
     # ----------------------------------------------------------- construction
 
     @classmethod
-    def client(cls, grant: Grant, config: CoreConfig = CoreConfig(), *,
+    def client(cls, grant: Grant, config: CoreConfig = _DEFAULT_CONFIG, *,
                now: float, rng: Rng = default_rng) -> PeerConnection:
         """Connect at ``now`` under ``grant`` (a share key, a code we hold, or a code
         we issued)."""
@@ -300,7 +199,7 @@ class PeerConnection:
 
     @classmethod
     def server(cls, registry: CredentialRegistry | Callable[[str, float], Credential | None],
-               config: CoreConfig = CoreConfig(), *, now: float,
+               config: CoreConfig = _DEFAULT_CONFIG, *, now: float,
                rng: Rng = default_rng, limiter: RateLimiter | None = None,
                source: str = "") -> PeerConnection:
         """Accept a connection at ``now``, looking IDs up in ``registry`` (or
