@@ -7,8 +7,12 @@ only from a peer whose presence filter or ``present`` messages claim it (a
 ``0xff`` filter claims everything: we probe), with at most
 ``max_open_transfers`` files and ``max_bytes_in_flight`` requested bytes at
 once. A :class:`~.transfer_fetch.Transfer` asks by ranged ``directory.get``
-(at most two outstanding, each a quarter of the bytes in flight); ``range``
-requests resume a partial temp file after a crash or a dropped connection.
+(at most two outstanding, each :data:`PIECE_CHUNKS` chunks, and at most a
+quarter of the bytes in flight); ``range`` requests resume a partial temp
+file after a crash or a dropped connection. Pieces are short so that a small
+file asked for while a big one is on its way is not stuck behind it: the
+sender sends the smallest waiting payload first (:mod:`.transfer_serve`),
+so the small file waits for at most the piece being sent.
 A file we hold an older version of may go by rsync instead
 (:mod:`.fetch_rsync`). ``directory.not_present`` sends us to another peer
 (that peer is not asked again for ``ABSENT_RETRY`` seconds);
@@ -32,6 +36,7 @@ from csembed.directory.transfer_fetch import PeerState, Request, Transfer, Want
 log = logging.getLogger("csembed.sync")
 
 ABSENT_RETRY = 60.0  #: after directory.not_present, ask that peer again after this long
+PIECE_CHUNKS = 4  #: chunks per ranged request: what a small file may wait behind
 
 
 class Fetcher:
@@ -107,7 +112,8 @@ class Fetcher:
             self.top_up(transfer, peer)
 
     def _piece(self) -> int:
-        return max(self.ctx.chunk_size, self.ctx.max_in_flight // 4)
+        chunk = self.ctx.chunk_size
+        return max(chunk, min(self.ctx.max_in_flight // 4, PIECE_CHUNKS * chunk))
 
     def top_up(self, transfer: Transfer, peer: PeerState) -> None:
         """Keep up to two range requests outstanding for ``transfer``."""

@@ -19,7 +19,7 @@ connected peer claims waits aside until presence changes (a filter arrives, a
 ``present``, a new peer), so a long list of unobtainable files costs nothing
 per scheduling round. :class:`Transfer` is one file being fetched from one
 peer, either by ranged ``directory.get`` requests (at most two outstanding,
-each at most a quarter of the board's ``max_bytes_in_flight``) or by one
+each a few chunks, at most a quarter of ``max_bytes_in_flight``) or by one
 ``rsync.signature`` exchange; :class:`Request` is one outstanding request.
 
 Nothing here touches the disk or the network; :mod:`.engine` drives it.
