@@ -1,0 +1,153 @@
+"""The sending side: uploads listed per file and peer, and the smallest payload first.
+
+Engine pairs joined in memory (test_sync_support) with small chunks, so a
+file spans many pieces and each ``step`` moves a bounded number of bytes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from test_sync_support import Node, Wire, settle
+
+from csembed.directory import sync_messages as msg
+from csembed.directory.transfer_serve import MAX_PASSED_OVER, OutgoingQueue, payload_units
+from csembed.directory.uploads import HOLD, MAX_UPLOADS, Uploads
+from csembed.protocol.wire import Decoder, Message
+
+SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
+
+
+def payload(sha: str, size: int) -> object:
+    return payload_units(msg.data(sha, (0, size)), [b"x" * size])
+
+
+def order(queue: OutgoingQueue, pulled: list[bytes] | None = None) -> list[str]:
+    decoder = Decoder()
+    decoder.receive_data(b"".join(pulled or []))
+    while queue:
+        decoder.receive_data(b"".join(queue.pull(1 << 20)))
+    return [e.body["sha256"][0] for e in decoder.events() if isinstance(e, Message)]
+
+
+def test_the_smallest_waiting_payload_goes_next_after_the_one_in_progress():
+    queue = OutgoingQueue()
+    queue.push_stream(payload(SHA_A, 4000), size=4000, content=SHA_A)
+    queue.push_stream(payload(SHA_A, 4000), size=4000, content=SHA_A)
+    pulled = queue.pull(1)  # the first piece of A is under way
+    queue.push_stream(payload(SHA_B, 10), size=10, content=SHA_B)
+    assert order(queue, pulled) == ["a", "b", "a"]
+
+
+def test_payloads_of_one_content_keep_their_order():
+    queue = OutgoingQueue()
+    queue.push_stream(payload(SHA_A, 4000), size=4000, content=SHA_A)
+    queue.push_stream(payload(SHA_A, 10), size=10, content=SHA_A)  # its last, short piece
+    queue.push_stream(payload(SHA_B, 50), size=50, content=SHA_B)
+    decoder = Decoder()
+    while queue:
+        decoder.receive_data(b"".join(queue.pull(1 << 20)))
+    sizes = [(e.body["sha256"][0], e.body["range"][1]) for e in decoder.events()
+             if isinstance(e, Message)]
+    assert sizes == [("b", 50), ("a", 4000), ("a", 10)]
+
+
+def test_a_big_payload_is_passed_over_a_bounded_number_of_times():
+    queue = OutgoingQueue()
+    queue.push_stream(payload(SHA_A, 4000), size=4000, content=SHA_A)
+    sent = []
+    for i in range(3 * MAX_PASSED_OVER):
+        queue.push_stream(payload(SHA_C, 10), size=10, content=f"{i:064x}")
+        sent += order_one(queue)
+    assert "a" in sent
+    assert sent.index("a") == MAX_PASSED_OVER
+
+
+def order_one(queue: OutgoingQueue) -> list[str]:
+    """Pull exactly one whole payload."""
+    decoder = Decoder()
+    units = queue.pull(1)
+    decoder.receive_data(b"".join(units))
+    while not any(u == b"0\n" for u in units):
+        units = queue.pull(1)
+        decoder.receive_data(b"".join(units))
+    return [e.body["sha256"][0] for e in decoder.events() if isinstance(e, Message)]
+
+
+def test_uploads_are_listed_per_file_and_peer_while_sent(tmp_path: Path) -> None:
+    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
+    data = os.urandom(300_000)
+    a.write("take.wav", data)
+    a.scan()
+    wire = Wire(a, b, max_bytes=8192)
+    seen = []
+    for _ in range(10_000):
+        if not wire.step():
+            if (b.root / "take.wav").exists():
+                break
+            b.engine.tick(time.time())
+        seen.extend(a.engine.uploads(time.time()))
+    assert (b.root / "take.wav").read_bytes() == data
+    assert seen, "no upload was ever listed"
+    assert {(u["key"], u["peer"], u["total"]) for u in seen} == {
+        ("/take.wav", b.peer_id, len(data))}
+    done = [u["done"] for u in seen]
+    assert done == sorted(done) and 0 < done[0] < len(data)  # advances across pieces
+    assert len({d for d in done if d < len(data)}) > 10
+    assert a.engine.uploads(time.time()) == []  # gone once its last byte was sent
+    assert b.engine.uploads(time.time()) == []
+
+
+def test_a_small_file_lands_while_a_big_one_is_still_coming(tmp_path: Path) -> None:
+    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
+    big = os.urandom(400_000)
+    a.write("concert.wav", big)
+    a.scan()
+    wire = Wire(a, b, max_bytes=8192)
+    while not b.engine.transfers():
+        wire.step()
+    small = os.urandom(3000)
+    a.write("scale.wav", small)
+    a.scan()
+    for _ in range(10_000):
+        wire.step()
+        # Let the landing batch's short wait pass (no sleeping: tick at its deadline).
+        due = b.engine.ctx.landing.deadline()
+        if due is not None:
+            b.engine.tick(max(time.time(), due))
+        if (b.root / "scale.wav").exists():
+            break
+    assert (b.root / "scale.wav").read_bytes() == small
+    assert not (b.root / "concert.wav").exists()  # the big one is still on its way
+    [transfer] = b.engine.transfers()
+    assert transfer["done"] < len(big) // 2
+    settle([a, b], [wire])
+    assert (b.root / "concert.wav").read_bytes() == big
+
+
+def test_an_upload_idle_between_pieces_is_held_then_forgotten():
+    uploads = Uploads()
+    item = uploads.queued("conn", "peer", SHA_A)
+    uploads.started(item, "/take.wav", 1000, 0)
+    uploads.progress(item, 400)
+    uploads.ended(item)  # a piece ended; the next is not asked for yet
+    assert [u["done"] for u in uploads.views(100.0)] == [400]
+    assert [u["done"] for u in uploads.views(100.0 + HOLD)] == [400]
+    assert uploads.views(100.1 + HOLD) == []
+    assert len(uploads) == 0
+
+
+def test_uploads_end_with_their_connection_and_are_bounded():
+    uploads = Uploads()
+    total = MAX_UPLOADS + 50
+    for i in range(total):
+        item = uploads.queued(f"conn{i % 3}", "peer", f"{i:064x}")
+        uploads.started(item, f"/f{i}", 1000, 0)
+        if i % 2:
+            uploads.ended(item)  # idle between pieces: forgotten first when full
+    assert len(uploads) == MAX_UPLOADS
+    keys = {u["key"] for u in uploads.views(0.0)}
+    assert {f"/f{i}" for i in range(0, total, 2)} <= keys  # every running one kept
+    uploads.forget("conn0")
+    assert not any(int(k[2:]) % 3 == 0 for k in (u["key"] for u in uploads.views(0.0)))
