@@ -93,7 +93,7 @@ def test_uploads_are_listed_per_file_and_peer_while_sent(tmp_path: Path) -> None
     assert {(u["key"], u["peer"], u["total"]) for u in seen} == {
         ("/take.wav", b.peer_id, len(data))}
     done = [u["done"] for u in seen]
-    assert done == sorted(done) and 0 < done[0] < len(data)  # advances across pieces
+    assert done == sorted(done) and done[0] < len(data)  # advances across pieces
     assert len({d for d in done if d < len(data)}) > 10
     assert a.engine.uploads(time.time()) == []  # gone once its last byte was sent
     assert b.engine.uploads(time.time()) == []
@@ -132,6 +132,7 @@ def test_an_upload_idle_between_pieces_is_held_then_forgotten():
     uploads.started(item, "/take.wav", 1000, 0)
     uploads.progress(item, 400)
     uploads.ended(item)  # a piece ended; the next is not asked for yet
+    uploads.confirm("conn")
     assert [u["done"] for u in uploads.views(100.0)] == [400]
     assert [u["done"] for u in uploads.views(100.0 + HOLD)] == [400]
     assert uploads.views(100.1 + HOLD) == []
@@ -151,3 +152,20 @@ def test_uploads_end_with_their_connection_and_are_bounded():
     assert {f"/f{i}" for i in range(0, total, 2)} <= keys  # every running one kept
     uploads.forget("conn0")
     assert not any(int(k[2:]) % 3 == 0 for k in (u["key"] for u in uploads.views(0.0)))
+
+
+def test_bytes_count_as_sent_only_when_the_connection_asks_for_more():
+    uploads = Uploads()
+    item = uploads.queued("conn", "peer", SHA_A)
+    uploads.started(item, "/take.wav", 1000, 200)  # a resumed download: from byte 200
+    uploads.progress(item, 300)  # handed out, still in the limiter or the socket
+    assert [u["done"] for u in uploads.views(0.0)] == [200]
+    uploads.confirm("other")
+    assert [u["done"] for u in uploads.views(0.0)] == [200]
+    uploads.confirm("conn")
+    assert [u["done"] for u in uploads.views(0.0)] == [500]
+    uploads.progress(item, 500)
+    uploads.ended(item)  # all handed out, not yet sent: still listed
+    assert [u["done"] for u in uploads.views(0.0)] == [500]
+    uploads.confirm("conn")
+    assert uploads.views(0.0) == [] and len(uploads) == 0

@@ -247,6 +247,7 @@ class ShareEngine:
         peer = self._ctx.peers.get(conn_id)
         if peer is None:
             return []
+        self._serving.uploads.confirm(conn_id)  # what it pulled before is sent by now
         replica = self._ctx.replica
         if peer.out.queued_control_bytes < max_bytes and replica.has_pending(conn_id):
             for item in replica.pull(conn_id):
@@ -262,6 +263,7 @@ class ShareEngine:
         peer = self._ctx.peers.get(conn_id)
         if peer is None:
             return False
+        self._serving.uploads.confirm(conn_id)  # asked after a flush: sent by now
         return bool(peer.out) or peer.presence_stale or self._ctx.replica.has_pending(conn_id)
 
     # -- input ---------------------------------------------------------------------

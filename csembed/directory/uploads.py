@@ -7,11 +7,15 @@ payload each (:func:`~.transfer_serve.serve_data`). The user thinks of one
 upload per file and peer, so :class:`Uploads` keeps one :class:`Upload` per
 (connection, content): the producer of each payload reports when it starts
 (the key it reads from, the file's size, the range's start), each piece it
-hands to the socket, and its end. ``done`` is how far into the file the
-bytes sent reach -- a file asked for in pieces advances piece by piece, and
-a resumed download starts where the peer's partial ends -- so ``done`` /
-``size`` is the upload's progress and successive ``done`` values give its
-rate (the CLI measures it, as for downloads).
+hands out, and its end. ``done`` is how far into the file the bytes sent
+reach -- a file asked for in pieces advances piece by piece, and a resumed
+download starts where the peer's partial ends -- so ``done`` / ``size`` is
+the upload's progress and successive ``done`` values give its rate (the CLI
+measures it, as for downloads). Bytes handed out are not sent yet: the
+runtime's writer passes them through the upload limiter and the socket
+first, and asks for more (:meth:`ShareEngine.outgoing`) only once it has,
+so bytes count as sent when the connection asks for more
+(:meth:`Uploads.confirm`), never ahead of the link.
 
 An upload is listed while one of its payloads is queued or being sent, and
 between two pieces for a while after (:data:`HOLD` seconds, measured on the
@@ -42,6 +46,7 @@ class Upload:
     size: int  #: bytes of the whole file
     done: int = 0  #: how far into the file the bytes sent reach
     sent: int = 0  #: payload bytes sent for this upload, all pieces
+    handed: int = 0  #: bytes handed to the connection and not yet known to be sent
     running: int = 0  #: payloads of it queued or being sent
     idle_since: float | None = None  #: when :meth:`Uploads.views` first saw it idle
 
@@ -51,6 +56,7 @@ class Uploads:
 
     def __init__(self) -> None:
         self._items: dict[tuple[Any, str], Upload] = {}
+        self._handed: dict[Any, list[Upload]] = {}  #: per connection: uploads with ``handed``
 
     def __len__(self) -> int:
         return len(self._items)
@@ -68,21 +74,34 @@ class Uploads:
 
     def started(self, item: Upload, key: str, size: int, start: int) -> None:
         """The payload opened ``key`` (``size`` bytes) and sends from ``start``."""
-        item.key, item.size, item.done = key, size, start
+        item.key, item.size, item.done = key, size, start - item.handed
 
     def progress(self, item: Upload, n: int) -> None:
-        """``n`` more bytes of the payload are on their way."""
-        item.done += n
-        item.sent += n
+        """``n`` more bytes of the payload were handed to the connection."""
+        if not item.handed:
+            self._handed.setdefault(item.conn_id, []).append(item)
+        item.handed += n
+
+    def confirm(self, conn_id: Any) -> None:
+        """The connection asks for more: what it was handed before has been sent."""
+        for item in self._handed.pop(conn_id, ()):
+            item.done += item.handed
+            item.sent += item.handed
+            item.handed = 0
+            self._finish(item)
 
     def ended(self, item: Upload) -> None:
         """The payload ended (sent whole, cut short, or never started)."""
         item.running = max(0, item.running - 1)
-        if item.running == 0 and item.size and item.done >= item.size:
+        self._finish(item)
+
+    def _finish(self, item: Upload) -> None:
+        if item.running == 0 and not item.handed and item.size and item.done >= item.size:
             self._items.pop((item.conn_id, item.sha256), None)
 
     def forget(self, conn_id: Any) -> None:
         """The connection closed: its uploads go."""
+        self._handed.pop(conn_id, None)
         for pair in [p for p in self._items if p[0] == conn_id]:
             del self._items[pair]
 
