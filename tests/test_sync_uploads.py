@@ -6,12 +6,14 @@ file spans many pieces and each ``step`` moves a bounded number of bytes."""
 from __future__ import annotations
 
 import os
+import random
 import time
 from pathlib import Path
 
-from test_sync_support import Node, Wire, settle
+from test_sync_support import Node, Wire, settle, small_board
 
 from csembed.directory import sync_messages as msg
+from csembed.directory.transfer_fetch import PickQueue
 from csembed.directory.transfer_serve import MAX_PASSED_OVER, OutgoingQueue, payload_units
 from csembed.directory.uploads import HOLD, MAX_UPLOADS, Uploads
 from csembed.protocol.wire import Decoder, Message
@@ -169,3 +171,43 @@ def test_bytes_count_as_sent_only_when_the_connection_asks_for_more():
     assert [u["done"] for u in uploads.views(0.0)] == [500]
     uploads.confirm("conn")
     assert uploads.views(0.0) == [] and len(uploads) == 0
+
+
+def test_a_small_file_is_not_left_behind_many_big_ones(tmp_path: Path) -> None:
+    """B fetches two files at once: big files may take only one of the slots."""
+    a = Node(tmp_path, "a")
+    b = Node(tmp_path, "b", board=small_board(max_open_transfers=2))
+    bigs = {f"take{i}.wav": os.urandom(120_000) for i in range(4)}
+    for name, data in bigs.items():
+        a.write(name, data)
+    a.scan()
+    wire = Wire(a, b, max_bytes=8192)
+    while not b.engine.transfers():
+        wire.step()
+    small = os.urandom(3000)
+    a.write("scale.wav", small)
+    a.scan()
+    for _ in range(10_000):
+        wire.step()
+        due = b.engine.ctx.landing.deadline()
+        if due is not None:
+            b.engine.tick(max(time.time(), due))
+        if (b.root / "scale.wav").exists():
+            break
+    assert (b.root / "scale.wav").read_bytes() == small
+    assert not any((b.root / name).exists() for name in bigs)  # none of them done yet
+    assert len(b.engine.transfers()) == 1  # the slot kept for small files is free again
+    settle([a, b], [wire])
+    assert all((b.root / name).read_bytes() == data for name, data in bigs.items())
+
+
+def test_small_wants_are_picked_first_and_big_ones_only_when_allowed():
+    queue = PickQueue(random.Random(1), is_small=lambda sha: sha.startswith("s"))
+    for name in ("b1", "s1", "b2", "s2", "b3"):
+        queue.add(name)
+    assert {queue.pick(), queue.pick()} == {"s1", "s2"}
+    assert queue.pick(big=False) is None
+    queue.add("s3")
+    assert queue.pick(small=False) in {"b1", "b2", "b3"}
+    assert queue.pick() == "s3"
+    assert len(queue) == 2

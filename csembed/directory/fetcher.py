@@ -6,7 +6,11 @@ Wanted content (:mod:`.planner`) is fetched with hashes picked at random,
 only from a peer whose presence filter or ``present`` messages claim it (a
 ``0xff`` filter claims everything: we probe), with at most
 ``max_open_transfers`` files and ``max_bytes_in_flight`` requested bytes at
-once. A :class:`~.transfer_fetch.Transfer` asks by ranged ``directory.get``
+once -- except that bigger files may take all but one of those slots, and
+a file that fits in one request is picked first and may start when the
+bytes in flight are used up if no other such file is being fetched, so a
+short file never waits for a big one to finish. A
+:class:`~.transfer_fetch.Transfer` asks by ranged ``directory.get``
 (at most two outstanding, each :data:`PIECE_CHUNKS` chunks, and at most a
 quarter of the bytes in flight); ``range`` requests resume a partial temp
 file after a crash or a dropped connection. Pieces are short so that a small
@@ -47,6 +51,12 @@ class Fetcher:
         self.active: dict[str, Transfer] = {}
         self.in_flight = 0
         self.bans: dict[tuple[str, str], float] = {}
+        ctx.planner.queue.is_small = self.is_small
+
+    def is_small(self, sha: str) -> bool:
+        """Whether the wanted content ``sha`` fits in one request."""
+        want = self.ctx.planner.wants.get(sha)
+        return want is not None and want.size <= self._piece()
 
     def is_active(self, sha: str) -> bool:
         """Whether ``sha`` is being fetched."""
@@ -60,10 +70,14 @@ class Fetcher:
         now = ctx.now
         planner.due(now)
         tries = len(planner.queue)
-        while tries > 0 and len(self.active) < ctx.max_open \
-                and self.in_flight < ctx.max_in_flight:
+        while tries > 0 and len(self.active) < ctx.max_open:
             tries -= 1
-            sha = planner.queue.pick()
+            # One slot, and room past the bytes in flight, is kept for small files.
+            small = sum(1 for t in self.active.values() if t.size <= self._piece())
+            room = self.in_flight < ctx.max_in_flight
+            sha = planner.queue.pick(
+                small=room or small == 0,
+                big=room and len(self.active) - small < max(1, ctx.max_open - 1))
             if sha is None:
                 break
             want = planner.wants.get(sha)
