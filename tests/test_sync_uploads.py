@@ -5,6 +5,7 @@ file spans many pieces and each ``step`` moves a bounded number of bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -17,6 +18,7 @@ from csembed.directory.transfer_fetch import PickQueue
 from csembed.directory.transfer_serve import MAX_PASSED_OVER, OutgoingQueue, payload_units
 from csembed.directory.uploads import HOLD, MAX_UPLOADS, Uploads
 from csembed.protocol.wire import Decoder, Message
+from csembed.runtime.share_runtime import ShareRuntime
 
 SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
 
@@ -211,3 +213,45 @@ def test_small_wants_are_picked_first_and_big_ones_only_when_allowed():
     assert queue.pick(small=False) in {"b1", "b2", "b3"}
     assert queue.pick() == "s3"
     assert len(queue) == 2
+
+
+def test_the_runtime_lands_a_finished_file_at_its_deadline_while_others_still_come(
+        tmp_path: Path) -> None:
+    """A deadline set by received data (the landing batch's short wait) wakes the
+    share's loop even when it was sleeping towards a later one (the next scan)."""
+    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
+    big = os.urandom(1_600_000)
+    a.write("concert.wav", big)
+    a.scan()
+
+    async def main() -> None:
+        runtime = ShareRuntime(b.engine, watch_changes=False)
+        task = asyncio.create_task(runtime.run())
+        decoder = Decoder()
+        try:
+            await runtime.wait_until(lambda e: e.stats()["scans"] >= 1, timeout=60)
+            runtime.attach("a", a.info())
+            a.engine.connect("b", b.info(), time.time())
+            small = os.urandom(3000)
+            for round_ in range(100_000):
+                if round_ == 20:
+                    a.write("scale.wav", small)
+                    a.scan()
+                for unit in b.engine.outgoing("a", 1 << 20):
+                    decoder_a.receive_data(unit)
+                for event in decoder_a.events():
+                    a.engine.receive("b", event, time.time())
+                decoder.receive_data(b"".join(a.engine.outgoing("b", 8192)))
+                for event in decoder.events():
+                    runtime.receive("a", event)
+                await asyncio.sleep(0.002)  # a slow link: the loop runs meanwhile
+                if (b.root / "scale.wav").exists():
+                    break
+            assert (b.root / "scale.wav").read_bytes() == small
+            assert not (b.root / "concert.wav").exists()
+        finally:
+            runtime.stop()
+            await task
+
+    decoder_a = Decoder()
+    asyncio.run(main())

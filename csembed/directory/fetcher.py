@@ -10,13 +10,16 @@ once -- except that bigger files may take all but one of those slots, and
 a file that fits in one request is picked first and may start when the
 bytes in flight are used up if no other such file is being fetched, so a
 short file never waits for a big one to finish. A
-:class:`~.transfer_fetch.Transfer` asks by ranged ``directory.get``
-(at most two outstanding, each :data:`PIECE_CHUNKS` chunks, and at most a
-quarter of the bytes in flight); ``range`` requests resume a partial temp
-file after a crash or a dropped connection. Pieces are short so that a small
-file asked for while a big one is on its way is not stuck behind it: the
-sender sends the smallest waiting payload first (:mod:`.transfer_serve`),
-so the small file waits for at most the piece being sent.
+:class:`~.transfer_fetch.Transfer` asks by ranged ``directory.get``: pieces
+of :data:`PIECE_CHUNKS` chunks (at most a quarter of the bytes in flight),
+as many outstanding as fit in the file's window (half the bytes in flight,
+at least two pieces), one more sent as each arrives; ``range`` requests
+resume a partial temp file after a crash or a dropped connection. Pieces are
+short so that a small file asked for while a big one is on its way is not
+stuck behind it: the sender sends the smallest waiting payload first
+(:mod:`.transfer_serve`), so the small file -- and the database update that
+announces it -- waits for at most the piece being sent; the window keeps a
+big file's throughput.
 A file we hold an older version of may go by rsync instead
 (:mod:`.fetch_rsync`). ``directory.not_present`` sends us to another peer
 (that peer is not asked again for ``ABSENT_RETRY`` seconds);
@@ -40,7 +43,7 @@ from csembed.directory.transfer_fetch import PeerState, Request, Transfer, Want
 log = logging.getLogger("csembed.sync")
 
 ABSENT_RETRY = 60.0  #: after directory.not_present, ask that peer again after this long
-PIECE_CHUNKS = 4  #: chunks per ranged request: what a small file may wait behind
+PIECE_CHUNKS = 2  #: chunks per ranged request: what a small file may wait behind
 
 
 class Fetcher:
@@ -129,17 +132,24 @@ class Fetcher:
         chunk = self.ctx.chunk_size
         return max(chunk, min(self.ctx.max_in_flight // 4, PIECE_CHUNKS * chunk))
 
+    def _window(self) -> int:
+        return max(2 * self._piece(), self.ctx.max_in_flight // 2)
+
     def top_up(self, transfer: Transfer, peer: PeerState) -> None:
-        """Keep up to two range requests outstanding for ``transfer``."""
-        piece = self._piece()
+        """Keep ``transfer``'s window of range requests outstanding (see the module
+        docstring); the first one goes whatever the bytes in flight."""
+        piece, window = self._piece(), self._window()
+        live = [r for r in transfer.requests if r.transfer is transfer]
+        owed = sum(max(0, r.count - r.received) for r in live)
         while transfer.next_offset < transfer.size:
-            live = [r for r in transfer.requests if r.transfer is transfer]
-            if len(live) >= 2 or (live and self.in_flight >= self.ctx.max_in_flight):
+            if live and (owed >= window or self.in_flight >= self.ctx.max_in_flight):
                 break
             count = min(piece, transfer.size - transfer.next_offset)
             request = Request("get", transfer.sha256, transfer.next_offset, count,
                               transfer=transfer)
             transfer.requests.append(request)
+            live.append(request)
+            owed += count
             peer.requests.append(request)
             peer.out.push(msg.get(transfer.sha256, (request.start, count)))
             self.in_flight += count
@@ -163,6 +173,9 @@ class Fetcher:
             request.transfer = None
             transfer.requests.remove(request)
             transfer.next_offset = min(transfer.next_offset, request.start)
+            if not [r for r in transfer.requests if r.transfer is transfer]:
+                transfer.next_offset = transfer.done
+                self.top_up(transfer, peer)
         return DataSink(self, peer, request)
 
     def release(self, request: Request) -> None:
@@ -208,6 +221,8 @@ class Fetcher:
         elif not [r for r in transfer.requests if r.transfer is transfer]:
             transfer.next_offset = transfer.done
             self.top_up(transfer, peer)
+        elif request.received >= request.count:
+            self.top_up(transfer, peer)  # keep the window full (a short one waits: above)
 
     def finish(self, transfer: Transfer) -> None:
         """All bytes of ``transfer`` are in: verify and land them."""

@@ -19,8 +19,8 @@ request are picked before bigger ones. A want that no
 connected peer claims waits aside until presence changes (a filter arrives, a
 ``present``, a new peer), so a long list of unobtainable files costs nothing
 per scheduling round. :class:`Transfer` is one file being fetched from one
-peer, either by ranged ``directory.get`` requests (at most two outstanding,
-each a few chunks, at most a quarter of ``max_bytes_in_flight``) or by one
+peer, either by ranged ``directory.get`` requests (several outstanding,
+each a few chunks, pipelined within a window) or by one
 ``rsync.signature`` exchange; :class:`Request` is one outstanding request.
 
 Nothing here touches the disk or the network; :mod:`.engine` drives it.
