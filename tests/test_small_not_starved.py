@@ -2,10 +2,11 @@
 
 A sends B one 4 MB take through its 300 kB/s upload limit (about 13 s); once
 B has some of it, A saves a short take. B must hold the short take while the
-big one is still incomplete: the short take's record and its data are not
-queued behind the whole big file. Both daemons use a desktop board with
-64 KiB chunks (so the fetcher's pieces are 4 MiB before the fix and the big
-take would go as one payload)."""
+big one is still incomplete: neither the short take's record, nor its data,
+nor its landing waits for the whole big file. Both daemons use a desktop
+board with 64 KiB chunks (before the fix the fetcher asked for 4 MiB pieces,
+so the big take went as one payload, and a finished short take then waited
+in the landing batch until the big one ended)."""
 
 from __future__ import annotations
 
