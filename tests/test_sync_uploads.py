@@ -15,7 +15,12 @@ from test_sync_support import Node, Wire, settle, small_board
 
 from csembed.directory import sync_messages as msg
 from csembed.directory.transfer_fetch import PickQueue
-from csembed.directory.transfer_serve import MAX_PASSED_OVER, OutgoingQueue, payload_units
+from csembed.directory.transfer_serve import (
+    LOOK_AHEAD,
+    MAX_PASSED_OVER,
+    OutgoingQueue,
+    payload_units,
+)
 from csembed.directory.uploads import HOLD, MAX_UPLOADS, Uploads
 from csembed.protocol.wire import Decoder, Message
 from csembed.runtime.share_runtime import ShareRuntime
@@ -255,3 +260,12 @@ def test_the_runtime_lands_a_finished_file_at_its_deadline_while_others_still_co
 
     decoder_a = Decoder()
     asyncio.run(main())
+
+
+def test_choosing_the_next_payload_looks_ahead_a_bounded_number():
+    queue = OutgoingQueue()
+    for i in range(LOOK_AHEAD):
+        queue.push_stream(payload(SHA_A, 4000), size=4000, content=f"{i:064x}")
+    queue.push_stream(payload(SHA_B, 10), size=10, content=SHA_B)  # beyond the look-ahead
+    assert order_one(queue) == ["a"]
+    assert order_one(queue) == ["b"]  # within reach now

@@ -22,7 +22,9 @@ asks for big files in pieces of a few chunks, :mod:`.fetcher`). Payloads for
 the same content keep their order (a receiver discards a piece that does
 not continue its file), and one that has been passed over
 :data:`MAX_PASSED_OVER` times goes next, so a stream of small requests
-cannot hold a big file back for ever.
+cannot hold a big file back for ever. Only the first :data:`LOOK_AHEAD`
+waiting payloads are compared, so a peer that queues many requests cannot
+make each choice expensive.
 
 A generator may yield ``b""`` to say "I did work but have nothing to send
 yet" (a delta over an unchanged region of a file); :meth:`OutgoingQueue.pull`
@@ -48,6 +50,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
+from itertools import islice
 
 from csembed.directory import sync_messages as msg
 from csembed.directory.errors import ContentChanged, DirectoryError
@@ -61,6 +64,7 @@ Units = Generator[bytes, None, None]
 
 
 MAX_PASSED_OVER = 32  #: payloads that may start before a waiting one goes regardless
+LOOK_AHEAD = 256  #: waiting payloads compared when choosing the next (bounds the work)
 
 
 @dataclass(eq=False)
@@ -105,7 +109,7 @@ class OutgoingQueue:
         """The waiting producer to run next (see the module docstring)."""
         chosen = 0
         seen: set[str] = set()
-        for index, item in enumerate(self._bulk):
+        for index, item in enumerate(islice(self._bulk, LOOK_AHEAD)):
             if item.passed_over >= MAX_PASSED_OVER:
                 chosen = index
                 break
