@@ -13,6 +13,7 @@ from pathlib import Path
 
 from test_sync_support import Node, Wire, settle, small_board
 
+from csembed.cli_commands.status_text import render_share, transfer_line
 from csembed.directory import sync_messages as msg
 from csembed.directory.transfer_fetch import PickQueue
 from csembed.directory.transfer_serve import (
@@ -269,3 +270,17 @@ def test_choosing_the_next_payload_looks_ahead_a_bounded_number():
     queue.push_stream(payload(SHA_B, 10), size=10, content=SHA_B)  # beyond the look-ahead
     assert order_one(queue) == ["a"]
     assert order_one(queue) == ["b"]  # within reach now
+
+
+def test_progress_lines_name_the_file_and_the_peer_both_ways():
+    down = {"direction": "down", "share": "/laptop/Takes", "key": "/take.wav",
+            "peer": "c7fc0cd9aa", "done": 250, "total": 1000, "peer_name": "piano"}
+    up = {**down, "direction": "up", "share": "/piano/Takes", "peer_name": None}
+    assert transfer_line(down, 50.0) == ("↓ [######------------------]  25.0% 250 B / 1000 B"
+                                         "  50 B/s  ETA 15s  /laptop/Takes/take.wav ← piano")
+    assert transfer_line(up, None).endswith("25.0% 250 B / 1000 B  /piano/Takes/take.wav"
+                                            " → c7fc0cd9")
+    share = {"path": "/piano/Takes", "status": "synced", "peers": 1, "transfers": [],
+             "uploads": [{**up, "peer_name": "laptop"}]}
+    assert render_share(share)[1] == ("    ↑ [######------------------]  25.0% 250 B / 1000 B"
+                                      "  /take.wav → laptop")
