@@ -1,12 +1,15 @@
 """``csembed transfers --watch`` shows progress (issue 13.4): on a terminal one line per
 transfer rewritten in place (bar, percentage, rate, ETA); plain lines otherwise;
-the sending side shows what it sends.
+the sending side shows each file it sends, to which device, how far, how fast.
 
-A sends one 1.5 MB take to B at 300 kB/s (its upload limit), so the transfer
-takes a few seconds; two watchers run on B meanwhile, one on a pseudo-terminal."""
+A sends one 1.5 MB take to B ("laptop") at 300 kB/s (its upload limit), so
+the transfer takes a few seconds; two watchers run on B meanwhile, one on a
+pseudo-terminal, and one on A; A's ``status`` and ``status_detail`` are
+asked while the take is half sent."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +30,7 @@ def test_transfer_progress_on_a_terminal_and_in_plain_lines(procs: Procs) -> Non
     a = procs.daemon("a")
     b = procs.daemon("b", "--peer", a.address)
     a.cli("config", "upload_limit", "300 kB/s")
+    b.cli("config", "device_name", "laptop")
     pa, pb = procs.root / "A", procs.root / "B"
     pa.mkdir()
     (pa / "take.wav").write_bytes(os.urandom(1_500_000))
@@ -56,6 +60,19 @@ def test_transfer_progress_on_a_terminal_and_in_plain_lines(procs: Procs) -> Non
     reader.start()
     try:
         b.cli("attach", code, pb)
+
+        def sending() -> dict | None:
+            uploads = (a.share(pa) or {}).get("uploads") or []
+            return next((u for u in uploads if 0 < u["done"] < u["total"]), None)
+        upload = wait_for(sending, "A to list the take it sends")
+        assert upload["key"] == "/take.wav" and upload["total"] == 1_500_000
+        assert upload["peer_name"] == "laptop" and upload["direction"] == "up"
+        assert len(json.dumps(a.call("status"))) < 1024  # plain status stays small
+        shown = a.cli("status").stdout
+        assert any(ln.strip().startswith("↑ [") and ln.endswith("/take.wav → laptop")
+                   for ln in shown.splitlines()), shown
+        listed = a.cli("transfers").stdout
+        assert listed.startswith("↑ [") and f"{pa}/take.wav → laptop" in listed, listed
         out, err = plain.communicate(timeout=120)
         assert tty.wait(120) == 0, tty.stderr.read() if tty.stderr else ""
         sender.terminate()
@@ -80,6 +97,9 @@ def test_transfer_progress_on_a_terminal_and_in_plain_lines(procs: Procs) -> Non
     assert "\x1b[1F" in text or "\x1b[2F" in text, text[-2000:]
     assert "all transfers done" in text
     assert (pb / "take.wav").stat().st_size == 1_500_000
-    # The sending side sees its upload too (per share: the engine counts what it sends).
-    assert any(ln.startswith("↑ sending ") and ln.endswith(f"sent  {pa}")
-               for ln in sent.splitlines()), sent
+    # The sending side sees each file it sends, with its peer, rate and ETA.
+    up = [ln for ln in sent.splitlines() if ln.startswith("↑ [")
+          and ln.endswith(f"{pa}/take.wav → laptop")]
+    assert len(up) >= 2, sent  # a line when it starts and at each tenth sent
+    assert any("ETA" in ln and "/s" in ln for ln in up), sent
+    assert "\x1b[" not in sent

@@ -26,7 +26,6 @@ from csembed.access_code import AccessCode
 from csembed.cli_commands.control_client import ControlClient
 from csembed.cli_commands.status_text import (
     RateMeter,
-    UploadMeter,
     render_status,
     share_progress,
     transfer_line,
@@ -522,7 +521,6 @@ def _watch_transfers(args: argparse.Namespace) -> int:
     """One updating line per transfer on a terminal; plain lines otherwise."""
     tty = sys.stdout.isatty()
     meter = RateMeter()
-    uploads = UploadMeter()
     shown = 0
     last_plain: dict[str, int] = {}
     seen_any = False
@@ -533,7 +531,7 @@ def _watch_transfers(args: argparse.Namespace) -> int:
                 shares = daemon.call("list_shares")["shares"]
                 lines: list[tuple[str, int, str]] = []
                 for t in transfers:
-                    key = f"{t.get('direction')}:{t.get('share')}{t.get('key')}"
+                    key = ":".join(str(t.get(k)) for k in ("direction", "peer", "share", "key"))
                     done, total = int(t.get("done", 0)), int(t.get("total", 0))
                     tenth = 10 if total <= 0 else min(10, done * 10 // total)
                     lines.append((key, tenth, transfer_line(t, meter.rate(key, done))))
@@ -542,9 +540,6 @@ def _watch_transfers(args: argparse.Namespace) -> int:
                     if progress:
                         lines.append((f"share:{share['path']}", 0,
                                       f"  {share['path']}: {progress}"))
-                    line = uploads.line(share)
-                    if line is not None:
-                        lines.append(line)
                 if tty:
                     if shown:
                         sys.stdout.write(f"\x1b[{shown}F")

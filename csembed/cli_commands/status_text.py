@@ -6,8 +6,9 @@ Pure functions from control replies to text (no I/O), so each can be tested
 on a reply. :func:`render_status` is ``csembed status``: daemon line,
 discovery, rates, board, then per share its word, what is missing and why,
 and its problems with file names. :func:`transfer_line` is one transfer's
-progress (bar, percentage, rate, ETA); :class:`RateMeter` turns successive
-``done`` counts into a rate.
+progress (bar, percentage, rate, ETA), a download (``↓ … ← peer``) or an
+upload (``↑ … → peer``) alike; :class:`RateMeter` turns successive ``done``
+counts into a rate.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from csembed.units import format_rate, format_size
 
-__all__ = ["RateMeter", "UploadMeter", "render_problems", "render_share", "render_status",
+__all__ = ["RateMeter", "render_problems", "render_share", "render_status",
            "share_progress", "transfer_line"]
 
 MAX_SHOWN = 8  #: problems listed per share on the terminal (the count is exact)
@@ -72,47 +73,26 @@ class RateMeter:
         return (done - first[1]) / elapsed
 
 
-class UploadMeter:
-    """What each share has sent to its peers lately, from its ``payload_sent`` counter:
-    the sending side's view (the engine reports uploads per share, not per file)."""
-
-    HOLD = 3.0  #: seconds a sending line stays after the counter last moved
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._moved: dict[str, tuple[float, int]] = {}  #: path -> when it last grew, to what
-        self._shown: dict[str, tuple[float, str]] = {}
-
-    def line(self, share: dict[str, Any]) -> tuple[str, int, str] | None:
-        """``(key, step, text)`` while the share is sending, else ``None``."""
-        sent = int((share.get("stats") or {}).get("payload_sent", 0))
-        path = str(share.get("path"))
-        now = self._clock()
-        moved = self._moved.get(path)
-        if moved is None:
-            self._moved[path] = (now, sent)
-        elif sent > moved[1]:
-            rate = (sent - moved[1]) / max(now - moved[0], 1e-3)
-            self._moved[path] = (now, sent)
-            self._shown[path] = (now, f"↑ sending {format_size(int(rate))}/s to "
-                                      f"{share.get('peers', 0)} peer(s), {format_size(sent)} "
-                                      f"sent  {path}")
-        shown = self._shown.get(path)
-        if shown is None or now - shown[0] > self.HOLD:
-            return None
-        return (f"up:{path}", sent >> 20, shown[1])
+def _peer(transfer: dict[str, Any]) -> str:
+    """The peer's device name, else the start of its ID."""
+    return str(transfer.get("peer_name") or str(transfer.get("peer") or "?")[:8])
 
 
 def transfer_line(transfer: dict[str, Any], rate: float | None) -> str:
-    """One transfer: direction, bar, bytes, rate and ETA, file name."""
+    """One transfer: direction, bar, bytes, rate and ETA, file name, peer."""
     done, total = int(transfer.get("done", 0)), int(transfer.get("total", 0))
-    arrow = "↑" if transfer.get("direction") == "up" else "↓"
-    text = f"{arrow} {bar(done, total)} {format_size(done)} / {format_size(total)}"
+    up = transfer.get("direction") == "up"
+    text = f"{'↑' if up else '↓'} {bar(done, total)} {format_size(done)} / {format_size(total)}"
     if rate is not None and rate > 0:
         text += f"  {format_size(int(rate))}/s"
         if total > done:
             text += f"  ETA {_eta((total - done) / rate)}"
-    return f"{text}  {transfer.get('share', '')}{transfer.get('key', '')}"
+    text += f"  {transfer.get('share', '')}{transfer.get('key', '')}"
+    if up:
+        return f"{text} → {_peer(transfer)}"
+    if transfer.get("peer_name"):
+        return f"{text} ← {transfer['peer_name']}"
+    return text
 
 
 def render_problems(share: dict[str, Any], limit: int = MAX_SHOWN) -> list[str]:
@@ -175,6 +155,8 @@ def render_share(share: dict[str, Any]) -> list[str]:
     lines = [line]
     for transfer in share.get("transfers") or []:
         lines.append(f"    {transfer_line({**transfer, 'share': ''}, None)}")
+    for upload in share.get("uploads") or []:
+        lines.append(f"    {transfer_line({**upload, 'share': '', 'direction': 'up'}, None)}")
     lines.extend(render_problems(share))
     return lines
 

@@ -22,7 +22,8 @@ API (the daemon's runtime drives it; see :mod:`csembed.runtime.share_runtime`)::
     engine.disconnect(conn_id)
     engine.scan_due(now); engine.scan(now, until, clock)  # -> True when the pass ended
     engine.handle_timer(now); engine.get_timer()         # -> float | None
-    engine.status(); engine.transfers(); engine.stats(); engine.peers()
+    engine.status(); engine.transfers(); engine.uploads(now); engine.stats()
+    engine.peers()
     engine.request_scan(); engine.close()
     stream = engine.open_stream(key); engine.stream_read(stream, offset, count)
     engine.close_stream(stream)
@@ -194,6 +195,7 @@ class ShareEngine:
         if peer.sink is not None:
             peer.sink.abandon()
         ctx.fetcher.disconnect(peer)
+        self._serving.disconnect(peer)
 
     def _drop(self, peer: PeerState, reason: str) -> None:
         """``peer`` broke a bound: forget it and tell the runtime to close the link."""
@@ -245,6 +247,7 @@ class ShareEngine:
         peer = self._ctx.peers.get(conn_id)
         if peer is None:
             return []
+        self._serving.uploads.confirm(conn_id)  # what it pulled before is sent by now
         replica = self._ctx.replica
         if peer.out.queued_control_bytes < max_bytes and replica.has_pending(conn_id):
             for item in replica.pull(conn_id):
@@ -260,6 +263,7 @@ class ShareEngine:
         peer = self._ctx.peers.get(conn_id)
         if peer is None:
             return False
+        self._serving.uploads.confirm(conn_id)  # asked after a flush: sent by now
         return bool(peer.out) or peer.presence_stale or self._ctx.replica.has_pending(conn_id)
 
     # -- input ---------------------------------------------------------------------
@@ -448,6 +452,11 @@ class ShareEngine:
     def transfers(self) -> list[dict[str, Any]]:
         """Files being fetched: key, bytes done and total, peer, method."""
         return self._ctx.fetcher.transfers()
+
+    def uploads(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Files being sent, per peer: key, peer, bytes done and total (``now``:
+        the caller's wall clock, which ends uploads idle too long; see :mod:`.uploads`)."""
+        return self._serving.uploads.views(self._ctx.now if now is None else now)
 
     def stats(self) -> dict[str, int]:
         """Counters since start (files fetched, copied, by rsync; payload bytes)."""

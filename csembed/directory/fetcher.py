@@ -6,9 +6,20 @@ Wanted content (:mod:`.planner`) is fetched with hashes picked at random,
 only from a peer whose presence filter or ``present`` messages claim it (a
 ``0xff`` filter claims everything: we probe), with at most
 ``max_open_transfers`` files and ``max_bytes_in_flight`` requested bytes at
-once. A :class:`~.transfer_fetch.Transfer` asks by ranged ``directory.get``
-(at most two outstanding, each a quarter of the bytes in flight); ``range``
-requests resume a partial temp file after a crash or a dropped connection.
+once -- except that bigger files may take all but one of those slots, and
+a file that fits in one request is picked first and may start when the
+bytes in flight are used up if no other such file is being fetched, so a
+short file never waits for a big one to finish. A
+:class:`~.transfer_fetch.Transfer` asks by ranged ``directory.get``: pieces
+of :data:`PIECE_CHUNKS` chunks (at most a quarter of the bytes in flight),
+as many outstanding as fit in the file's window (half the bytes in flight,
+at least two pieces), one more sent as each arrives; ``range`` requests
+resume a partial temp file after a crash or a dropped connection. Pieces are
+short so that a small file asked for while a big one is on its way is not
+stuck behind it: the sender sends the smallest waiting payload first
+(:mod:`.transfer_serve`), so the small file -- and the database update that
+announces it -- waits for at most the piece being sent; the window keeps a
+big file's throughput.
 A file we hold an older version of may go by rsync instead
 (:mod:`.fetch_rsync`). ``directory.not_present`` sends us to another peer
 (that peer is not asked again for ``ABSENT_RETRY`` seconds);
@@ -32,6 +43,7 @@ from csembed.directory.transfer_fetch import PeerState, Request, Transfer, Want
 log = logging.getLogger("csembed.sync")
 
 ABSENT_RETRY = 60.0  #: after directory.not_present, ask that peer again after this long
+PIECE_CHUNKS = 2  #: chunks per ranged request: what a small file may wait behind
 
 
 class Fetcher:
@@ -42,6 +54,12 @@ class Fetcher:
         self.active: dict[str, Transfer] = {}
         self.in_flight = 0
         self.bans: dict[tuple[str, str], float] = {}
+        ctx.planner.queue.is_small = self.is_small
+
+    def is_small(self, sha: str) -> bool:
+        """Whether the wanted content ``sha`` fits in one request."""
+        want = self.ctx.planner.wants.get(sha)
+        return want is not None and want.size <= self._piece()
 
     def is_active(self, sha: str) -> bool:
         """Whether ``sha`` is being fetched."""
@@ -55,10 +73,14 @@ class Fetcher:
         now = ctx.now
         planner.due(now)
         tries = len(planner.queue)
-        while tries > 0 and len(self.active) < ctx.max_open \
-                and self.in_flight < ctx.max_in_flight:
+        while tries > 0 and len(self.active) < ctx.max_open:
             tries -= 1
-            sha = planner.queue.pick()
+            # One slot, and room past the bytes in flight, is kept for small files.
+            small = sum(1 for t in self.active.values() if t.size <= self._piece())
+            room = self.in_flight < ctx.max_in_flight
+            sha = planner.queue.pick(
+                small=room or small == 0,
+                big=room and len(self.active) - small < max(1, ctx.max_open - 1))
             if sha is None:
                 break
             want = planner.wants.get(sha)
@@ -107,19 +129,27 @@ class Fetcher:
             self.top_up(transfer, peer)
 
     def _piece(self) -> int:
-        return max(self.ctx.chunk_size, self.ctx.max_in_flight // 4)
+        chunk = self.ctx.chunk_size
+        return max(chunk, min(self.ctx.max_in_flight // 4, PIECE_CHUNKS * chunk))
+
+    def _window(self) -> int:
+        return max(2 * self._piece(), self.ctx.max_in_flight // 2)
 
     def top_up(self, transfer: Transfer, peer: PeerState) -> None:
-        """Keep up to two range requests outstanding for ``transfer``."""
-        piece = self._piece()
+        """Keep ``transfer``'s window of range requests outstanding (see the module
+        docstring); the first one goes whatever the bytes in flight."""
+        piece, window = self._piece(), self._window()
+        live = [r for r in transfer.requests if r.transfer is transfer]
+        owed = sum(max(0, r.count - r.received) for r in live)
         while transfer.next_offset < transfer.size:
-            live = [r for r in transfer.requests if r.transfer is transfer]
-            if len(live) >= 2 or (live and self.in_flight >= self.ctx.max_in_flight):
+            if live and (owed >= window or self.in_flight >= self.ctx.max_in_flight):
                 break
             count = min(piece, transfer.size - transfer.next_offset)
             request = Request("get", transfer.sha256, transfer.next_offset, count,
                               transfer=transfer)
             transfer.requests.append(request)
+            live.append(request)
+            owed += count
             peer.requests.append(request)
             peer.out.push(msg.encode(msg.Get(transfer.sha256, (request.start, count))))
             self.in_flight += count
@@ -143,6 +173,9 @@ class Fetcher:
             request.transfer = None
             transfer.requests.remove(request)
             transfer.next_offset = min(transfer.next_offset, request.start)
+            if not [r for r in transfer.requests if r.transfer is transfer]:
+                transfer.next_offset = transfer.done
+                self.top_up(transfer, peer)
         return DataSink(self, peer, request)
 
     def release(self, request: Request) -> None:
@@ -188,6 +221,8 @@ class Fetcher:
         elif not [r for r in transfer.requests if r.transfer is transfer]:
             transfer.next_offset = transfer.done
             self.top_up(transfer, peer)
+        elif request.received >= request.count:
+            self.top_up(transfer, peer)  # keep the window full (a short one waits: above)
 
     def finish(self, transfer: Transfer) -> None:
         """All bytes of ``transfer`` are in: verify and land them."""

@@ -10,8 +10,10 @@ a ``directory.get_presence`` while one is queued is answered by that one
 are remembered up to the board's bound, past which we forget them and ask
 for a fresh filter (which covers them all). ``directory.get`` and
 ``rsync.signature`` are served lazily from the outgoing queue
-(:mod:`.transfer_serve`), at most ``PeerBounds.queued_requests`` at once;
-beyond that the peer is told ``not_present``.
+(:mod:`.transfer_serve`, smallest payload first), at most
+``PeerBounds.queued_requests`` at once; beyond that the peer is told
+``not_present``. What each peer is being sent, file by file, is kept in
+:class:`~.uploads.Uploads` for the status.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from csembed.directory.bloom import BloomFilter
 from csembed.directory.errors import BloomError
 from csembed.directory.sync_context import SyncContext
 from csembed.directory.transfer_fetch import PeerState
-from csembed.directory.transfer_serve import payload_units, serve_data, serve_patch
+from csembed.directory.transfer_serve import Units, payload_units, serve_data, serve_patch
+from csembed.directory.uploads import Upload, Uploads
 from csembed.rsync import RsyncError, Signature
 
 log = logging.getLogger("csembed.sync")
@@ -48,6 +51,7 @@ class Serving:
 
     def __init__(self, ctx: SyncContext) -> None:
         self.ctx = ctx
+        self.uploads = Uploads()
 
     # -- presence ------------------------------------------------------------------------
 
@@ -64,7 +68,7 @@ class Serving:
             return
         peer.presence_queued = True
         peer.presence_stale = False
-        peer.out.push_stream(self._presence_units(peer))
+        peer.out.push_stream(self._presence_units(peer), size=0)
 
     def _presence_units(self, peer: PeerState) -> Generator[bytes, None, None]:
         try:
@@ -100,13 +104,16 @@ class Serving:
 
     # -- serving -------------------------------------------------------------------------
 
-    def count_sent(self, peer: PeerState) -> Callable[[int], None]:
-        """A callback adding payload bytes sent to ``peer``'s counters."""
+    def count_sent(self, peer: PeerState, upload: Upload | None = None) -> Callable[[int], None]:
+        """A callback adding payload bytes sent to ``peer``'s counters (and ``upload``'s)."""
         report = self.ctx.report
+        uploads = self.uploads
 
         def sent(n: int) -> None:
             peer.bytes_sent += n
             report.count("payload_sent", n)
+            if upload is not None:
+                uploads.progress(upload, n)
         return sent
 
     def serve_get(self, peer: PeerState, request: msg.Get) -> None:
@@ -114,8 +121,23 @@ class Serving:
         if peer.out.bulk_items >= self.ctx.bounds.queued_requests:
             peer.out.push(msg.encode(msg.NotPresent(request.sha256)))
             return
-        peer.out.push_stream(serve_data(self.ctx.local.reader, request.sha256, request.range,
-                                        self.ctx.chunk_size, self.count_sent(peer)))
+        upload = self.uploads.queued(peer.conn_id, peer.info.peer_id, request.sha256)
+        units = serve_data(self.ctx.local.reader, request.sha256, request.range,
+                           self.ctx.chunk_size, self.count_sent(peer, upload),
+                           on_start=lambda key, size, start: self.uploads.started(
+                               upload, key, size, start))
+        size = request.range[1] if request.range is not None else None
+        peer.out.push_stream(self._tracked(units, upload), size=size, content=request.sha256)
+
+    def _tracked(self, units: Units, upload: Upload) -> Units:
+        try:
+            yield from units
+        finally:
+            self.uploads.ended(upload)
+
+    def disconnect(self, peer: PeerState) -> None:
+        """``peer``'s connection closed: its uploads end."""
+        self.uploads.forget(peer.conn_id)
 
     def on_signature(self, peer: PeerState,
                      header: msg.SignatureHeader) -> SignatureSink | Discard:

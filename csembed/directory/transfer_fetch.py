@@ -14,12 +14,13 @@ which covers them all; past ``limit`` refusals the oldest go.
 
 Wants are picked in random order (the draft: "so that if many peers are
 involved with the directory, the files spread as quickly as possible") from
-:class:`PickQueue`, whose random source is injected. A want that no
+:class:`PickQueue`, whose random source is injected; files that fit in one
+request are picked before bigger ones. A want that no
 connected peer claims waits aside until presence changes (a filter arrives, a
 ``present``, a new peer), so a long list of unobtainable files costs nothing
 per scheduling round. :class:`Transfer` is one file being fetched from one
-peer, either by ranged ``directory.get`` requests (at most two outstanding,
-each at most a quarter of the board's ``max_bytes_in_flight``) or by one
+peer, either by ranged ``directory.get`` requests (several outstanding,
+each a few chunks, pipelined within a window) or by one
 ``rsync.signature`` exchange; :class:`Request` is one outstanding request.
 
 Nothing here touches the disk or the network; :mod:`.engine` drives it.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -177,47 +179,78 @@ class PeerState:
         return None
 
 
-class PickQueue:
-    """Wanted hashes: a ready pool picked at random, and a waiting room."""
+class _Pool:
+    """Hashes picked in random order: a list with an index, O(1) add, remove and pick."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def add(self, sha256: str) -> None:
+        if sha256 not in self.index:
+            self.index[sha256] = len(self.items)
+            self.items.append(sha256)
+
+    def discard(self, sha256: str) -> None:
+        index = self.index.pop(sha256, None)
+        if index is None:
+            return
+        last = self.items.pop()
+        if last != sha256:
+            self.items[index] = last
+            self.index[last] = index
+
+    def pick(self, rng: random.Random) -> str:
+        chosen = self.items[rng.randrange(len(self.items))]
+        self.discard(chosen)
+        return chosen
+
+
+class PickQueue:
+    """Wanted hashes: ready pools picked at random, and a waiting room.
+
+    Hashes that ``is_small`` says fit in one request (set by the fetcher) are
+    kept in a pool of their own, picked first, so that a short file is not
+    left waiting behind many big ones.
+    """
+
+    def __init__(self, rng: random.Random,
+                 is_small: Callable[[str], bool] | None = None) -> None:
         self._rng = rng
-        self._ready: list[str] = []
-        self._index: dict[str, int] = {}
+        self.is_small = is_small
+        self._small = _Pool()
+        self._other = _Pool()
         self.waiting: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self._ready)
+        return len(self._small.items) + len(self._other.items)
 
     def __contains__(self, sha256: object) -> bool:
-        return sha256 in self._index or sha256 in self.waiting
+        return sha256 in self._small.index or sha256 in self._other.index \
+            or sha256 in self.waiting
 
     def add(self, sha256: str) -> None:
         """Make ``sha256`` ready to be picked."""
         self.waiting.discard(sha256)
-        if sha256 not in self._index:
-            self._index[sha256] = len(self._ready)
-            self._ready.append(sha256)
+        if sha256 in self._small.index or sha256 in self._other.index:
+            return
+        small = self.is_small is not None and self.is_small(sha256)
+        (self._small if small else self._other).add(sha256)
 
     def discard(self, sha256: str) -> None:
         """Forget ``sha256`` wherever it is."""
         self.waiting.discard(sha256)
-        index = self._index.pop(sha256, None)
-        if index is None:
-            return
-        last = self._ready.pop()
-        if last != sha256:
-            self._ready[index] = last
-            self._index[last] = index
+        self._small.discard(sha256)
+        self._other.discard(sha256)
 
-    def pick(self) -> str | None:
-        """A random ready hash, removed from the pool."""
-        if not self._ready:
-            return None
-        index = self._rng.randrange(len(self._ready))
-        chosen = self._ready[index]
-        self.discard(chosen)
-        return chosen
+    def pick(self, *, small: bool = True, big: bool = True) -> str | None:
+        """A random ready hash, removed from the pool: a small one if any (and
+        ``small``), else any other (if ``big``)."""
+        if small and self._small.items:
+            return self._small.pick(self._rng)
+        if big and self._other.items:
+            return self._other.pick(self._rng)
+        return None
 
     def wait(self, sha256: str) -> None:
         """Park ``sha256`` until :meth:`wake` (no peer has it now)."""

@@ -14,6 +14,18 @@ peer. Between two payloads the control lane goes first, so a request or a
 database update never waits behind a whole file; inside a payload nothing may
 be interleaved (the wire format has no multiplexing).
 
+Which payload goes next is *smallest first*: each producer is queued with
+the bytes it will send (a ``directory.get``'s range), and the smallest
+waiting one starts, so a short file asked for while pieces of a big one wait
+is sent after the piece in progress, not after the whole file (the fetcher
+asks for big files in pieces of a few chunks, :mod:`.fetcher`). Payloads for
+the same content keep their order (a receiver discards a piece that does
+not continue its file), and one that has been passed over
+:data:`MAX_PASSED_OVER` times goes next, so a stream of small requests
+cannot hold a big file back for ever. Only the first :data:`LOOK_AHEAD`
+waiting payloads are compared, so a peer that queues many requests cannot
+make each choice expensive.
+
 A generator may yield ``b""`` to say "I did work but have nothing to send
 yet" (a delta over an unchanged region of a file); :meth:`OutgoingQueue.pull`
 counts those against a work budget so one call never reads a whole file.
@@ -34,8 +46,11 @@ check anyway) and asks again later or elsewhere.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from itertools import islice
 
 from csembed.directory import sync_messages as msg
 from csembed.directory.errors import ContentChanged, DirectoryError
@@ -48,12 +63,26 @@ log = logging.getLogger("csembed.sync")
 Units = Generator[bytes, None, None]
 
 
+MAX_PASSED_OVER = 32  #: payloads that may start before a waiting one goes regardless
+LOOK_AHEAD = 256  #: waiting payloads compared when choosing the next (bounds the work)
+
+
+@dataclass(eq=False)
+class _Payload:
+    """One queued payload producer and what it is known to send."""
+
+    units: Units
+    size: float  #: bytes it will send (``inf`` when unknown)
+    content: str | None  #: the SHA-256 it sends, to keep one content's payloads in order
+    passed_over: int = 0
+
+
 class OutgoingQueue:
     """Wire units waiting for one connection (control lane and lazy bulk lane)."""
 
     def __init__(self) -> None:
         self._control: deque[bytes] = deque()
-        self._bulk: deque[Units] = deque()
+        self._bulk: list[_Payload] = []
         self._current: Units | None = None  #: the producer whose payload is open
         self.queued_control_bytes = 0
 
@@ -70,13 +99,36 @@ class OutgoingQueue:
         self._control.append(unit)
         self.queued_control_bytes += len(unit)
 
-    def push_stream(self, units: Units) -> None:
-        """Queue a producer of units (run only when pulled)."""
-        self._bulk.append(units)
+    def push_stream(self, units: Units, size: int | None = None,
+                    content: str | None = None) -> None:
+        """Queue a producer of units (run only when pulled); ``size``: the bytes it
+        will send, if known; ``content``: the SHA-256 it sends, if any."""
+        self._bulk.append(_Payload(units, math.inf if size is None else size, content))
+
+    def _next_payload(self) -> Units:
+        """The waiting producer to run next (see the module docstring)."""
+        chosen = 0
+        seen: set[str] = set()
+        for index, item in enumerate(islice(self._bulk, LOOK_AHEAD)):
+            if item.passed_over >= MAX_PASSED_OVER:
+                chosen = index
+                break
+            if item.content is not None:
+                if item.content in seen:
+                    continue  # an earlier payload of this content goes first
+                seen.add(item.content)
+            if item.size < self._bulk[chosen].size:
+                chosen = index
+        for item in self._bulk[:chosen]:
+            item.passed_over += 1
+        return self._bulk.pop(chosen).units
 
     def clear(self) -> None:
         """Drop everything (connection gone); running producers are closed."""
-        for producer in ([self._current] if self._current is not None else []) + list(self._bulk):
+        producers = [item.units for item in self._bulk]
+        if self._current is not None:
+            producers.insert(0, self._current)
+        for producer in producers:
             producer.close()
         self._current = None
         self._bulk.clear()
@@ -102,7 +154,7 @@ class OutgoingQueue:
                     continue
                 if not self._bulk:
                     break
-                self._current = self._bulk.popleft()
+                self._current = self._next_payload()
             try:
                 unit = next(self._current)
             except StopIteration:
@@ -128,8 +180,10 @@ def payload_units(header: bytes, pieces: Iterable[bytes]) -> Units:
 
 
 def serve_data(reader: ContentReader, sha256: str, range_: tuple[int, int] | None,
-               chunk_size: int, on_sent: Callable[[int], None] | None = None) -> Units:
-    """Answer one ``directory.get`` (see the module docstring)."""
+               chunk_size: int, on_sent: Callable[[int], None] | None = None,
+               on_start: Callable[[str, int, int], None] | None = None) -> Units:
+    """Answer one ``directory.get`` (see the module docstring); ``on_start(key, size,
+    start)`` is told what is sent before the first byte, ``on_sent(n)`` each piece."""
     source = reader.open(sha256)
     if source is None:
         yield msg.encode(msg.NotPresent(sha256))
@@ -140,6 +194,8 @@ def serve_data(reader: ContentReader, sha256: str, range_: tuple[int, int] | Non
             yield msg.encode(msg.GetError(sha256, f"range [{start}, {count}] is outside "
                                                   f"the {source.size}-byte file"))
             return
+        if on_start is not None:
+            on_start(source.origin, source.size, start)
         yield msg.encode(msg.DataHeader(sha256, range_))
         try:
             for piece in source.chunks(start, count, chunk_size):

@@ -87,6 +87,7 @@ from csembed.runtime.status_views import (
     attach_view,
     board_view,
     hostport,
+    peer_names,
     peer_views,
     share_view,
     transfer_views,
@@ -644,10 +645,12 @@ class Daemon:
     def share_views(self) -> list[dict[str, Any]]:
         """Every share, attach and broken share, for ``status`` and ``list_shares``."""
         out = []
+        names = peer_names(self.manager)
         for share in self.shares.values():
             links = len(self.manager.links_of(share.entry.share_id)) if self.manager else 0
             contact = self.contacts.setdefault(share.entry.share_id, Contact())
-            out.append(share_view(share, links=links, paused=self.paused, contact=contact))
+            out.append(share_view(share, links=links, paused=self.paused, contact=contact,
+                                  names=names))
         for attach in self.pending.values():
             targets = self.manager.targets() if self.manager is not None else []
             out.append(attach_view(attach, self.attaches.outcome(attach.access_id, targets)))
@@ -703,7 +706,7 @@ class Daemon:
 
     def transfers(self) -> list[dict[str, Any]]:
         """Every file being fetched (or sent), in every share."""
-        return transfer_views(self.shares.values())
+        return transfer_views(self.shares.values(), peer_names(self.manager))
 
     def rescan(self, path: str | None) -> int:
         """Ask one share (or all) to rescan now; returns how many were asked."""

@@ -12,7 +12,8 @@ one task per share that loops:
    the connections keep running in between;
 2. **handle the timer** of the engine (retries, expired bans, planning);
 3. **sleep** until the engine's next deadline or until something wakes it
-   (a rescan request, a change notification, a new connection).
+   (a rescan request, a change notification, a new connection, or an engine
+   call that set an earlier deadline -- e.g. a finished download's landing).
 
 A requested scan (``rescan``, a change notification) runs at full speed, as
 does hashing new or changed content (:func:`~csembed.directory.pacing.slice_is_urgent`);
@@ -69,6 +70,7 @@ class ShareRuntime:
         self.monotonic = monotonic
         self._wakes: dict[Any, asyncio.Event] = {}
         self._kick = asyncio.Event()
+        self._sleep_until: float | None = None  #: the deadline the loop sleeps towards
         self._changed = asyncio.Event()
         self._stopping = False
         self.scan_work_seconds = 0.0  #: CPU-side time of the last completed scan pass
@@ -143,6 +145,11 @@ class ShareRuntime:
             wake.set()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        # Input may have set an earlier deadline (a landing batch's short wait):
+        # wake the loop, which sleeps towards the deadline it saw last.
+        deadline = self.engine.get_timer()
+        if deadline is not None and (self._sleep_until is None or deadline < self._sleep_until):
+            self._kick.set()
 
     def request_scan(self, settled: list[str] | None = None) -> None:
         """Rescan now at full speed (a daemon command, a change notification).
@@ -192,6 +199,7 @@ class ShareRuntime:
             deadline = engine.get_timer()
             timeout = None if deadline is None else max(0.0, deadline - self.wall())
             self._kick.clear()
+            self._sleep_until = deadline
             if timeout is not None and timeout <= 0:
                 await asyncio.sleep(0)
                 continue

@@ -20,10 +20,18 @@ engine's ``status()`` keys that exist today (``limits``, ``notices``,
 ``rejected``, ``failures``) and, when present, the newer ones (``conflicts``,
 ``held_back``, ``unavailable``, ``complete``), read with ``.get`` so either
 engine works.
+
+Transfers go both ways: ``transfers`` are the files being fetched, and
+``uploads`` (``direction: up``) the files being sent, one per file and peer,
+with how far into the file the bytes sent reach (``done`` of ``total``) and
+the peer's device name (``peer_name``) when it sent one. ``status`` itself
+carries none of this (it stays small); ``status_detail`` has them per share
+and ``list_transfers`` all of them.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +42,8 @@ from csembed.runtime.data_dir import PendingAttach, ShareEntry
 from csembed.runtime.share_set import OpenShare
 
 __all__ = [
-    "Contact", "attach_view", "board_view", "hostport", "peer_views", "problems_of",
-    "share_view", "transfer_views", "unloadable_view",
+    "Contact", "attach_view", "board_view", "hostport", "peer_names", "peer_views",
+    "problems_of", "share_view", "transfer_views", "unloadable_view", "upload_views",
 ]
 
 MAX_PROBLEMS = 50  #: problems listed per share (the count is always exact)
@@ -139,9 +147,10 @@ def _missing(state: Mapping[str, Any], problems: list[dict[str, str]], links: in
     return phrases
 
 
-def share_view(share: OpenShare, *, links: int, paused: bool,
-               contact: Contact) -> dict[str, Any]:
-    """One share for ``status`` and ``list_shares``: word, counts, problems, missing."""
+def share_view(share: OpenShare, *, links: int, paused: bool, contact: Contact,
+               names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One share for ``status_detail`` and ``list_shares``: word, counts, problems,
+    missing, files being fetched (``transfers``) and sent (``uploads``)."""
     entry = share.entry
     info: dict[str, Any] = {"path": entry.path, "share_id": entry.share_id,
                             "access_level": entry.access_level, "peer_id": entry.peer_id}
@@ -162,7 +171,9 @@ def share_view(share: OpenShare, *, links: int, paused: bool,
         word = "waiting"
     if paused and word != "error":
         word = "paused"
-    transfers = engine.transfers()
+    names = names or {}
+    transfers = [_named(t, names) for t in engine.transfers()]
+    info.update(uploads=upload_views(engine, names))
     info.update(status=word, reason=state.get("reason"), peers=links,
                 files_to_sync=state["files_to_sync"], bytes_to_sync=state["bytes_to_sync"],
                 transfers=transfers, waiting_for_peers=state["waiting_for_peers"],
@@ -172,7 +183,7 @@ def share_view(share: OpenShare, *, links: int, paused: bool,
                 missing=missing, reached_peer=reached,
                 stats=stats, scans=stats.get("scans", 0),
                 last_scan_seconds=state["last_scan_seconds"])
-    for key in ("conflicts", "held_back", "unavailable", "complete", "uploads", "progress"):
+    for key in ("conflicts", "held_back", "unavailable", "complete", "progress"):
         if key in state:
             info[key] = state[key]
     return info
@@ -209,19 +220,44 @@ def board_view(board: BoardProfile, *, upload_limit: float, download_limit: floa
             "scan_interval": scan_interval}
 
 
-def transfer_views(shares: Iterable[OpenShare]) -> list[dict[str, Any]]:
-    """Every file being fetched (and, when the engine reports them, sent), in every share."""
+def peer_names(manager: ConnectionManager | None) -> dict[str, str]:
+    """Peer ID -> the device name it sent, for the peers connected now."""
+    if manager is None:
+        return {}
+    return {r.ready.peer_id: r.ready.peer_name for r in manager.records()
+            if r.ready is not None and r.ready.peer_name}
+
+
+def _named(transfer: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    name = names.get(str(transfer.get("peer")))
+    return {**transfer, "peer_name": name} if name else dict(transfer)
+
+
+def upload_views(engine: Any, names: Mapping[str, str],
+                 now: float | None = None) -> list[dict[str, Any]]:
+    """What the engine is sending, file by file and peer by peer (``direction: up``)."""
+    uploads = getattr(engine, "uploads", None)
+    if not callable(uploads):
+        return []
+    return [{"direction": "up", **_named(u, names)}
+            for u in uploads(time.time() if now is None else now)]
+
+
+def transfer_views(shares: Iterable[OpenShare], names: Mapping[str, str] | None = None,
+                   now: float | None = None) -> list[dict[str, Any]]:
+    """Every file being fetched and sent, in every share (``names``: peer ID -> device
+    name, see :func:`peer_names`; ``now``: wall-clock time, by default the present)."""
+    names = names or {}
     out = []
     for share in shares:
         if share.runtime is None:
             continue
         engine = share.runtime.engine
         for transfer in engine.transfers():
-            out.append({"share": share.entry.path, "direction": "down", **transfer})
-        uploads = getattr(engine, "uploads", None)
-        if callable(uploads):
-            for transfer in uploads():
-                out.append({"share": share.entry.path, "direction": "up", **transfer})
+            out.append({"share": share.entry.path, "direction": "down",
+                        **_named(transfer, names)})
+        for upload in upload_views(engine, names, now):
+            out.append({"share": share.entry.path, **upload})
     return out
 
 

@@ -167,7 +167,10 @@ function render(data) {
     bar.max = Math.max(1, Number(t.total) || 0);
     bar.value = Number(t.done) || 0;
     const percent = Math.floor(100 * bar.value / bar.max);
-    return row([(t.share || "") + t.key, bar,
+    const who = t.peer_name || String(t.peer || "").slice(0, 8);
+    const up = t.direction === "up";
+    const name = (up ? "\u2191 " : "\u2193 ") + (t.share || "") + t.key;
+    return row([up ? name + " \u2192 " + who : name, bar,
                 size(t.done) + " / " + size(t.total) + " (" + percent + "%)"]);
   }));
   fill("peers", (data.peers || []).map(p =>
