@@ -1,7 +1,7 @@
 """The CLI commands that drive a running daemon through its control socket.
 
 ``share``, ``attach``, ``list``, ``status``, ``peers``, ``codes``,
-``transfers``, ``pause``, ``resume``, ``stop``, ``detach``, ``cat``,
+``transfers``, ``stop``, ``detach``, ``cat``,
 ``rescan`` and ``config``. Each takes ``--data-dir`` (to find ``<data dir>/control``) and
 ``--json`` (print the daemon's reply as JSON instead of text). Nothing here
 touches shares directly: every action is a control command, so what the CLI
@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="the code may be used any number of times until it expires")
     p.add_argument("--expires", default="24h", metavar="DURATION",
                    help="lifetime of the code, e.g. 30min, 24h, 7d, or 'never' (default 24h)")
+    p.add_argument("--sync-mode", choices=("send-receive", "send-only", "receive-only"),
+                   help="this device's sync mode for the share (default: send-receive for "
+                        "a new share, unchanged for an existing one; see `csembed mode`)")
     _common(p)
     p.set_defaults(handler=run_share)
 
@@ -117,9 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(p)
     p.set_defaults(handler=run_transfers)
 
-    for name, help_text in (("list", "list the shares"),
-                            ("pause", "suspend syncing"), ("resume", "resume syncing"),
-                            ("stop", "stop the daemon")):
+    for name, help_text in (("list", "list the shares"), ("stop", "stop the daemon")):
         p = subparsers.add_parser(name, help=help_text, description=help_text.capitalize()
                                   + ".")
         _common(p)
@@ -246,9 +247,13 @@ def run_share(args: argparse.Namespace) -> int:
     with connected(args) as daemon:
         shares = daemon.call("list_shares")["shares"]
         created = False
+        sync_mode = {} if args.sync_mode is None else {
+            "sync_mode": args.sync_mode.replace("-", "_")}
         if not any(s["path"] == os.path.realpath(path) for s in shares):
-            daemon.call("create_share", path=path)
+            daemon.call("create_share", path=path, **sync_mode)
             created = True
+        elif sync_mode:
+            daemon.call("set_share_mode", path=path, mode=sync_mode["sync_mode"])
         reply = daemon.call("create_access_code", path=path, mode=mode,
                             max_uses=None if args.multi_use else 1, expires=expires)
     code = AccessCode.parse(reply["access_code"])
@@ -569,14 +574,6 @@ def _watch_transfers(args: argparse.Namespace) -> int:
                 time.sleep(args.interval)
         except KeyboardInterrupt:
             return 0
-
-
-def run_pause(args: argparse.Namespace) -> int:
-    return _simple(args, "pause", "paused")
-
-
-def run_resume(args: argparse.Namespace) -> int:
-    return _simple(args, "resume", "resumed")
 
 
 def run_stop(args: argparse.Namespace) -> int:

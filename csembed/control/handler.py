@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_CODE_USES",
     "MAX_READ",
     "AccessMode",
+    "ShareMode",
     "ControlHandler",
     "DaemonStatus",
     "FileChunk",
@@ -118,6 +119,14 @@ class FileChunk:
                 "data": base64.b64encode(self.data).decode("ascii"), "eof": self.eof}
 
 
+class ShareMode(StrEnum):
+    """Which way a share's changes flow on this device (``set_share_mode``; ours)."""
+
+    SEND_RECEIVE = "send_receive"
+    SEND_ONLY = "send_only"
+    RECEIVE_ONLY = "receive_only"
+
+
 def _unsupported(command: str) -> ControlRequestError:
     return ControlRequestError("not_supported", f"this daemon does not support {command!r}")
 
@@ -134,13 +143,18 @@ class ControlHandler:
         """
         raise _unsupported("stop")
 
-    async def pause(self) -> None:
-        """Suspend syncing."""
+    async def pause(self, path: str | None = None) -> Mapping[str, Any] | None:
+        """Suspend syncing: every share, or only the share at ``path`` (kept across
+        restarts)."""
         raise _unsupported("pause")
 
-    async def resume(self) -> None:
-        """Resume syncing."""
+    async def resume(self, path: str | None = None) -> Mapping[str, Any] | None:
+        """Resume syncing: every share, or only the share at ``path``."""
         raise _unsupported("resume")
+
+    async def set_share_mode(self, path: str, mode: ShareMode) -> Mapping[str, Any]:
+        """Make the share at ``path`` send-receive, send-only or receive-only."""
+        raise _unsupported("set_share_mode")
 
     async def status(self) -> DaemonStatus:
         """Connection and transfer status."""
@@ -150,8 +164,9 @@ class ControlHandler:
         """``status`` with everything else the daemon reports (board, shares, problems)."""
         raise _unsupported("status_detail")
 
-    async def create_share(self, path: str) -> None:
-        """Start sharing the directory at absolute ``path``."""
+    async def create_share(self, path: str, sync_mode: ShareMode | None = None) -> None:
+        """Start sharing the directory at absolute ``path`` (in ``sync_mode``, default
+        send-receive)."""
         raise _unsupported("create_share")
 
     async def list_shares(self) -> Sequence[ShareInfo]:

@@ -303,7 +303,7 @@ class Daemon:
         """Shares we run and codes we are redeeming (peer-finder hook)."""
         out = []
         for share in self.shares.values():
-            if share.runtime is None:
+            if not share.syncing:
                 continue
             levels = share.keys.levels
             out.append(Club("share", share.entry.share_id, share.entry.peer_id,
@@ -472,9 +472,9 @@ class Daemon:
     # ------------------------------------------------------------------ connection-manager hooks
 
     def runtime_for(self, share_id: str) -> ShareRuntime | None:
-        """The running share (connection-manager hook)."""
+        """The running share, unless paused (connection-manager hook)."""
         share = self.shares.get(share_id)
-        return None if share is None else share.runtime
+        return None if share is None or not share.syncing else share.runtime
 
     async def keys_received(self, access_id: str, event: KeysReceived) -> str:
         """Keys arrived for a code we hold: store them (0600), open the share, and
@@ -533,7 +533,7 @@ class Daemon:
             return Grant.code_holder(AccessCode.parse(attach.code), attach.peer_id,
                                      tag=("attach", attach.access_id))
         share = self.shares.get(target.club)
-        if share is None or share.runtime is None or target.level is None \
+        if share is None or not share.syncing or target.level is None \
                 or self.removed.is_removed(target.club, target.peer_id):
             return None
         return Grant.share_key(share.keys, target.level, share.entry.peer_id,
@@ -647,7 +647,8 @@ class Daemon:
         for share in self.shares.values():
             links = len(self.manager.links_of(share.entry.share_id)) if self.manager else 0
             contact = self.contacts.setdefault(share.entry.share_id, Contact())
-            out.append(share_view(share, links=links, paused=self.paused, contact=contact))
+            out.append(share_view(share, links=links, paused=self.paused or share.policy.paused,
+                                  contact=contact))
         for attach in self.pending.values():
             targets = self.manager.targets() if self.manager is not None else []
             out.append(attach_view(attach, self.attaches.outcome(attach.access_id, targets)))

@@ -14,6 +14,11 @@ one task per share that loops:
 3. **sleep** until the engine's next deadline or until something wakes it
    (a rescan request, a change notification, a new connection).
 
+While :attr:`ShareRuntime.paused` (``csembed pause PATH``) the loop only
+waits: no scan, no tick. The daemon closes the share's links and makes no
+new ones meanwhile, so nothing moves; :meth:`ShareRuntime.set_paused` back
+to False scans at once for what changed while paused.
+
 A requested scan (``rescan``, a change notification) runs at full speed, as
 does hashing new or changed content (:func:`~csembed.directory.pacing.slice_is_urgent`);
 one requested while a pass runs follows it.
@@ -80,6 +85,7 @@ class ShareRuntime:
         self.watch_changes = watch_changes
         self.notifier: ChangeNotifier | None = None  #: inotify, while running
         self.last_budget: ScanBudget | None = None  #: pacing of the last scan pass
+        self.paused = False  #: no scans, no ticks (the daemon keeps the links closed)
 
     # -- connections --------------------------------------------------------------
 
@@ -168,6 +174,13 @@ class ShareRuntime:
             while not predicate(self.engine):
                 await self._changed.wait()
 
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume the loop; resuming scans for what changed meanwhile."""
+        self.paused = paused
+        if not paused:
+            self.request_scan()
+        self._kick.set()
+
     # -- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -185,6 +198,10 @@ class ShareRuntime:
     async def _loop(self) -> None:
         engine = self.engine
         while not self._stopping:
+            if self.paused:
+                self._kick.clear()
+                await self._kick.wait()
+                continue
             if engine.scan_due(self.wall()):
                 await self._scan()
             engine.tick(self.wall())
