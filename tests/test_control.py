@@ -40,6 +40,7 @@ from csembed.control.handler import (
     DaemonStatus,
     FileChunk,
     ShareInfo,
+    ShareMode,
 )
 from csembed.control.lines import Line, LineDecoder, LineTooLong, encode_line
 from csembed.protocol.wire import NEED_DATA
@@ -160,6 +161,10 @@ class RecordingHandler(ControlHandler):
         self._record("list_transfers")
         return []
 
+    async def set_share_mode(self, path: str, mode: ShareMode) -> Mapping[str, Any]:
+        self._record("set_share_mode", path=path, mode=mode)
+        return {"path": path, "sync_mode": mode.value}
+
     async def rescan(self, path: str | None = None) -> int:
         self._record("rescan", path=path)
         return 1 if path is not None else 3
@@ -185,6 +190,9 @@ ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any
     ({"type": "stop"}, {}, ("stop", {})),
     ({"type": "pause"}, {}, ("pause", {})),
     ({"type": "resume"}, {}, ("resume", {})),
+    ({"type": "set_share_mode", "path": "/home/a/Music", "mode": "receive-only"},
+     {"path": "/home/a/Music", "sync_mode": "receive_only"},
+     ("set_share_mode", {"path": "/home/a/Music", "mode": ShareMode.RECEIVE_ONLY})),
     ({"type": "status"},
      {"paused": False, "tracking": True, "nat_punctured": False, "upload_rate": 12834,
       "download_rate": 1049292, "board": "wifi-piano"}, ("status", {})),
