@@ -23,6 +23,7 @@ from test_daemon_support import (  # noqa: F401  (fixtures)
 from csembed.control.commands import parse_request
 from csembed.control.errors import ControlRequestError
 from csembed.control.handler import ShareMode
+from csembed.runtime.data_dir import DataDir, DataDirError, PendingAttach
 
 
 def _share(daemon: Daemon, path: Path, *options: str) -> str:
@@ -100,10 +101,34 @@ def test_ignore_file_pause_resume_and_modes_through_the_cli(procs: Procs) -> Non
     a.rescan_until_scanned(pa)
     wait_for(lambda: (pb / "scratch.tmp").exists(), "the un-ignored file to reach B")
 
+    # a third device joins receive-only, merging a folder that holds a file of its own:
+    # the mode is in force from its first scan, so that file is never sent
+    c = procs.daemon("c", "--peer", a.address)
+    pc = procs.root / "C"
+    pc.mkdir()
+    (pc / "c own.mid").write_bytes(b"stays on C")
+    joined = json.loads(c.cli("attach", _share(a, pa), pc, "--merge", "--sync-mode",
+                              "receive-only", "--json", "--timeout", "60").stdout)
+    assert joined["sync_mode"] == "receive_only"
+    wait_for(lambda: (pc / "song.mid").exists(), "C to receive A's files")
+    wait_for(lambda: (c.share(pc) or {}).get("not_sent") == ["/c own.mid"],
+             "C's own file to be listed as not sent")
+    assert not (pa / "c own.mid").exists()
+
     bad = b.cli("mode", pb, "sideways", check=False)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
     missing = b.cli("pause", procs.root / "nowhere", check=False)
     assert missing.returncode == 2 and "no_such_share" in missing.stderr
+
+
+def test_an_attach_keeps_its_sync_mode_across_a_restart(tmp_path: Path) -> None:
+    data = DataDir(tmp_path)
+    data.create()
+    attach = PendingAttach("SYNC" + "A" * 29, "ab" * 32, "/m", "cd" * 16, 1.0, "send_only")
+    data.save_shares([], [attach])
+    assert data.load_shares() == ([], [attach])
+    with pytest.raises(DataDirError, match="sync mode"):
+        PendingAttach("SYNC" + "A" * 29, "ab" * 32, "/m", "cd" * 16, 1.0, "sideways")
 
 
 def test_control_commands_for_share_controls_are_checked() -> None:

@@ -84,6 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "0: do not wait)")
     p.add_argument("--merge", action="store_true",
                    help="PATH may already hold files: they stay and join the share")
+    p.add_argument("--sync-mode", choices=("send-receive", "send-only", "receive-only"),
+                   default="send-receive",
+                   help="this device's sync mode for the share, from its first scan "
+                        "(default %(default)s; see `csembed mode`)")
     _common(p)
     p.set_defaults(handler=run_attach)
 
@@ -314,15 +318,17 @@ def run_attach(args: argparse.Namespace) -> int:
     if args.path is None:
         raise UsageError("attach needs a CODE and a PATH")
     path = _abs(args.path)
+    mode = {} if args.sync_mode == "send-receive" else {
+        "sync_mode": args.sync_mode.replace("-", "_")}
     with connected(args) as daemon:
         try:
-            daemon.call("add_share", code=args.code, path=path, merge=args.merge)
+            daemon.call("add_share", code=args.code, path=path, merge=args.merge, **mode)
         except ControlReplyError as exc:
             if exc.code != "folder_not_empty":
                 raise
             if not _ask(f"{exc.message}\nMerge?"):
                 raise UsageError(exc.message) from None
-            daemon.call("add_share", code=args.code, path=path, merge=True)
+            daemon.call("add_share", code=args.code, path=path, merge=True, **mode)
         if args.timeout <= 0:
             if args.json:
                 _print_json(_entry_at(daemon, path) or {"path": path, "status": "attaching"})

@@ -173,10 +173,12 @@ class ControlHandler:
         """Every share, one :class:`ShareInfo` each."""
         raise _unsupported("list_shares")
 
-    async def add_share(self, code: str, path: str, merge: bool = True) -> None:
+    async def add_share(self, code: str, path: str, merge: bool = True,
+                        sync_mode: ShareMode = ShareMode.SEND_RECEIVE) -> None:
         """Join a remote share with access ``code``, syncing into absolute ``path``.
 
-        ``merge=False`` refuses a folder that already holds files.
+        ``merge=False`` refuses a folder that already holds files; ``sync_mode``
+        is the share's mode from its first scan.
         """
         raise _unsupported("add_share")
 

@@ -147,8 +147,9 @@ class DaemonControl(ControlHandler):
 
     @_translated
     async def add_share(self, code: str, path: str,  # type: ignore[override]
-                        merge: bool = True) -> Mapping[str, Any]:
-        return await self.daemon.add_share(code, path, merge=merge)
+                        merge: bool = True,
+                        sync_mode: ShareMode = ShareMode.SEND_RECEIVE) -> Mapping[str, Any]:
+        return await self.daemon.add_share(code, path, merge=merge, sync_mode=sync_mode.value)
 
     @_translated
     async def remove_share(self, path: str) -> None:

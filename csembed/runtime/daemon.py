@@ -400,11 +400,13 @@ class Daemon:
         log.info("created share %s (%s)", real, share_id[:16])
         return {"share_id": share_id, "status": "error" if share.error else "ok"}
 
-    async def add_share(self, code_text: str, path: str, merge: bool = True) -> dict[str, Any]:
+    async def add_share(self, code_text: str, path: str, merge: bool = True,
+                        sync_mode: str = "send_receive") -> dict[str, Any]:
         """Start joining a share with an access code; the keys arrive later.
 
         Without ``merge`` a folder that already holds files is refused
-        (:class:`FolderNotEmpty`, saying what a merge would do).
+        (:class:`FolderNotEmpty`, saying what a merge would do). ``sync_mode``
+        is in force from the share's first scan.
         """
         try:
             code = AccessCode.parse(code_text)
@@ -420,7 +422,8 @@ class Daemon:
             raise NotADirectoryError(errno.ENOTDIR, "Not a directory", path)
         check_folder(real, merge)
         os.makedirs(real, exist_ok=True)
-        attach = PendingAttach(code.text, code.access_id, real, new_peer_id(), time.time())
+        attach = PendingAttach(code.text, code.access_id, real, new_peer_id(), time.time(),
+                               sync_mode)
         self.pending[attach.access_id] = attach
         self.attaches.clear(real)
         self.share_set.save()
@@ -495,6 +498,7 @@ class Daemon:
             self.attaches.failed(attach.path, message)
             raise DaemonError(f"gave up attaching {attach.path}: {message}")
         self.data.write_keys(share_id, keys)
+        self.share_set.preset_mode(share_id, attach.sync_mode)
         entry = ShareEntry(share_id, attach.path, attach.peer_id, event.access_level)
         del self.pending[access_id]
         self.attaches.forget(access_id)

@@ -40,7 +40,7 @@ from csembed.database import Replica, Store, ed25519_signer, ed25519_verifier
 from csembed.directory.engine import ShareEngine
 from csembed.directory.errors import DirectoryError
 from csembed.directory.local_share import LocalShare, open_local_share
-from csembed.directory.share_policy import SharePolicy, load_policy, save_policy
+from csembed.directory.share_policy import SharePolicy, SyncMode, load_policy, save_policy
 from csembed.errors import CsembedError
 from csembed.protocol.core_access import CredentialRegistry
 from csembed.runtime.data_dir import DataDir, PendingAttach, ShareEntry
@@ -161,6 +161,11 @@ class ShareSet:
                 share.local.close()
         self.registry.remove_share(share.keys)
         self.shares.pop(share.entry.share_id, None)
+
+    def preset_mode(self, share_id: str, mode: str) -> None:
+        """Store the mode a share about to be opened starts in (an attach's choice)."""
+        if mode != SharePolicy().mode.value:
+            save_policy(self.data.state_dir(share_id), SharePolicy(SyncMode.parse(mode)))
 
     def set_policy(self, share: OpenShare, policy: SharePolicy) -> None:
         """Store ``policy`` for ``share``, then put it in force."""
