@@ -195,3 +195,19 @@ def test_policy_is_stored_and_checked(tmp_path: Path) -> None:
     (tmp_path / "policy.json").write_text('{"version": 1, "paused": "yes"}')
     with pytest.raises(PolicyError, match="paused"):
         load_policy(tmp_path)
+
+
+def test_a_share_whose_root_is_missing_at_start_still_opens(tmp_path: Path) -> None:
+    a, b, wire = _pair(tmp_path)
+    a.write("one.txt", b"1")
+    settle([a, b], [wire])
+    wire.disconnect()
+    away = tmp_path / "unmounted"
+    b.root.rename(away)
+    b.restart()  # reading the ignore file must not stop the engine from being built
+    assert b.engine.status()["state"] == "error"
+    away.rename(b.root)
+    wire = Wire(a, b)
+    a.write("two.txt", b"2")
+    settle([a, b], [wire])
+    assert b.engine.status()["state"] == "idle" and a.tree() == b.tree()

@@ -78,8 +78,8 @@ class LocalChanges:
         self._replan = False  #: the selection changed: plan every record after the pass
         try:
             self._refresh_ignore()
-        except SelectionError as exc:
-            ctx.report.set_error(str(exc))
+        except (SelectionError, ShareUnavailable, OSError) as exc:
+            ctx.report.set_error(str(exc))  # the first scan pass tries again
         self._replan = False  # nothing was planned before this first reading
 
     def due(self, now: float) -> bool:
