@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sync_support import Node, Wire, settle
+from test_sync_support import Node, Wire, settle, small_board
 
 from csembed.directory.errors import SelectionError
 from csembed.directory.ignore_file import parse_ignore_text
@@ -66,13 +66,16 @@ def test_ignore_file_keeps_paths_local_both_ways_and_changes_take_effect(tmp_pat
 
 
 @pytest.mark.parametrize("content, words", [
-    (b"*.tmp\n" * 2000, "this board reads at most"),
+    (b"*.tmp\n" * 20_000, "this board reads at most 32768"),
     (b"\x00\x01binary\xff", "not a text file"),
     (b"\xff\xfe*.tmp\n", "not UTF-8"),
+    (b"a\n" * 10_001, "more than 10000 patterns"),
 ])
 def test_unusable_ignore_file_is_the_shares_error_and_nothing_is_sent(
         tmp_path: Path, content: bytes, words: str) -> None:
-    a, b, wire = _pair(tmp_path)
+    a = Node(tmp_path, "a", board=small_board(io_buffer=32 * 1024))
+    b = Node(tmp_path, "b", seed=2)
+    wire = Wire(a, b)
     a.write("first.txt", b"one")
     settle([a, b], [wire])
     a.write(".csignore", content)

@@ -117,14 +117,14 @@ class IgnoreFile:
         """
         try:
             lines = read_ignore_lines(mapper, limit)
+            selection = None if lines == self.lines else \
+                combine(self.stored, lines, mapper.root_key())
         except SelectionError as exc:
-            self.error = str(exc)
-            raise
+            self.error = f"{IGNORE_FILE}: {exc}" if IGNORE_FILE not in str(exc) else str(exc)
+            raise SelectionError(self.error) from None
         except OSError as exc:
             self.error = f"{IGNORE_FILE} cannot be read: {exc.strerror or exc}"
             raise SelectionError(self.error) from None
         self.error = None
-        if lines == self.lines:
-            return None
         self.lines = lines
-        return combine(self.stored, lines, mapper.root_key())
+        return selection

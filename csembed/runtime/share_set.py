@@ -122,7 +122,7 @@ class ShareSet:
                           and writer.signing_key is not None else None,
                           rng=secrets.token_bytes)
         engine = ShareEngine(local, replica, board, random.Random(), clock=time.monotonic)
-        engine.set_mode(share.policy.mode, time.time())
+        engine.ctx.mode = share.policy.mode  # the start: nothing to switch from
         runtime = ShareRuntime(engine, scan_budget=self._scan_budget)
         runtime.paused = share.policy.paused
         share.local, share.store, share.runtime = local, store, runtime
