@@ -92,8 +92,16 @@ def test_ignore_file_pause_resume_and_modes_through_the_cli(procs: Procs) -> Non
              "B's edit to be listed out of sync on A")
     assert (pa / "song.mid").read_bytes() == b"MThd second take"
     assert "not applied here (send-only)" in a.cli("status").stdout
+    # override: A's version goes out over B's edit
+    assert "1 file(s)" in a.cli("override", pa).stdout
+    wait_for(lambda: (pb / "song.mid").read_bytes() == b"MThd second take",
+             "A's version to replace B's edit")
+    (pb / "song.mid").write_bytes(b"MThd edited on B again")
+    b.rescan_until_scanned(pb)
+    wait_for(lambda: "/song.mid" in (a.share(pa) or {}).get("out_of_sync", []),
+             "B's new edit to be listed out of sync on A")
     a.cli("mode", pa, "send-receive")
-    wait_for(lambda: (pa / "song.mid").read_bytes() == b"MThd edited on B",
+    wait_for(lambda: (pa / "song.mid").read_bytes() == b"MThd edited on B again",
              "B's edit to come in once A receives again")
 
     # the ignore file changed: *.tmp is no longer ignored, so A's file goes out
@@ -114,6 +122,11 @@ def test_ignore_file_pause_resume_and_modes_through_the_cli(procs: Procs) -> Non
     wait_for(lambda: (c.share(pc) or {}).get("not_sent") == ["/c own.mid"],
              "C's own file to be listed as not sent")
     assert not (pa / "c own.mid").exists()
+    # revert: C's own file goes (archived, so nothing is lost)
+    assert "reverted 1 local change(s)" in c.cli("revert", pc).stdout
+    wait_for(lambda: not (pc / "c own.mid").exists(), "C's local addition to be reverted")
+    versions = json.loads(c.cli("versions", pc / "c own.mid", "--json").stdout)
+    assert len(versions["versions"]) == 1
 
     bad = b.cli("mode", pb, "sideways", check=False)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -214,3 +214,48 @@ def test_a_share_whose_root_is_missing_at_start_still_opens(tmp_path: Path) -> N
     a.write("two.txt", b"2")
     settle([a, b], [wire])
     assert b.engine.status()["state"] == "idle" and a.tree() == b.tree()
+
+
+def test_send_only_override_makes_the_peers_match_this_device(tmp_path: Path) -> None:
+    a, b, wire = _pair(tmp_path)
+    a.write("take1.mid", b"v1")
+    a.write("take2.mid", b"keep me")
+    a.write("old name.mid", b"renamed on b")
+    settle([a, b], [wire])
+    a.engine.set_mode(SyncMode.SEND_ONLY, time.time())
+    b.write("take1.mid", b"edited on b")
+    (b.root / "take2.mid").unlink()
+    b.write("from-b.mid", b"new on b")
+    (b.root / "old name.mid").rename(b.root / "new name.mid")
+    settle([a, b], [wire])
+    assert a.engine.status()["out_of_sync_count"] == 5
+    assert a.engine.override_changes(time.time()) == 5
+    settle([a, b], [wire])
+    assert b.tree() == a.tree()
+    assert (b.root / "take1.mid").read_bytes() == b"v1"
+    assert set(a.tree()) == {"take1.mid", "take2.mid", "old name.mid"}
+    assert a.engine.status()["out_of_sync"] == []
+    # and back to send-receive: nothing held back is left to apply
+    a.engine.set_mode(SyncMode.SEND_RECEIVE, time.time())
+    settle([a, b], [wire])
+    assert set(a.tree()) == {"take1.mid", "take2.mid", "old name.mid"} and a.tree() == b.tree()
+
+
+def test_receive_only_revert_brings_the_shares_versions_back(tmp_path: Path) -> None:
+    a, b, wire = _pair(tmp_path)
+    a.write("song.mid", b"v1")
+    a.write("gone.mid", b"g1")
+    settle([a, b], [wire])
+    b.engine.set_mode(SyncMode.RECEIVE_ONLY, time.time())
+    b.write("song.mid", b"local edit")
+    b.write("b-only.mid", b"local add")
+    (b.root / "gone.mid").unlink()
+    settle([a, b], [wire])
+    assert b.engine.status()["not_sent_count"] == 3
+    assert b.engine.revert_changes(time.time()) == 3
+    settle([a, b], [wire])
+    assert b.tree() == a.tree() == {"song.mid": hashlib.sha256(b"v1").hexdigest(),
+                                    "gone.mid": hashlib.sha256(b"g1").hexdigest()}
+    for data in (b"local edit", b"local add"):  # nothing lost: archived
+        assert b.local.archive.find_sha256(hashlib.sha256(data).hexdigest())
+    assert b.engine.status()["not_sent"] == []

@@ -1,7 +1,9 @@
-"""The CLI's per-share controls: ``pause [PATH]``, ``resume [PATH]`` and ``mode PATH [MODE]``.
+"""The CLI's per-share controls: ``pause [PATH]``, ``resume [PATH]``, ``mode PATH [MODE]``,
+``override PATH`` and ``revert PATH``.
 
 Like every command that drives the daemon, each is one control command
-(``pause``/``resume`` with an optional ``path``, ``set_share_mode``), so a
+(``pause``/``resume`` with an optional ``path``, ``set_share_mode``,
+``override_changes``, ``revert_changes``), so a
 GUI or a host on a serial line can do the same. Without PATH, ``pause`` and
 ``resume`` act on the whole daemon, as they always did.
 """
@@ -44,6 +46,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(p)
     p.set_defaults(handler=run_mode)
 
+    p = subparsers.add_parser(
+        "override", help="send-only share: make the peers' copies match this device",
+        description="On a send-only share: send this device's state of every file the "
+        "peers changed (listed as out of sync): their edits are replaced, their deletions "
+        "and additions undone. The peers archive what is replaced.")
+    p.add_argument("path", help="the share")
+    _common(p)
+    p.set_defaults(handler=run_override_revert, command_name="override_changes")
+
+    p = subparsers.add_parser(
+        "revert", help="receive-only share: give up the local changes not sent",
+        description="On a receive-only share: the share's versions of the files changed "
+        "here come back, and files added here are removed; every local version is "
+        "archived first (`csembed versions`).")
+    p.add_argument("path", help="the share")
+    _common(p)
+    p.set_defaults(handler=run_override_revert, command_name="revert_changes")
+
 
 def _share_entry(shares: list[dict[str, Any]], path: str) -> dict[str, Any] | None:
     return next((s for s in shares if s.get("path") == path), None)
@@ -79,4 +99,20 @@ def run_mode(args: argparse.Namespace) -> int:
     else:
         paused = ", paused" if reply.get("paused") else ""
         print(f"{reply['path']}: {reply['sync_mode'].replace('_', '-')}{paused}")
+    return 0
+
+
+def run_override_revert(args: argparse.Namespace) -> int:
+    with connected(args) as daemon:
+        reply = daemon.call(args.command_name, path=_abs(args.path))
+    if args.json:
+        _print_json(reply)
+        return 0
+    mode = reply["sync_mode"].replace("_", "-")
+    if args.command_name == "override_changes":
+        print(f"{reply['path']} ({mode}): sent this device's state of {reply['files']} "
+              "file(s) changed by peers")
+    else:
+        print(f"{reply['path']} ({mode}): reverted {reply['files']} local change(s); "
+              "local versions are archived (`csembed versions`)")
     return 0

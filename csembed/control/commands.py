@@ -259,6 +259,10 @@ COMMANDS: Final[dict[str, Command]] = _table([
             "resume syncing, of every share or of one"),
     Command("set_share_mode", (Arg("path", _path), Arg("mode", _share_mode)), _empty,
             "make a share send-receive, send-only or receive-only"),
+    Command("override_changes", (Arg("path", _path),), _empty,
+            "send-only share: send this device's state of the files peers changed"),
+    Command("revert_changes", (Arg("path", _path),), _empty,
+            "receive-only share: give up the local changes not sent"),
     Command("status", (), _status, "paused, tracking, nat_punctured, upload/download rates "
             "and a few counts (a reply well under 1 KiB)"),
     Command("status_detail", (), _status, "status plus board, discovery and every share's "

@@ -156,6 +156,14 @@ class ControlHandler:
         """Make the share at ``path`` send-receive, send-only or receive-only."""
         raise _unsupported("set_share_mode")
 
+    async def override_changes(self, path: str) -> Mapping[str, Any]:
+        """Send-only share: send this device's state of the files peers changed."""
+        raise _unsupported("override_changes")
+
+    async def revert_changes(self, path: str) -> Mapping[str, Any]:
+        """Receive-only share: give up the local changes not sent."""
+        raise _unsupported("revert_changes")
+
     async def status(self) -> DaemonStatus:
         """Connection and transfer status."""
         raise _unsupported("status")

@@ -25,6 +25,7 @@ API (the daemon's runtime drives it; see :mod:`csembed.runtime.share_runtime`)::
     engine.status(); engine.transfers(); engine.stats(); engine.peers()
     engine.request_scan(); engine.close()
     engine.mode; engine.set_mode(SyncMode.SEND_ONLY, now)   # csembed.directory.share_policy
+    engine.override_changes(now); engine.revert_changes(now)   # -> int: keys acted on
     stream = engine.open_stream(key); engine.stream_read(stream, offset, count)
     engine.close_stream(stream)
 
@@ -172,6 +173,22 @@ class ShareEngine:
         if mode is not self._ctx.mode:
             self._ctx.changes.set_mode(mode, now)
             self._after()
+
+    def override_changes(self, now: float) -> int:
+        """Send-only: send this disk's state at every key listed out of sync."""
+        self._ctx.now = now
+        self._apply_database()
+        count = self._ctx.changes.override(now)
+        self._after()
+        return count
+
+    def revert_changes(self, now: float) -> int:
+        """Receive-only: drop the local changes not sent; the share's versions return."""
+        self._ctx.now = now
+        self._apply_database()
+        count = self._ctx.changes.revert()
+        self._after()
+        return count
 
     # -- connections ---------------------------------------------------------------
 

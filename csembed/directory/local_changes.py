@@ -21,10 +21,12 @@ in ``status()["notices"]``.
 The share's mode (:mod:`.share_policy`) decides the rest. A receive-only
 share commits its scans but writes no record: the keys that then differ
 from their records are kept in :class:`~.unsent_changes.UnsentChanges` and
-written as ordinary changes once the mode sends again (:meth:`LocalChanges.set_mode`).
+written as ordinary changes once the mode sends again (:meth:`LocalChanges.set_mode`)
+or given up (:meth:`LocalChanges.revert`).
 A send-only share writes every local change at once, even over a peer's
 version this disk never had (that version is never fetched here, so waiting
-for it would hold the change forever).
+for it would hold the change forever); :meth:`LocalChanges.override` writes
+this disk's state over the peers' changes it holds back.
 
 Each pass starts by reading the ignore file (:mod:`.ignore_file`); when its
 patterns changed, the new selection is in force for that pass and every
@@ -319,35 +321,67 @@ class LocalChanges:
             ctx.planner.replan_all()
 
     def _send_unsent(self, now: float) -> None:
+        self._record_disk(self.unsent.keys(), now)
+        self.unsent.clear()
+        self.unsent.commit()
+
+    def override(self, now: float) -> int:
+        """Send-only: make the peers' records say what this disk holds at every key
+        listed out of sync (Syncthing's "override changes"). Returns how many."""
+        planner = self.ctx.planner
+        keys = sorted(planner.out_of_sync)
+        written = self._record_disk(keys, now)
+        planner.out_of_sync.difference_update(keys)
+        return written
+
+    def revert(self) -> int:
+        """Receive-only: give up the local changes kept back; the share's versions
+        come back (local files archived first, as for any replaced file)."""
+        ctx = self.ctx
+        keys = self.unsent.keys()
+        for key in keys:
+            self.unsent.drop(key)
+        self.unsent.commit()
+        for key in keys:
+            if ctx.replica.get(key) is None:
+                ctx.planner.delete_local(key)  # added here: archived, then removed
+            else:
+                ctx.dirty.add(key)
+        return len(keys)
+
+    def _record_disk(self, keys: list[str], now: float) -> int:
+        """Write what the scan cache holds at ``keys`` as local changes; how many."""
         ctx = self.ctx
         now_ns = int(now * 1e9)
         fresh: list[str] = []
+        written = 0
         with ctx.replica.batch() as batch:
-            for key in self.unsent.keys():
+            for key in keys:
                 cached = ctx.local.cache.get(key)
                 current = ctx.replica.get(key)
                 try:
                     if cached is None:
-                        if current is not None:
-                            ctx.replica.local_delete(key, now_ns)
-                        continue
-                    value = (FileValue.for_directory(cached.mode) if cached.is_dir else
-                             FileValue.for_file(cached.size, cached.sha256 or "",
-                                                cached.mtime_ns, cached.mode))
-                    ctx.replica.local_put(key, merge_value(current.value if current else None,
-                                                           value), now_ns)
+                        if current is None:
+                            continue
+                        ctx.replica.local_delete(key, now_ns)
+                    else:
+                        value = (FileValue.for_directory(cached.mode) if cached.is_dir else
+                                 FileValue.for_file(cached.size, cached.sha256 or "",
+                                                    cached.mtime_ns, cached.mode))
+                        ctx.replica.local_put(key, merge_value(
+                            current.value if current else None, value), now_ns)
+                        if value.sha256:
+                            fresh.append(value.sha256)
                 except (LocalWriteError, RecordError) as exc:
                     ctx.report.notice(key, f"local change not recorded: {exc}")
                     continue
+                written += 1
                 ctx.report.count("local_changes")
-                if value.sha256:
-                    fresh.append(value.sha256)
-        self.unsent.clear()
-        self.unsent.commit()
         ctx.route(batch.outgoing)
         ctx.planner.drain_events()
         for sha in dict.fromkeys(fresh):
             ctx.announce(sha)
+        return written
 
     def _read_only_change(self, event: Change) -> None:
         """A local change on a read-only share: keep the user's file aside, restore ours."""

@@ -112,6 +112,16 @@ class DaemonControl(ControlHandler):
         return resume_share(self.daemon, path)
 
     @_translated
+    async def override_changes(self, path: str) -> Mapping[str, Any]:
+        from csembed.runtime.share_controls import override_share
+        return override_share(self.daemon, path)
+
+    @_translated
+    async def revert_changes(self, path: str) -> Mapping[str, Any]:
+        from csembed.runtime.share_controls import revert_share
+        return revert_share(self.daemon, path)
+
+    @_translated
     async def set_share_mode(self, path: str, mode: ShareMode) -> Mapping[str, Any]:
         from csembed.directory.share_policy import SyncMode
         from csembed.runtime.share_controls import set_share_mode

@@ -16,6 +16,9 @@ new :class:`~csembed.directory.share_policy.SharePolicy` through the share set
 * **resume**: discovery is told again, the dialers are woken, and the share
   scans at once for what changed while it was paused.
 * **mode**: the engine switches at once (:meth:`ShareEngine.set_mode`).
+* **override** (send-only) and **revert** (receive-only): the engine
+  writes this disk's state over the peers' changes held back, or gives up
+  the local changes kept back; the replies count the files.
 
 The daemon-wide ``pause``/``resume`` (no path) are the daemon's own and stop
 every link; a share paused on its own stays paused after a daemon-wide resume.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from csembed.directory.share_policy import SyncMode
@@ -33,7 +37,8 @@ if TYPE_CHECKING:
     from csembed.runtime.daemon import Daemon
     from csembed.runtime.share_set import OpenShare
 
-__all__ = ["pause_share", "resume_share", "set_share_mode", "share_controls_view"]
+__all__ = ["override_share", "pause_share", "resume_share", "revert_share", "set_share_mode",
+           "share_controls_view"]
 
 log = logging.getLogger("csembed.daemon")
 
@@ -73,3 +78,23 @@ def set_share_mode(daemon: Daemon, path: str, mode: SyncMode) -> dict[str, Any]:
         daemon.share_set.set_policy(share, dataclasses.replace(share.policy, mode=mode))
         log.info("share %s is now %s", share.entry.path, mode.value.replace("_", "-"))
     return share_controls_view(share)
+
+
+def override_share(daemon: Daemon, path: str) -> dict[str, Any]:
+    """Send this device's state of every file listed out of sync (send-only)."""
+    share = daemon.running_share(path)
+    assert share.runtime is not None
+    files = share.runtime.engine.override_changes(time.time())
+    share.runtime.notify()
+    log.info("share %s: overrode the peers' changes to %d file(s)", share.entry.path, files)
+    return {**share_controls_view(share), "files": files}
+
+
+def revert_share(daemon: Daemon, path: str) -> dict[str, Any]:
+    """Give up the local changes not sent (receive-only); the share's versions return."""
+    share = daemon.running_share(path)
+    assert share.runtime is not None
+    files = share.runtime.engine.revert_changes(time.time())
+    share.runtime.notify()
+    log.info("share %s: reverted the local changes to %d file(s)", share.entry.path, files)
+    return {**share_controls_view(share), "files": files}
