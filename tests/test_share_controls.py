@@ -7,6 +7,7 @@ the daemon-level commands (pause, resume, mode, persistence) are in
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from csembed.directory.share_policy import (
     load_policy,
     save_policy,
 )
+from csembed.runtime.share_runtime import ShareRuntime
 
 
 def _pair(tmp_path: Path) -> tuple[Node, Node, Wire]:
@@ -259,3 +261,34 @@ def test_receive_only_revert_brings_the_shares_versions_back(tmp_path: Path) -> 
     for data in (b"local edit", b"local add"):  # nothing lost: archived
         assert b.local.archive.find_sha256(hashlib.sha256(data).hexdigest())
     assert b.engine.status()["not_sent"] == []
+
+
+def test_a_paused_runtime_waits_without_scanning_or_ticking(tmp_path: Path) -> None:
+    node = Node(tmp_path, "a")
+    node.write("before.txt", b"1")
+
+    async def run() -> None:
+        runtime = ShareRuntime(node.engine, scan_budget=1.0, watch_changes=False)
+        ticks = 0
+        tick = node.engine.tick
+
+        def counting_tick(now: float) -> None:
+            nonlocal ticks
+            ticks += 1
+            tick(now)
+
+        node.engine.tick = counting_tick  # type: ignore[method-assign]
+        runtime.paused = True
+        task = asyncio.get_running_loop().create_task(runtime.run())
+        for _ in range(50):  # kicks (rescans, notifications) do not wake it into work
+            runtime.request_scan()
+            await asyncio.sleep(0)
+        assert ticks == 0 and node.engine.stats()["scans"] == 0
+        runtime.set_paused(False)
+        await runtime.wait_until(lambda e: e.stats()["scans"] >= 1, timeout=30)
+        assert ticks >= 1
+        assert node.engine.replica.get("/before.txt") is not None
+        runtime.stop()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(run())
