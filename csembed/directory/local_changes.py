@@ -16,13 +16,15 @@ Deletions free space, so downloads held back by a limit are tried again.
 A read-only share sends nothing: a local edit of a synced file is moved
 aside to ``name.CONFLICT.xxxxxxxx.ext`` (so the user's work stays) and the
 share's version is restored; local additions stay local. Both are reported
-in ``status()["notices"]``.
+in ``status()["notices"]``. Our own temp files are cleaned up here too: a
+partial download of a version no longer wanted goes at once, one still
+wanted stays for resuming (unless untouched for ``STALE_TEMP_SECONDS``).
 
 The share's mode (:mod:`.share_policy`) decides the rest. A receive-only
 share commits its scans but writes no record: the keys that then differ
 from their records are kept in :class:`~.unsent_changes.UnsentChanges` and
-written as ordinary changes once the mode sends again (:meth:`LocalChanges.set_mode`)
-or given up (:meth:`LocalChanges.revert`).
+written as ordinary changes once the mode sends again
+(:meth:`LocalChanges.set_mode`) or given up (:meth:`LocalChanges.revert`).
 A send-only share writes every local change at once, even over a peer's
 version this disk never had (that version is never fetched here, so waiting
 for it would hold the change forever); :meth:`LocalChanges.override` writes
@@ -31,9 +33,7 @@ this disk's state over the peers' changes it holds back.
 Each pass starts by reading the ignore file (:mod:`.ignore_file`); when its
 patterns changed, the new selection is in force for that pass and every
 record is planned again once it ended. An unusable ignore file is the
-share's error: no pass runs until it is fixed. Our own temp files are cleaned up here too: a
-partial download of a version no longer wanted goes at once, one still
-wanted stays for resuming (unless untouched for ``STALE_TEMP_SECONDS``).
+share's error: no pass runs until it is fixed.
 """
 
 from __future__ import annotations
