@@ -292,3 +292,14 @@ def test_a_paused_runtime_waits_without_scanning_or_ticking(tmp_path: Path) -> N
         await asyncio.wait_for(task, 30)
 
     asyncio.run(run())
+
+
+def test_without_an_ignore_file_no_pattern_is_added(tmp_path: Path) -> None:
+    node = Node(tmp_path, "a")
+    assert not node.local.selection.ignore  # no pattern: nothing is matched per path
+    node.write(".csignore", b"")
+    node.scan()
+    assert node.local.selection.ignore.lines == ("/.csignore",)
+    (node.root / ".csignore").unlink()
+    node.scan()
+    assert not node.local.selection.ignore

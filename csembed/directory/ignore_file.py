@@ -38,8 +38,8 @@ MAX_IGNORE_BYTES = 256 * 1024  #: read at most this much, whatever the board all
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def read_ignore_lines(mapper: PathMapper, limit: int) -> tuple[str, ...]:
-    """The lines of the local root's ignore file (none when it is absent).
+def read_ignore_lines(mapper: PathMapper, limit: int) -> tuple[str, ...] | None:
+    """The lines of the local root's ignore file (``None`` when there is none).
 
     Raises :class:`SelectionError` for a file that is too large, not text, a
     link or not a regular file, or holds a pattern that cannot be used.
@@ -49,7 +49,7 @@ def read_ignore_lines(mapper: PathMapper, limit: int) -> tuple[str, ...]:
         try:
             fd = os.open(IGNORE_FILE, _OPEN_FLAGS, dir_fd=root)
         except FileNotFoundError:
-            return ()
+            return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise SelectionError(f"{IGNORE_FILE} is a symbolic link; not followed") \
@@ -94,8 +94,15 @@ def ignore_limit(io_buffer: int) -> int:
     return max(4096, min(io_buffer, MAX_IGNORE_BYTES))
 
 
-def combine(stored: Selection, file_lines: tuple[str, ...], root_key: str = "/") -> Selection:
-    """The stored selection with the file's patterns after its own, and the file ignored."""
+def combine(stored: Selection, file_lines: tuple[str, ...] | None,
+            root_key: str = "/") -> Selection:
+    """The stored selection with the file's patterns after its own, and the file ignored.
+
+    Without a file (``None``) the stored selection is kept as it is: no
+    pattern at all costs nothing per path.
+    """
+    if file_lines is None:
+        return stored
     own = "/" + IGNORE_FILE if root_key == "/" else f"{root_key}/{IGNORE_FILE}"
     lines = stored.ignore.lines + file_lines + (own,)
     return replace(stored, ignore=PatternSet(lines))
@@ -106,7 +113,8 @@ class IgnoreFile:
 
     def __init__(self, stored: Selection) -> None:
         self.stored = stored  #: the selection without the file's patterns
-        self.lines: tuple[str, ...] | None = None  #: the file's patterns last applied
+        self.loaded = False  #: read successfully at least once
+        self.lines: tuple[str, ...] | None = None  #: the file's patterns in force (None: no file)
         self.error: str | None = None  #: why the file could not be used, if it could not
 
     def refresh(self, mapper: PathMapper, limit: int) -> Selection | None:
@@ -117,7 +125,7 @@ class IgnoreFile:
         """
         try:
             lines = read_ignore_lines(mapper, limit)
-            selection = None if lines == self.lines else \
+            selection = None if self.loaded and lines == self.lines else \
                 combine(self.stored, lines, mapper.root_key())
         except SelectionError as exc:
             self.error = f"{IGNORE_FILE}: {exc}" if IGNORE_FILE not in str(exc) else str(exc)
@@ -126,5 +134,5 @@ class IgnoreFile:
             self.error = f"{IGNORE_FILE} cannot be read: {exc.strerror or exc}"
             raise SelectionError(self.error) from None
         self.error = None
-        self.lines = lines
+        self.lines, self.loaded = lines, True
         return selection

@@ -277,7 +277,7 @@ class Planner:
 
     def _may_plan(self, key: str) -> bool:
         """False (and ``key`` planned after the next scan) while no ignore file was read."""
-        if self.ctx.changes.ignore.lines is None:
+        if not self.ctx.changes.ignore.loaded:
             self.after_scan.add(key)
             return False
         return True
