@@ -22,6 +22,7 @@ _COMMANDS = (
     "csembed.cli_commands.demo",
     "csembed.cli_commands.daemon",
     "csembed.cli_commands.daemon_client",
+    "csembed.cli_commands.share_controls",
     "csembed.cli_commands.versions",
     "csembed.cli_commands.boards",
     "csembed.cli_commands.code",

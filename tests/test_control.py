@@ -40,6 +40,7 @@ from csembed.control.handler import (
     DaemonStatus,
     FileChunk,
     ShareInfo,
+    ShareMode,
 )
 from csembed.control.lines import Line, LineDecoder, LineTooLong, encode_line
 from csembed.protocol.wire import NEED_DATA
@@ -160,6 +161,18 @@ class RecordingHandler(ControlHandler):
         self._record("list_transfers")
         return []
 
+    async def set_share_mode(self, path: str, mode: ShareMode) -> Mapping[str, Any]:
+        self._record("set_share_mode", path=path, mode=mode)
+        return {"path": path, "sync_mode": mode.value}
+
+    async def override_changes(self, path: str) -> Mapping[str, Any]:
+        self._record("override_changes", path=path)
+        return {"path": path, "files": 2}
+
+    async def revert_changes(self, path: str) -> Mapping[str, Any]:
+        self._record("revert_changes", path=path)
+        return {"path": path, "files": 1}
+
     async def rescan(self, path: str | None = None) -> int:
         self._record("rescan", path=path)
         return 1 if path is not None else 3
@@ -185,6 +198,13 @@ ROUND_TRIPS: list[tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any
     ({"type": "stop"}, {}, ("stop", {})),
     ({"type": "pause"}, {}, ("pause", {})),
     ({"type": "resume"}, {}, ("resume", {})),
+    ({"type": "set_share_mode", "path": "/home/a/Music", "mode": "receive-only"},
+     {"path": "/home/a/Music", "sync_mode": "receive_only"},
+     ("set_share_mode", {"path": "/home/a/Music", "mode": ShareMode.RECEIVE_ONLY})),
+    ({"type": "override_changes", "path": "/home/a/Music"}, {"path": "/home/a/Music", "files": 2},
+     ("override_changes", {"path": "/home/a/Music"})),
+    ({"type": "revert_changes", "path": "/home/a/Music"}, {"path": "/home/a/Music", "files": 1},
+     ("revert_changes", {"path": "/home/a/Music"})),
     ({"type": "status"},
      {"paused": False, "tracking": True, "nat_punctured": False, "upload_rate": 12834,
       "download_rate": 1049292, "board": "wifi-piano"}, ("status", {})),

@@ -1,7 +1,7 @@
 """The CLI commands that drive a running daemon through its control socket.
 
 ``share``, ``attach``, ``list``, ``status``, ``peers``, ``codes``,
-``transfers``, ``pause``, ``resume``, ``stop``, ``detach``, ``cat``,
+``transfers``, ``stop``, ``detach``, ``cat``,
 ``rescan`` and ``config``. Each takes ``--data-dir`` (to find ``<data dir>/control``) and
 ``--json`` (print the daemon's reply as JSON instead of text). Nothing here
 touches shares directly: every action is a control command, so what the CLI
@@ -64,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="the code may be used any number of times until it expires")
     p.add_argument("--expires", default="24h", metavar="DURATION",
                    help="lifetime of the code, e.g. 30min, 24h, 7d, or 'never' (default 24h)")
+    p.add_argument("--sync-mode", choices=("send-receive", "send-only", "receive-only"),
+                   help="this device's sync mode for the share (default: send-receive for "
+                        "a new share, unchanged for an existing one; see `csembed mode`)")
     _common(p)
     p.set_defaults(handler=run_share)
 
@@ -80,6 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "0: do not wait)")
     p.add_argument("--merge", action="store_true",
                    help="PATH may already hold files: they stay and join the share")
+    p.add_argument("--sync-mode", choices=("send-receive", "send-only", "receive-only"),
+                   default="send-receive",
+                   help="this device's sync mode for the share, from its first scan "
+                        "(default %(default)s; see `csembed mode`)")
     _common(p)
     p.set_defaults(handler=run_attach)
 
@@ -116,9 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(p)
     p.set_defaults(handler=run_transfers)
 
-    for name, help_text in (("list", "list the shares"),
-                            ("pause", "suspend syncing"), ("resume", "resume syncing"),
-                            ("stop", "stop the daemon")):
+    for name, help_text in (("list", "list the shares"), ("stop", "stop the daemon")):
         p = subparsers.add_parser(name, help=help_text, description=help_text.capitalize()
                                   + ".")
         _common(p)
@@ -245,9 +250,13 @@ def run_share(args: argparse.Namespace) -> int:
     with connected(args) as daemon:
         shares = daemon.call("list_shares")["shares"]
         created = False
+        sync_mode = {} if args.sync_mode is None else {
+            "sync_mode": args.sync_mode.replace("-", "_")}
         if not any(s["path"] == os.path.realpath(path) for s in shares):
-            daemon.call("create_share", path=path)
+            daemon.call("create_share", path=path, **sync_mode)
             created = True
+        elif sync_mode:
+            daemon.call("set_share_mode", path=path, mode=sync_mode["sync_mode"])
         reply = daemon.call("create_access_code", path=path, mode=mode,
                             max_uses=None if args.multi_use else 1, expires=expires)
     code = AccessCode.parse(reply["access_code"])
@@ -308,15 +317,17 @@ def run_attach(args: argparse.Namespace) -> int:
     if args.path is None:
         raise UsageError("attach needs a CODE and a PATH")
     path = _abs(args.path)
+    mode = {} if args.sync_mode == "send-receive" else {
+        "sync_mode": args.sync_mode.replace("-", "_")}
     with connected(args) as daemon:
         try:
-            daemon.call("add_share", code=args.code, path=path, merge=args.merge)
+            daemon.call("add_share", code=args.code, path=path, merge=args.merge, **mode)
         except ControlReplyError as exc:
             if exc.code != "folder_not_empty":
                 raise
             if not _ask(f"{exc.message}\nMerge?"):
                 raise UsageError(exc.message) from None
-            daemon.call("add_share", code=args.code, path=path, merge=True)
+            daemon.call("add_share", code=args.code, path=path, merge=True, **mode)
         if args.timeout <= 0:
             if args.json:
                 _print_json(_entry_at(daemon, path) or {"path": path, "status": "attaching"})
@@ -564,14 +575,6 @@ def _watch_transfers(args: argparse.Namespace) -> int:
                 time.sleep(args.interval)
         except KeyboardInterrupt:
             return 0
-
-
-def run_pause(args: argparse.Namespace) -> int:
-    return _simple(args, "pause", "paused")
-
-
-def run_resume(args: argparse.Namespace) -> int:
-    return _simple(args, "resume", "resumed")
 
 
 def run_stop(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 from csembed.units import format_rate, format_size
 
-__all__ = ["RateMeter", "render_problems", "render_share", "render_status",
+__all__ = ["RateMeter", "render_held", "render_problems", "render_share", "render_status",
            "share_progress", "transfer_line"]
 
 MAX_SHOWN = 8  #: problems listed per share on the terminal (the count is exact)
@@ -141,6 +141,8 @@ def render_share(share: dict[str, Any]) -> list[str]:
     if status == "attach_failed":
         return [f"share {share['path']}: attach failed — {share.get('reason')}"]
     line = f"share {share['path']}: {status}"
+    if share.get("sync_mode", "send_receive") != "send_receive":
+        line += f" ({share['sync_mode'].replace('_', '-')})"
     if share.get("peers") is not None:
         line += f", {share['peers']} peer(s) connected"
     if share.get("files_to_sync"):
@@ -158,6 +160,23 @@ def render_share(share: dict[str, Any]) -> list[str]:
     for upload in share.get("uploads") or []:
         lines.append(f"    {transfer_line({**upload, 'share': '', 'direction': 'up'}, None)}")
     lines.extend(render_problems(share))
+    lines.extend(render_held(share))
+    return lines
+
+
+def render_held(share: dict[str, Any], limit: int = MAX_SHOWN) -> list[str]:
+    """What a share's mode keeps back, and an unusable ignore file."""
+    lines = []
+    if share.get("ignore_error"):
+        lines.append(f"    ignore file: {share['ignore_error']}; nothing is scanned until "
+                     "it is fixed")
+    for key, what in (("out_of_sync", "changed by peers, not applied here (send-only)"),
+                      ("not_sent", "changed here, not sent (receive-only)")):
+        keys = share.get(key) or []
+        count = share.get(f"{key}_count", len(keys))
+        if count:
+            lines.append(f"    {count} file(s) {what}: " + ", ".join(keys[:limit])
+                         + (" …" if count > limit else ""))
     return lines
 
 

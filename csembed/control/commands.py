@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from csembed.control.errors import ControlRequestError
-from csembed.control.handler import MAX_READ, AccessMode, DaemonStatus, FileChunk, ShareInfo
+from csembed.control.handler import (
+    MAX_READ,
+    AccessMode,
+    DaemonStatus,
+    FileChunk,
+    ShareInfo,
+    ShareMode,
+)
 from csembed.control.lines import parse_json_line
 from csembed.protocol.jsonvalues import is_strict_int
 
@@ -72,6 +79,16 @@ def _mode(command: str, name: str, value: Any) -> AccessMode:
     except ValueError:
         choices = ", ".join(m.value for m in AccessMode)
         raise _bad(command, name, f"must be one of {choices}, got {str(value)[:40]!r}") from None
+
+
+def _share_mode(command: str, name: str, value: Any) -> ShareMode:
+    if isinstance(value, str):
+        try:
+            return ShareMode(value.replace("-", "_"))
+        except ValueError:
+            pass
+    choices = ", ".join(m.value for m in ShareMode)
+    raise _bad(command, name, f"must be one of {choices}, got {str(value)[:40]!r}")
 
 
 def _object(command: str, name: str, value: Any) -> dict[str, Any]:
@@ -236,16 +253,26 @@ def _table(commands: Iterable[Command]) -> dict[str, Command]:
 
 COMMANDS: Final[dict[str, Command]] = _table([
     Command("stop", (), _empty, "shut the daemon down"),
-    Command("pause", (), _empty, "suspend syncing"),
-    Command("resume", (), _empty, "resume syncing"),
+    Command("pause", (Arg("path", _path, required=False),), _empty,
+            "suspend syncing, of every share or of one"),
+    Command("resume", (Arg("path", _path, required=False),), _empty,
+            "resume syncing, of every share or of one"),
+    Command("set_share_mode", (Arg("path", _path), Arg("mode", _share_mode)), _empty,
+            "make a share send-receive, send-only or receive-only"),
+    Command("override_changes", (Arg("path", _path),), _empty,
+            "send-only share: send this device's state of the files peers changed"),
+    Command("revert_changes", (Arg("path", _path),), _empty,
+            "receive-only share: give up the local changes not sent"),
     Command("status", (), _status, "paused, tracking, nat_punctured, upload/download rates "
             "and a few counts (a reply well under 1 KiB)"),
     Command("status_detail", (), _status, "status plus board, discovery and every share's "
             "progress and problems"),
-    Command("create_share", (Arg("path", _path),), _empty, "share a local directory"),
+    Command("create_share", (Arg("path", _path), Arg("sync_mode", _share_mode, required=False)),
+            _empty, "share a local directory"),
     Command("list_shares", (), _shares, "every share with its path and status"),
     Command("add_share", (Arg("code", _text), Arg("path", _path),
-                          Arg("merge", _flag, required=False)), _empty,
+                          Arg("merge", _flag, required=False),
+                          Arg("sync_mode", _share_mode, required=False)), _empty,
             "join a remote share with an access code"),
     Command("remove_share", (Arg("path", _path),), _empty, "stop sharing a directory"),
     Command("create_access_code",

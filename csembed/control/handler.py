@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_CODE_USES",
     "MAX_READ",
     "AccessMode",
+    "ShareMode",
     "ControlHandler",
     "DaemonStatus",
     "FileChunk",
@@ -118,6 +119,14 @@ class FileChunk:
                 "data": base64.b64encode(self.data).decode("ascii"), "eof": self.eof}
 
 
+class ShareMode(StrEnum):
+    """Which way a share's changes flow on this device (``set_share_mode``; ours)."""
+
+    SEND_RECEIVE = "send_receive"
+    SEND_ONLY = "send_only"
+    RECEIVE_ONLY = "receive_only"
+
+
 def _unsupported(command: str) -> ControlRequestError:
     return ControlRequestError("not_supported", f"this daemon does not support {command!r}")
 
@@ -134,13 +143,26 @@ class ControlHandler:
         """
         raise _unsupported("stop")
 
-    async def pause(self) -> None:
-        """Suspend syncing."""
+    async def pause(self, path: str | None = None) -> Mapping[str, Any] | None:
+        """Suspend syncing: every share, or only the share at ``path`` (kept across
+        restarts)."""
         raise _unsupported("pause")
 
-    async def resume(self) -> None:
-        """Resume syncing."""
+    async def resume(self, path: str | None = None) -> Mapping[str, Any] | None:
+        """Resume syncing: every share, or only the share at ``path``."""
         raise _unsupported("resume")
+
+    async def set_share_mode(self, path: str, mode: ShareMode) -> Mapping[str, Any]:
+        """Make the share at ``path`` send-receive, send-only or receive-only."""
+        raise _unsupported("set_share_mode")
+
+    async def override_changes(self, path: str) -> Mapping[str, Any]:
+        """Send-only share: send this device's state of the files peers changed."""
+        raise _unsupported("override_changes")
+
+    async def revert_changes(self, path: str) -> Mapping[str, Any]:
+        """Receive-only share: give up the local changes not sent."""
+        raise _unsupported("revert_changes")
 
     async def status(self) -> DaemonStatus:
         """Connection and transfer status."""
@@ -150,18 +172,21 @@ class ControlHandler:
         """``status`` with everything else the daemon reports (board, shares, problems)."""
         raise _unsupported("status_detail")
 
-    async def create_share(self, path: str) -> None:
-        """Start sharing the directory at absolute ``path``."""
+    async def create_share(self, path: str, sync_mode: ShareMode | None = None) -> None:
+        """Start sharing the directory at absolute ``path`` (in ``sync_mode``, default
+        send-receive)."""
         raise _unsupported("create_share")
 
     async def list_shares(self) -> Sequence[ShareInfo]:
         """Every share, one :class:`ShareInfo` each."""
         raise _unsupported("list_shares")
 
-    async def add_share(self, code: str, path: str, merge: bool = True) -> None:
+    async def add_share(self, code: str, path: str, merge: bool = True,
+                        sync_mode: ShareMode = ShareMode.SEND_RECEIVE) -> None:
         """Join a remote share with access ``code``, syncing into absolute ``path``.
 
-        ``merge=False`` refuses a folder that already holds files.
+        ``merge=False`` refuses a folder that already holds files; ``sync_mode``
+        is the share's mode from its first scan.
         """
         raise _unsupported("add_share")
 

@@ -15,7 +15,10 @@ scheduler) is built on top of these modules; nothing here opens a socket.
   storage limits.
 * :mod:`.reader` -- content by hash, streamed in ranges.
 * :mod:`.bloom` -- the presence filter.
-* :mod:`.selection` -- ignore, partial-copy and subtree settings.
+* :mod:`.selection` -- ignore, partial-copy and subtree settings
+  (:mod:`.ignore_file`: the ``.csignore`` file at the share's root).
+* :mod:`.share_policy` -- the share's sync mode and pause, stored locally
+  (:mod:`.unsent_changes`: what a receive-only share keeps back).
 * :mod:`.local_share` -- all of the above wired for one share.
 
 The network side (the sync engine) is built on them:

@@ -25,6 +25,8 @@ API (the daemon's runtime drives it; see :mod:`csembed.runtime.share_runtime`)::
     engine.status(); engine.transfers(); engine.uploads(now); engine.stats()
     engine.peers()
     engine.request_scan(); engine.close()
+    engine.mode; engine.set_mode(SyncMode.SEND_ONLY, now)   # csembed.directory.share_policy
+    engine.override_changes(now); engine.revert_changes(now)   # -> int: keys acted on
     stream = engine.open_stream(key); engine.stream_read(stream, offset, count)
     engine.close_stream(stream)
 
@@ -70,19 +72,21 @@ from csembed.directory.local_share import LocalShare
 from csembed.directory.planner import Planner
 from csembed.directory.scanner import ScanResult
 from csembed.directory.serving import Discard, Serving
+from csembed.directory.share_policy import SyncMode
 from csembed.directory.sync_context import PeerBounds, SyncContext
 from csembed.directory.sync_report import status_view
 from csembed.directory.transfer_fetch import PeerInfo, PeerState
 from csembed.directory.transfer_stream import RemoteStream, StreamError, StreamReads
 from csembed.protocol.wire import Message, PayloadChunk, PayloadEnd
 
-__all__ = ["PeerInfo", "ShareEngine", "StreamError"]
+__all__ = ["PeerInfo", "ShareEngine", "StreamError", "SyncMode"]
 
 log = logging.getLogger("csembed.sync")
 
 ERROR_RETRY = 4 * 3600.0  #: after directory.get_error, do not ask that peer again for this long
 DATABASE_BATCH = 256  #: received database messages applied per transaction
 MAX_DROPPED = 64  #: dropped connections remembered until the runtime closes them
+MAX_LISTED = 200  #: keys listed as out of sync or not sent in status()
 
 class ShareEngine:
     """One share's sync engine. See the module docstring for the whole story.
@@ -156,6 +160,36 @@ class ShareEngine:
     def last_scan_seconds(self) -> float:
         """Wall time of the last completed scan pass."""
         return self._ctx.changes.last_scan_seconds
+
+    @property
+    def mode(self) -> SyncMode:
+        """Which way changes flow (:mod:`~csembed.directory.share_policy`)."""
+        return self._ctx.mode
+
+    def set_mode(self, mode: SyncMode, now: float) -> None:
+        """Change the mode: leaving receive-only sends the local changes kept back,
+        leaving send-only applies the peers' changes held back."""
+        self._ctx.now = now
+        self._apply_database()
+        if mode is not self._ctx.mode:
+            self._ctx.changes.set_mode(mode, now)
+            self._after()
+
+    def override_changes(self, now: float) -> int:
+        """Send-only: send this disk's state at every key listed out of sync."""
+        self._ctx.now = now
+        self._apply_database()
+        count = self._ctx.changes.override(now)
+        self._after()
+        return count
+
+    def revert_changes(self, now: float) -> int:
+        """Receive-only: drop the local changes not sent; the share's versions return."""
+        self._ctx.now = now
+        self._apply_database()
+        count = self._ctx.changes.revert()
+        self._after()
+        return count
 
     # -- connections ---------------------------------------------------------------
 
@@ -441,13 +475,20 @@ class ShareEngine:
         planner, fetcher = ctx.planner, ctx.fetcher
         pending = list(planner.wants.values())
         remaining = sum(w.size for w in pending) - sum(t.done for t in fetcher.active.values())
-        return status_view(
+        view = status_view(
             ctx.report, read_only=self.read_only, scanning=self.scanning,
             files_to_sync=sum(len(w.keys) for w in pending), bytes_to_sync=remaining,
             transfers=len(fetcher.active), waiting=len(planner.queue.waiting),
             landing=len(ctx.landing), peers=len(ctx.peers),
             unavailable=planner.unavailable(), conflicts=sorted(planner.conflict_keys),
             last_scan_seconds=self.last_scan_seconds)
+        unsent = ctx.changes.unsent
+        view.update(sync_mode=ctx.mode.value,
+                    out_of_sync=sorted(planner.out_of_sync)[:MAX_LISTED],
+                    out_of_sync_count=len(planner.out_of_sync),
+                    not_sent=unsent.keys(MAX_LISTED), not_sent_count=len(unsent),
+                    ignore_error=ctx.changes.ignore.error)
+        return view
 
     def transfers(self) -> list[dict[str, Any]]:
         """Files being fetched: key, bytes done and total, peer, method."""

@@ -19,6 +19,21 @@ share's version is restored; local additions stay local. Both are reported
 in ``status()["notices"]``. Our own temp files are cleaned up here too: a
 partial download of a version no longer wanted goes at once, one still
 wanted stays for resuming (unless untouched for ``STALE_TEMP_SECONDS``).
+
+The share's mode (:mod:`.share_policy`) decides the rest. A receive-only
+share commits its scans but writes no record: the keys that then differ
+from their records are kept in :class:`~.unsent_changes.UnsentChanges` and
+written as ordinary changes once the mode sends again
+(:meth:`LocalChanges.set_mode`) or given up (:meth:`LocalChanges.revert`).
+A send-only share writes every local change at once, even over a peer's
+version this disk never had (that version is never fetched here, so waiting
+for it would hold the change forever); :meth:`LocalChanges.override` writes
+this disk's state over the peers' changes it holds back.
+
+Each pass starts by reading the ignore file (:mod:`.ignore_file`); when its
+patterns changed, the new selection is in force for that pass and every
+record is planned again once it ended. An unusable ignore file is the
+share's error: no pass runs until it is fixed.
 """
 
 from __future__ import annotations
@@ -26,13 +41,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from csembed.database import LocalWriteError
-from csembed.directory.errors import DirectoryError, RecordError, ShareUnavailable
+from csembed.directory.errors import (
+    DirectoryError,
+    RecordError,
+    SelectionError,
+    ShareUnavailable,
+)
+from csembed.directory.ignore_file import IgnoreFile, ignore_limit
 from csembed.directory.pacing import next_scan_delay
 from csembed.directory.paths import TEMP_SUFFIX
 from csembed.directory.records import FileValue, merge_value
 from csembed.directory.scan_cache import CachedEntry
 from csembed.directory.scanner import Added, Deleted, Modified, Moved, ScanPass, ScanResult
+from csembed.directory.selection import Selection
+from csembed.directory.share_policy import SyncMode
 from csembed.directory.sync_context import SyncContext
+from csembed.directory.unsent_changes import UnsentChanges, record_version
 
 SCAN_BATCH = 512  #: local changes written per database transaction
 STALE_TEMP_SECONDS = 24 * 3600.0
@@ -50,6 +74,14 @@ class LocalChanges:
         self.next_scan: float | None = 0.0
         self.last_scan_seconds = 0.0
         self.last_scan: ScanResult | None = None
+        self.unsent = UnsentChanges(ctx.local.conn)
+        self.ignore = IgnoreFile(ctx.local.selection)
+        self._replan = False  #: the selection changed: plan every record after the pass
+        try:
+            self._refresh_ignore()
+        except (SelectionError, ShareUnavailable, OSError) as exc:
+            ctx.report.set_error(str(exc))  # the first scan pass tries again
+        self._replan = False  # nothing was planned before this first reading
 
     def due(self, now: float) -> bool:
         """Whether a scan pass is running or should start now."""
@@ -73,8 +105,9 @@ class LocalChanges:
         interval = ctx.board.cpu.scan_interval
         if self.pass_ is None:
             try:
+                self._refresh_ignore()
                 self.pass_ = ctx.local.scanner.start(now)
-            except ShareUnavailable as exc:
+            except (ShareUnavailable, SelectionError) as exc:
                 ctx.report.set_error(str(exc))
                 self.next_scan = now + interval
                 return True, None
@@ -102,6 +135,9 @@ class LocalChanges:
         ctx.report.error = None
         self._apply(result, now)
         ctx.planner.scanned()
+        if self._replan:
+            self._replan = False
+            ctx.planner.replan_all()
         self.last_scan = result
         self.last_scan_seconds = max(0.0, now - self.began)
         cpu = ctx.board.cpu
@@ -134,6 +170,11 @@ class LocalChanges:
             ctx.local.scanner.commit(result)
             for event in result.events:
                 self._read_only_change(event)
+            self._clean_temps(result, now)
+            return
+        if not ctx.mode.sends:
+            ctx.local.scanner.commit(result)
+            self._keep_unsent(result.events)
             self._clean_temps(result, now)
             return
         now_ns = int(now * 1e9)
@@ -172,6 +213,7 @@ class LocalChanges:
         keys = (event.old_key, event.new_key) if isinstance(event, Moved) else (event.key,)
         for key in keys:
             self.ctx.planner.unwant(key)
+            self.ctx.planner.out_of_sync.discard(key)  # the record is ours now
 
     def _unrecord(self, deferred: dict[str, CachedEntry | None]) -> None:
         """Put back the scan-cache entries of deferred changes: they are reported again."""
@@ -195,14 +237,16 @@ class LocalChanges:
                 # a crash lost): no edit to write, nothing to keep aside.
                 return True
             previous = event.previous if isinstance(event, Modified) else None
-            unseen = conflicts.unseen_remote(event.key, previous)
+            unseen = conflicts.unseen_remote(event.key, previous) \
+                if self.ctx.mode.receives else None
             if unseen is not None and str(unseen.value.get("sha256")).lower() \
                     != event.value.sha256 and not conflicts.keep_unseen(unseen):
                 return False
             replica.local_put(event.key, merge_value(current.value if current else None,
                                                      event.value), now_ns)
         elif isinstance(event, Deleted):
-            if conflicts.unseen_remote(event.key, event.previous) is not None:
+            if self.ctx.mode.receives and \
+                    conflicts.unseen_remote(event.key, event.previous) is not None:
                 self.ctx.dirty.add(event.key)  # a newer version exists: fetch it, not delete
             elif replica.get(event.key) is not None:
                 replica.local_delete(event.key, now_ns)
@@ -219,6 +263,125 @@ class LocalChanges:
                 replica.local_put(event.new_key, merge_value(current.value, event.value),
                                   now_ns, uuid=current.uuid)
         return True
+
+    # -- ignore file and mode ------------------------------------------------------------
+
+    def _refresh_ignore(self) -> None:
+        """Read the ignore file; put a changed selection in force (:mod:`.ignore_file`)."""
+        local = self.ctx.local
+        selection = self.ignore.refresh(local.mapper, ignore_limit(self.ctx.board.memory.io_buffer))
+        if selection is not None:
+            self._use(selection)
+
+    def _use(self, selection: Selection) -> None:
+        local = self.ctx.local
+        if selection != local.selection:
+            local.selection = selection
+            local.scanner.selection = selection
+            self._replan = True
+
+    def _keep_unsent(self, events: list[Change]) -> None:
+        """Receive-only: remember the keys whose disk now differs from their record."""
+        for event in events:
+            keys = (event.old_key, event.new_key) if isinstance(event, Moved) else (event.key,)
+            for key in keys:
+                self._note_unsent(key)
+        self.unsent.commit()
+
+    def _note_unsent(self, key: str) -> None:
+        ctx = self.ctx
+        record = ctx.replica.get(key)
+        cached = ctx.local.cache.get(key)
+        if record is None:
+            agrees = cached is None
+        else:
+            try:
+                value = FileValue.from_json(record.value)
+            except RecordError:
+                return
+            agrees = cached is not None and cached.is_dir == value.is_directory and (
+                cached.is_dir or cached.sha256 == value.sha256)
+        if agrees:
+            self.unsent.drop(key)
+        else:
+            self.unsent.note(key, record_version(record))
+
+    def set_mode(self, mode: SyncMode, now: float) -> None:
+        """Change the share's mode (the caller has stored it).
+
+        Leaving receive-only writes the changes kept so far as ordinary local
+        changes; leaving send-only plans every record again, so the peers'
+        changes held back come in now.
+        """
+        ctx = self.ctx
+        before, ctx.mode = ctx.mode, mode
+        if mode.sends and not before.sends and not ctx.read_only:
+            self._send_unsent(now)
+        if mode.receives and not before.receives:
+            ctx.planner.replan_all()
+
+    def _send_unsent(self, now: float) -> None:
+        self._record_disk(self.unsent.keys(), now)
+        self.unsent.clear()
+        self.unsent.commit()
+
+    def override(self, now: float) -> int:
+        """Send-only: make the peers' records say what this disk holds at every key
+        listed out of sync (Syncthing's "override changes"). Returns how many."""
+        planner = self.ctx.planner
+        keys = sorted(planner.out_of_sync)
+        written = self._record_disk(keys, now)
+        planner.out_of_sync.difference_update(keys)
+        return written
+
+    def revert(self) -> int:
+        """Receive-only: give up the local changes kept back; the share's versions
+        come back (local files archived first, as for any replaced file)."""
+        ctx = self.ctx
+        keys = self.unsent.keys()
+        for key in keys:
+            self.unsent.drop(key)
+        self.unsent.commit()
+        for key in keys:
+            if ctx.replica.get(key) is None:
+                ctx.planner.delete_local(key)  # added here: archived, then removed
+            else:
+                ctx.dirty.add(key)
+        return len(keys)
+
+    def _record_disk(self, keys: list[str], now: float) -> int:
+        """Write what the scan cache holds at ``keys`` as local changes; how many."""
+        ctx = self.ctx
+        now_ns = int(now * 1e9)
+        fresh: list[str] = []
+        written = 0
+        with ctx.replica.batch() as batch:
+            for key in keys:
+                cached = ctx.local.cache.get(key)
+                current = ctx.replica.get(key)
+                try:
+                    if cached is None:
+                        if current is None:
+                            continue
+                        ctx.replica.local_delete(key, now_ns)
+                    else:
+                        value = (FileValue.for_directory(cached.mode) if cached.is_dir else
+                                 FileValue.for_file(cached.size, cached.sha256 or "",
+                                                    cached.mtime_ns, cached.mode))
+                        ctx.replica.local_put(key, merge_value(
+                            current.value if current else None, value), now_ns)
+                        if value.sha256:
+                            fresh.append(value.sha256)
+                except (LocalWriteError, RecordError) as exc:
+                    ctx.report.notice(key, f"local change not recorded: {exc}")
+                    continue
+                written += 1
+                ctx.report.count("local_changes")
+        ctx.route(batch.outgoing)
+        ctx.planner.drain_events()
+        for sha in dict.fromkeys(fresh):
+            ctx.announce(sha)
+        return written
 
     def _read_only_change(self, event: Change) -> None:
         """A local change on a read-only share: keep the user's file aside, restore ours."""

@@ -20,6 +20,16 @@ out is *held back* (``status()["held_back"]``) and planned again when space
 may have freed: every ``HELD_BACK_RETRY`` seconds and after local deletions.
 Conflict copies are tracked by key for ``status()["conflicts"]``.
 
+**Modes and ignore rules** (:mod:`.share_policy`, :mod:`.ignore_file`). On
+a send-only share nothing a peer changed is applied: the key is listed in
+:attr:`Planner.out_of_sync` instead of being fetched, deleted, moved or
+created, and a peer's rename is left unacknowledged so that it is followed
+once the mode receives again (:meth:`replan_all`). On a receive-only share
+a key with a local change kept back (:class:`~.unsent_changes.UnsentChanges`)
+is left alone until a peer changes its record. An ignored path is never
+touched, whatever a peer did to it; until the ignore file has been read
+once, nothing is planned at all.
+
 **Crashes.** Records are committed before the disk is changed to match, so
 a kill in between must be made good at the next start (:meth:`Planner.start`,
 run before any peer's change is applied): every key is planned again
@@ -76,6 +86,7 @@ class Planner:
         self._full_plan = True
         self._held_retry_at: float | None = None
         self._followed: list[tuple[str, str]] = []  #: departures acted on, to acknowledge
+        self.out_of_sync: set[str] = set()  #: send-only: keys a peer changed, not applied
 
     # -- database events ---------------------------------------------------------------
 
@@ -141,7 +152,10 @@ class Planner:
         followed = False
         if previous is not None and previous.live and is_file_key(previous.key):
             if record.live and previous.key != record.key:
-                self._follow_rename(previous.key, record.key, record.uuid)
+                if self.ctx.mode.receives:
+                    self._follow_rename(previous.key, record.key, record.uuid)
+                else:  # send-only: followed (and acknowledged) once the mode receives
+                    self.out_of_sync.update((previous.key, record.key))
                 followed = True
             elif record.deleted:
                 self.delete_local(previous.key)
@@ -160,8 +174,8 @@ class Planner:
         local = self.ctx.local
         cached = local.cache.get(old)
         try:
-            if cached is None:
-                return
+            if cached is None or local.selection.ignore.excludes(old, cached.is_dir):
+                return  # nothing here, or a local-only file: a peer's rename leaves it be
             if new in local.cache or not local.selection.fetches(new, cached.is_dir) \
                     or not local.selection.in_subtree(new):
                 # Nothing to move it to (the new name is filled already, or not
@@ -178,6 +192,8 @@ class Planner:
     def _follow_departures(self) -> None:
         """At start: follow the peers' renames a crash kept us from acting on."""
         replica = self.ctx.replica
+        if not self.ctx.mode.receives:
+            return  # send-only: left for when the mode receives again
         for uuid, old in replica.departures():
             current = replica.get_uuid(uuid)
             if current is not None and current.live and current.key != old \
@@ -199,9 +215,16 @@ class Planner:
     def delete_local(self, key: str) -> None:
         """A record went: archive and remove its file, unless it changed unseen."""
         local = self.ctx.local
-        if self.ctx.replica.get(key) is not None or key not in local.cache:
+        cached = local.cache.get(key)
+        if self.ctx.replica.get(key) is not None or cached is None:
             return
-        if not local.selection.in_subtree(key) or key == local.mapper.root_key():
+        if not local.selection.in_subtree(key) or key == local.mapper.root_key() \
+                or local.selection.ignore.excludes(key, cached.is_dir) or not self._may_plan(key):
+            return
+        if self._held(key, None):
+            return
+        if not self.ctx.mode.receives:
+            self.out_of_sync.add(key)
             return
         try:
             local.store.delete(key)
@@ -247,6 +270,29 @@ class Planner:
             if key not in self.ctx.dirty:
                 self.delete_local(key)
 
+    def replan_all(self) -> None:
+        """Plan every record again (the selection or the mode changed)."""
+        self._full_plan = True
+        self.out_of_sync.clear()
+
+    def _may_plan(self, key: str) -> bool:
+        """False (and ``key`` planned after the next scan) while no ignore file was read."""
+        if not self.ctx.changes.ignore.loaded:
+            self.after_scan.add(key)
+            return False
+        return True
+
+    def _held(self, key: str, record: Record | None) -> bool:
+        """Receive-only: a local change at ``key`` is kept until a peer changes the record."""
+        return self.ctx.changes.unsent.holds(key, record)
+
+    def _frozen(self, key: str) -> bool:
+        """Send-only: ``key`` is not made to match its record; listed as out of sync."""
+        if self.ctx.mode.receives:
+            return False
+        self.out_of_sync.add(key)
+        return True
+
     def _plan(self, key: str) -> None:
         ctx = self.ctx
         sel = ctx.local.selection
@@ -256,7 +302,12 @@ class Planner:
         value = self.check_record(record) if record is not None else None
         if record is None or value is None or not sel.fetches(key, value.is_directory):
             self.conflict_keys.discard(key)
+            if record is not None or key not in ctx.local.cache or ctx.mode.receives:
+                self.out_of_sync.discard(key)  # else: a peer deleted it, send-only kept it
             ctx.report.release(key)
+            self.unwant(key)
+            return
+        if not self._may_plan(key) or self._held(key, record):
             self.unwant(key)
             return
         if record.value.get("conflict_source"):
@@ -266,7 +317,9 @@ class Planner:
         cached = ctx.local.cache.get(key)
         if value.is_directory:
             self.unwant(key)
-            if cached is None or not cached.is_dir:
+            if cached is not None and cached.is_dir:
+                self.out_of_sync.discard(key)
+            elif not self._frozen(key):
                 try:
                     ctx.local.store.make_directory(key, value)
                 except PathError as exc:
@@ -276,9 +329,11 @@ class Planner:
             return
         if cached is not None and not cached.is_dir and cached.sha256 == value.sha256:
             self.unwant(key)
+            self.out_of_sync.discard(key)
             ctx.report.release(key)
-            if value.unix_mode is not None and (value.unix_mode & _MODE_BITS) != (
-                    cached.mode & _MODE_BITS) and record.last_updated_by != ctx.replica.peer_id:
+            if ctx.mode.receives and value.unix_mode is not None and (
+                    value.unix_mode & _MODE_BITS) != (cached.mode & _MODE_BITS) \
+                    and record.last_updated_by != ctx.replica.peer_id:
                 self._apply_mode(key, value.unix_mode & _MODE_BITS, cached)
             return
         if ctx.local.store.adopt(key, value):
@@ -286,6 +341,9 @@ class Planner:
             # bytes put there by hand). Not a local edit, nothing to fetch.
             self.unwant(key)
             ctx.report.release(key)
+            return
+        if self._frozen(key):
+            self.unwant(key)
             return
         if (record.uuid, record.dot) in ctx.conflicts.kept and \
                 ctx.local.store.changed_unseen(key):

@@ -33,6 +33,7 @@ from csembed.board_profile import BoardProfile
 from csembed.database import Outgoing, Replica
 from csembed.directory import sync_messages as msg
 from csembed.directory.local_share import LocalShare
+from csembed.directory.share_policy import SyncMode
 from csembed.directory.sync_report import SyncReport
 from csembed.directory.transfer_fetch import PeerState
 
@@ -88,6 +89,7 @@ class SyncContext:
         self.peers: dict[Any, PeerState] = {}
         self.dirty: set[str] = set()  #: keys to plan again
         self.report = SyncReport()
+        self.mode = SyncMode.SEND_RECEIVE  #: which way changes flow (:mod:`.share_policy`)
         self._presence_max = presence_max
 
     # -- limits from the board (read each time: the daemon may swap the board) ---------

@@ -33,6 +33,7 @@ from csembed.control.handler import (
     DaemonStatus,
     FileChunk,
     ShareInfo,
+    ShareMode,
 )
 from csembed.runtime import errors
 
@@ -94,11 +95,37 @@ class DaemonControl(ControlHandler):
     async def stop(self) -> None:
         asyncio.get_running_loop().call_soon(self.daemon.request_stop)
 
-    async def pause(self) -> None:
-        self.daemon.pause()
+    @_translated
+    async def pause(self, path: str | None = None) -> Mapping[str, Any] | None:
+        if path is None:
+            self.daemon.pause()
+            return None
+        from csembed.runtime.share_controls import pause_share
+        return pause_share(self.daemon, path)
 
-    async def resume(self) -> None:
-        self.daemon.resume()
+    @_translated
+    async def resume(self, path: str | None = None) -> Mapping[str, Any] | None:
+        if path is None:
+            self.daemon.resume()
+            return None
+        from csembed.runtime.share_controls import resume_share
+        return resume_share(self.daemon, path)
+
+    @_translated
+    async def override_changes(self, path: str) -> Mapping[str, Any]:
+        from csembed.runtime.share_controls import override_share
+        return override_share(self.daemon, path)
+
+    @_translated
+    async def revert_changes(self, path: str) -> Mapping[str, Any]:
+        from csembed.runtime.share_controls import revert_share
+        return revert_share(self.daemon, path)
+
+    @_translated
+    async def set_share_mode(self, path: str, mode: ShareMode) -> Mapping[str, Any]:
+        from csembed.directory.share_policy import SyncMode
+        from csembed.runtime.share_controls import set_share_mode
+        return set_share_mode(self.daemon, path, SyncMode(mode.value))
 
     def _status(self, extra: Mapping[str, Any]) -> DaemonStatus:
         daemon = self.daemon
@@ -114,16 +141,25 @@ class DaemonControl(ControlHandler):
         return self._status(self.daemon.status())
 
     @_translated
-    async def create_share(self, path: str) -> Mapping[str, Any]:  # type: ignore[override]
-        return await self.daemon.create_share(path)
+    async def create_share(self, path: str,  # type: ignore[override]
+                           sync_mode: ShareMode | None = None) -> Mapping[str, Any]:
+        reply = await self.daemon.create_share(path)
+        if sync_mode is not None and sync_mode is not ShareMode.SEND_RECEIVE:
+            # No await between the two: the new share's runtime has not run yet,
+            # so its first scan already follows the mode.
+            from csembed.directory.share_policy import SyncMode
+            from csembed.runtime.share_controls import set_share_mode
+            reply = {**reply, **set_share_mode(self.daemon, path, SyncMode(sync_mode.value))}
+        return reply
 
     async def list_shares(self) -> Sequence[ShareInfo]:
         return [_info(view) for view in self.daemon.share_views()]
 
     @_translated
     async def add_share(self, code: str, path: str,  # type: ignore[override]
-                        merge: bool = True) -> Mapping[str, Any]:
-        return await self.daemon.add_share(code, path, merge=merge)
+                        merge: bool = True,
+                        sync_mode: ShareMode = ShareMode.SEND_RECEIVE) -> Mapping[str, Any]:
+        return await self.daemon.add_share(code, path, merge=merge, sync_mode=sync_mode.value)
 
     @_translated
     async def remove_share(self, path: str) -> None:

@@ -304,7 +304,7 @@ class Daemon:
         """Shares we run and codes we are redeeming (peer-finder hook)."""
         out = []
         for share in self.shares.values():
-            if share.runtime is None:
+            if not share.syncing:
                 continue
             levels = share.keys.levels
             out.append(Club("share", share.entry.share_id, share.entry.peer_id,
@@ -401,11 +401,13 @@ class Daemon:
         log.info("created share %s (%s)", real, share_id[:16])
         return {"share_id": share_id, "status": "error" if share.error else "ok"}
 
-    async def add_share(self, code_text: str, path: str, merge: bool = True) -> dict[str, Any]:
+    async def add_share(self, code_text: str, path: str, merge: bool = True,
+                        sync_mode: str = "send_receive") -> dict[str, Any]:
         """Start joining a share with an access code; the keys arrive later.
 
         Without ``merge`` a folder that already holds files is refused
-        (:class:`FolderNotEmpty`, saying what a merge would do).
+        (:class:`FolderNotEmpty`, saying what a merge would do). ``sync_mode``
+        is in force from the share's first scan.
         """
         try:
             code = AccessCode.parse(code_text)
@@ -421,7 +423,8 @@ class Daemon:
             raise NotADirectoryError(errno.ENOTDIR, "Not a directory", path)
         check_folder(real, merge)
         os.makedirs(real, exist_ok=True)
-        attach = PendingAttach(code.text, code.access_id, real, new_peer_id(), time.time())
+        attach = PendingAttach(code.text, code.access_id, real, new_peer_id(), time.time(),
+                               sync_mode)
         self.pending[attach.access_id] = attach
         self.attaches.clear(real)
         self.share_set.save()
@@ -473,9 +476,9 @@ class Daemon:
     # ------------------------------------------------------------------ connection-manager hooks
 
     def runtime_for(self, share_id: str) -> ShareRuntime | None:
-        """The running share (connection-manager hook)."""
+        """The running share, unless paused (connection-manager hook)."""
         share = self.shares.get(share_id)
-        return None if share is None else share.runtime
+        return None if share is None or not share.syncing else share.runtime
 
     async def keys_received(self, access_id: str, event: KeysReceived) -> str:
         """Keys arrived for a code we hold: store them (0600), open the share, and
@@ -496,6 +499,7 @@ class Daemon:
             self.attaches.failed(attach.path, message)
             raise DaemonError(f"gave up attaching {attach.path}: {message}")
         self.data.write_keys(share_id, keys)
+        self.share_set.preset_mode(share_id, attach.sync_mode)
         entry = ShareEntry(share_id, attach.path, attach.peer_id, event.access_level)
         del self.pending[access_id]
         self.attaches.forget(access_id)
@@ -534,7 +538,7 @@ class Daemon:
             return Grant.code_holder(AccessCode.parse(attach.code), attach.peer_id,
                                      tag=("attach", attach.access_id))
         share = self.shares.get(target.club)
-        if share is None or share.runtime is None or target.level is None \
+        if share is None or not share.syncing or target.level is None \
                 or self.removed.is_removed(target.club, target.peer_id):
             return None
         return Grant.share_key(share.keys, target.level, share.entry.peer_id,
@@ -649,8 +653,8 @@ class Daemon:
         for share in self.shares.values():
             links = len(self.manager.links_of(share.entry.share_id)) if self.manager else 0
             contact = self.contacts.setdefault(share.entry.share_id, Contact())
-            out.append(share_view(share, links=links, paused=self.paused, contact=contact,
-                                  names=names))
+            out.append(share_view(share, links=links, paused=self.paused or share.policy.paused,
+                                  contact=contact, names=names))
         for attach in self.pending.values():
             targets = self.manager.targets() if self.manager is not None else []
             out.append(attach_view(attach, self.attaches.outcome(attach.access_id, targets)))

@@ -228,6 +228,7 @@ class PendingAttach:
     path: str
     peer_id: str  #: the peer ID we use, and keep for the share once joined
     created_at: float  #: wall-clock seconds
+    sync_mode: str = "send_receive"  #: the share's mode once joined (directory/share_policy.py)
 
     def __post_init__(self) -> None:
         if not is_lower_hex(self.access_id, ID_DIGITS):
@@ -235,6 +236,8 @@ class PendingAttach:
         if not os.path.isabs(self.path):
             raise DataDirError(f"attach path {self.path!r:.200} is not absolute")
         check_peer_id(self.peer_id, "attach peer ID")
+        if self.sync_mode not in ("send_receive", "send_only", "receive_only"):
+            raise DataDirError(f"unknown sync mode {self.sync_mode!r:.40}")
 
 
 @dataclass(frozen=True)
@@ -361,7 +364,9 @@ class DataDir:
             shares = [ShareEntry(**_fields(s, ("share_id", "path", "peer_id", "access_level"),
                                            where)) for s in data.get("shares", [])]
             pending = [PendingAttach(**_fields(p, ("code", "access_id", "path", "peer_id",
-                                                   "created_at"), where))
+                                                   "created_at"), where),
+                                     **({"sync_mode": p["sync_mode"]} if "sync_mode" in p
+                                        else {}))
                        for p in data.get("attaching", [])]
         except (TypeError, AttributeError) as exc:
             raise DataDirError(f"{where}: malformed ({exc})") from None

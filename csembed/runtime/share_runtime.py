@@ -15,6 +15,11 @@ one task per share that loops:
    (a rescan request, a change notification, a new connection, or an engine
    call that set an earlier deadline -- e.g. a finished download's landing).
 
+While :attr:`ShareRuntime.paused` (``csembed pause PATH``) the loop only
+waits: no scan, no tick. The daemon closes the share's links and makes no
+new ones meanwhile, so nothing moves; :meth:`ShareRuntime.set_paused` back
+to False scans at once for what changed while paused.
+
 A requested scan (``rescan``, a change notification) runs at full speed, as
 does hashing new or changed content (:func:`~csembed.directory.pacing.slice_is_urgent`);
 one requested while a pass runs follows it.
@@ -82,6 +87,7 @@ class ShareRuntime:
         self.watch_changes = watch_changes
         self.notifier: ChangeNotifier | None = None  #: inotify, while running
         self.last_budget: ScanBudget | None = None  #: pacing of the last scan pass
+        self.paused = False  #: no scans, no ticks (the daemon keeps the links closed)
 
     # -- connections --------------------------------------------------------------
 
@@ -175,6 +181,13 @@ class ShareRuntime:
             while not predicate(self.engine):
                 await self._changed.wait()
 
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume the loop; resuming scans for what changed meanwhile."""
+        self.paused = paused
+        if not paused:
+            self.request_scan()
+        self._kick.set()
+
     # -- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -192,6 +205,10 @@ class ShareRuntime:
     async def _loop(self) -> None:
         engine = self.engine
         while not self._stopping:
+            if self.paused:
+                self._kick.clear()
+                await self._kick.wait()
+                continue
             if engine.scan_due(self.wall()):
                 await self._scan()
             engine.handle_timer(self.wall())

@@ -16,6 +16,11 @@ It opens a share (local state, SQLite store, replica, engine, runtime,
 credentials in the registry) and closes it in the reverse order, and checks a
 new share's path: not inside or around another share, an attach, or the data
 directory. One damaged share never keeps the others from opening.
+
+Each share's local policy (:mod:`csembed.directory.share_policy`: sync mode,
+paused) is read when it opens and applied before its runtime first runs;
+:meth:`ShareSet.set_policy` stores a new one first and then applies it, so a
+restart finds what the user last chose.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import logging
 import os
 import random
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +40,7 @@ from csembed.database import Replica, Store, ed25519_signer, ed25519_verifier
 from csembed.directory.engine import ShareEngine
 from csembed.directory.errors import DirectoryError
 from csembed.directory.local_share import LocalShare, open_local_share
+from csembed.directory.share_policy import SharePolicy, SyncMode, load_policy, save_policy
 from csembed.errors import CsembedError
 from csembed.protocol.core_access import CredentialRegistry
 from csembed.runtime.data_dir import DataDir, PendingAttach, ShareEntry
@@ -57,6 +64,12 @@ class OpenShare:
     local: LocalShare | None = None
     store: Store | None = None
     error: str | None = None
+    policy: SharePolicy = SharePolicy()  #: sync mode and pause, as stored
+
+    @property
+    def syncing(self) -> bool:
+        """It runs and is not paused: it may have links, and be announced and dialled."""
+        return self.runtime is not None and not self.policy.paused
 
 
 class ShareSet:
@@ -82,8 +95,10 @@ class ShareSet:
         share = OpenShare(entry, keys)
         self.shares[entry.share_id] = share
         board = self._board()
+        state = self.data.state_dir(entry.share_id)
         try:
-            local = open_local_share(entry.path, self.data.state_dir(entry.share_id), board,
+            share.policy = load_policy(state)
+            local = open_local_share(entry.path, state, board,
                                      create=create, rng=random.Random(),
                                      usage=self.bytes_in_all_shares)
         except (DirectoryError, OSError) as exc:
@@ -107,7 +122,9 @@ class ShareSet:
                           and writer.signing_key is not None else None,
                           rng=secrets.token_bytes)
         engine = ShareEngine(local, replica, board, random.Random())
+        engine.ctx.mode = share.policy.mode  # the start: nothing to switch from
         runtime = ShareRuntime(engine, scan_budget=self._scan_budget)
+        runtime.paused = share.policy.paused
         share.local, share.store, share.runtime = local, store, runtime
         share.task = asyncio.get_running_loop().create_task(self._run(share))
         self.registry.add_share(keys, entry.peer_id, tag=("share", entry.share_id))
@@ -144,6 +161,21 @@ class ShareSet:
                 share.local.close()
         self.registry.remove_share(share.keys)
         self.shares.pop(share.entry.share_id, None)
+
+    def preset_mode(self, share_id: str, mode: str) -> None:
+        """Store the mode a share about to be opened starts in (an attach's choice)."""
+        if mode != SharePolicy().mode.value:
+            save_policy(self.data.state_dir(share_id), SharePolicy(SyncMode.parse(mode)))
+
+    def set_policy(self, share: OpenShare, policy: SharePolicy) -> None:
+        """Store ``policy`` for ``share``, then put it in force."""
+        save_policy(self.data.state_dir(share.entry.share_id), policy)
+        share.policy = policy
+        if share.runtime is not None:
+            share.runtime.engine.set_mode(policy.mode, time.time())
+            if share.runtime.paused != policy.paused:
+                share.runtime.set_paused(policy.paused)
+            share.runtime.notify()
 
     def save(self) -> None:
         """Persist the shares (also the unloadable ones) and the pending attaches."""

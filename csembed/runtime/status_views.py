@@ -153,7 +153,8 @@ def share_view(share: OpenShare, *, links: int, paused: bool, contact: Contact,
     missing, files being fetched (``transfers``) and sent (``uploads``)."""
     entry = share.entry
     info: dict[str, Any] = {"path": entry.path, "share_id": entry.share_id,
-                            "access_level": entry.access_level, "peer_id": entry.peer_id}
+                            "access_level": entry.access_level, "peer_id": entry.peer_id,
+                            "paused": share.policy.paused, "sync_mode": share.policy.mode.value}
     if share.runtime is None or share.error is not None:
         info.update(status="error", reason=share.error, problems=[], missing=[share.error])
         return info
@@ -183,7 +184,9 @@ def share_view(share: OpenShare, *, links: int, paused: bool, contact: Contact,
                 missing=missing, reached_peer=reached,
                 stats=stats, scans=stats.get("scans", 0),
                 last_scan_seconds=state["last_scan_seconds"])
-    for key in ("conflicts", "held_back", "unavailable", "complete", "progress"):
+    for key in ("conflicts", "held_back", "unavailable", "complete", "progress",
+                "out_of_sync", "out_of_sync_count", "not_sent", "not_sent_count",
+                "ignore_error"):
         if key in state:
             info[key] = state[key]
     return info
