@@ -25,7 +25,6 @@ import contextlib
 import logging
 import os
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,7 +105,7 @@ class ShareSet:
                           verify=ed25519_verifier(writer.verify_key),
                           sign=ed25519_signer(writer.signing_key) if read_write
                           and writer.signing_key is not None else None,
-                          rng=secrets.token_bytes)
+                          rng=os.urandom)
         engine = ShareEngine(local, replica, board, random.Random(), clock=time.monotonic)
         runtime = ShareRuntime(engine, scan_budget=self._scan_budget)
         share.local, share.store, share.runtime = local, store, runtime
