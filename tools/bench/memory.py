@@ -64,7 +64,7 @@ STEPS = [
 ]
 NOT_LOADED = [
     ("hashlib (OpenSSL libcrypto)", "import hashlib"),
-    ("uTP + STUN (board: utp = false)", "import csembed.runtime.utp_endpoint, csembed.runtime.reach"),
+    ("uTP + STUN (board: utp = false)", "import csembed.runtime.utp_endpoint"),
     ("web page (no --web)", "import csembed.runtime.web_server"),
     ("other CLI sub-commands", "import csembed.cli; csembed.cli.build_parser()"),
     ("ctypes.util (shutil, tempfile, bz2, lzma)", "import ctypes.util"),
