@@ -30,8 +30,13 @@ Theory of operation
 
 Board profile enforcement: the upload and download token buckets shared by
 every link (``network.*_rate``, overridable with ``upload_limit`` /
-``download_limit``), ``memory.max_connections`` links at most, and the board
-handed to every engine and to the core.
+``download_limit``), ``memory.max_connections`` links at most, each link's
+buffers sized by its share of the bytes in flight, and the board handed to
+every engine and to the core. Memory: what the board does not use is never
+imported (uTP and STUN without ``network.utp``, the web page, the serial
+line, the tracker client; hashlib with ``cpu.sha256 = "builtin"``, see
+:mod:`csembed.digests`), and freed heap goes back to the kernel once started
+and at each maintenance tick (:mod:`csembed.runtime.heap_trim`).
 
 An attach reports what its dials found (:mod:`csembed.runtime.attach_watch`,
 fed by :meth:`Daemon.dial_ended`): no answer (still trying), or refused by
