@@ -3,7 +3,8 @@
 A profile is a TOML file (``boards/NAME.toml``) with five tables: ``[board]``
 (name, description, RAM), ``[memory]`` (chunk and buffer sizes, bytes in
 flight, transfer and connection counts), ``[storage]`` (quota, file size,
-free-space reserve, write and database durability policy, archive size),
+free-space reserve, write and database durability policy, archive size,
+SQLite page cache),
 ``[network]`` (rates, ping interval, LAN broadcast, uTP) and ``[cpu]`` (gzip level,
 rsync threshold, scan interval and budget, which SHA-256 to use). Every key is
 declared once in ``_SCHEMA`` with its parser and bounds, so the loader, the
@@ -67,6 +68,7 @@ class StorageLimits:
     db_synchronous: str  #: SQLite synchronous level: off, normal, full
     db_checkpoint_pages: int  #: WAL pages before a checkpoint
     archive_size: int  #: cap of the archive of replaced and deleted files
+    db_cache: int = 2000 * 1024  #: SQLite page cache per database connection
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "db_synchronous": _choice("off", "normal", "full"),
         "db_checkpoint_pages": _integer(100, 1_000_000),
         "archive_size": parse_size,
+        "db_cache": _size_between(64 * 1024, 1 << 30),
     },
     "network": {
         "upload_rate": parse_size,
@@ -227,7 +230,11 @@ _SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
 }
 # Keys added after profiles were in use: a profile without one gets this value.
-_DEFAULTS: dict[str, dict[str, Any]] = {"network": {"utp": True}, "cpu": {"sha256": "openssl"}}
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "storage": {"db_cache": 2000 * 1024},  # SQLite's own default
+    "network": {"utp": True},
+    "cpu": {"sha256": "openssl"},
+}
 _GROUPS = {"memory": MemoryLimits, "storage": StorageLimits,
            "network": NetworkLimits, "cpu": CpuLimits}
 

@@ -164,6 +164,29 @@ def test_links_read_in_the_boards_per_connection_share() -> None:
     assert asyncio.run(main()) == 256 * 1024
 
 
+def test_both_databases_of_a_piano_share_keep_the_boards_page_cache(tmp_path: Path) -> None:
+    import random
+
+    from csembed.board_profile import load_board
+    from csembed.database import Store
+    from csembed.directory.local_share import open_local_share
+
+    piano = load_board("wifi-piano")
+    (tmp_path / "share").mkdir()
+    local = open_local_share(tmp_path / "share", tmp_path / "state", piano, create=True,
+                             rng=random.Random(1))
+    store = Store(tmp_path / "db.sqlite3", peer_id="0" * 32, cache_size=piano.storage.db_cache)
+    try:
+        assert local.conn.execute("PRAGMA cache_size").fetchone()[0] == -256  # KiB
+        assert store.pragma("cache_size") == -256
+    finally:
+        local.close()
+        store.close()
+    default = Store(tmp_path / "other.sqlite3", peer_id="0" * 32)
+    assert default.pragma("cache_size") == -2000  # SQLite's own default, untouched
+    default.close()
+
+
 def test_trim_hands_freed_heap_back_to_the_kernel() -> None:
     import platform
 

@@ -93,7 +93,8 @@ class ShareSet:
         try:
             store = Store(self.data.database_path(entry.share_id), peer_id=entry.peer_id,
                           synchronous=board.storage.db_synchronous,
-                          checkpoint_pages=board.storage.db_checkpoint_pages)
+                          checkpoint_pages=board.storage.db_checkpoint_pages,
+                          cache_size=board.storage.db_cache)
         except CsembedError as exc:
             local.close()
             share.error = str(exc)
