@@ -3,6 +3,7 @@
 Usage::
 
     python tools/bench/memory.py [--board wifi-piano] [--settle 32] [--recording-mib 4]
+                                 [--files 100]
 
 (a) Parts. Each line is measured in a fresh interpreter (``VmRSS`` from /proc
 after the imports), importing the parts cumulatively in the order the daemon
@@ -14,7 +15,7 @@ daemon: hashlib (OpenSSL's libcrypto), uTP and STUN, the web page, the other
 CLI sub-commands, ``ctypes.util`` (shutil, tempfile, bz2, lzma), pyserial.
 
 (b) Idle. A real ``csembed daemon --board BOARD`` holding a share of 100
-files: VmRSS once its first scan is done and one maintenance tick (30 s, when
+(``--files``) small files: VmRSS once its first scan is done and one maintenance tick (30 s, when
 freed heap goes back to the kernel) has passed.
 
 (c) Syncing. That daemon shares two recordings and the 100 small files with a
@@ -138,7 +139,7 @@ def wait(predicate: Any, what: str, timeout: float = 600.0) -> None:
 def _small_files(root: Path, count: int = 100) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        (root / f"take{i:03d}.mid").write_bytes(os.urandom(2048))
+        (root / f"take{i:03d}.mid").write_bytes(os.urandom(2048 if count <= 100 else 512))
 
 
 def _scanned(daemon: Daemon, path: Path) -> bool:
@@ -153,10 +154,10 @@ def _has(path: Path, sizes: dict[str, int]) -> bool:
         return False
 
 
-def idle_daemon(base: Path, board: str, settle: float) -> tuple[int, int]:
+def idle_daemon(base: Path, board: str, settle: float, files: int) -> tuple[int, int]:
     """(RSS after the first scan and a maintenance tick, RSS right after the scan)."""
     share = base / "idle-share"
-    _small_files(share)
+    _small_files(share, files)
     piano = Daemon(base, "idle", board)
     try:
         cli(piano.data, "share", str(share), "--json")
@@ -206,6 +207,8 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=32.0,
                         help="seconds idle before the idle figures (default %(default)s: "
                              "one maintenance tick)")
+    parser.add_argument("--files", type=int, default=100,
+                        help="small files in the idle share of (b) (default %(default)s)")
     parser.add_argument("--recording-mib", type=float, default=4.0,
                         help="size of each recording synced in (c) (default %(default)s)")
     args = parser.parse_args()
@@ -226,7 +229,7 @@ def main() -> int:
     anchor = rss_after(f"{NO_TLS}; import asyncio, sqlite3")
     goal_idle, goal_peak = GOALS.get(args.board, (None, None))
     with tempfile.TemporaryDirectory(prefix="csembed-mem-") as tmp:
-        idle, after_scan = idle_daemon(Path(tmp), args.board, args.settle)
+        idle, after_scan = idle_daemon(Path(tmp), args.board, args.settle, args.files)
         synced = syncing_daemon(Path(tmp), args.board, int(args.recording_mib * MiB),
                                 args.settle)
     print(f"\n(b, c) daemon on {args.board}; anchor: python with asyncio + sqlite3 imported; "
@@ -236,7 +239,7 @@ def main() -> int:
     def line(label: str, ours: int, goal: float | None) -> None:
         print(f"  {label:<44} {_mb(ours):>8} {_mb(anchor):>8} {ours / anchor:>6.2f} "
               f"{'' if goal is None else f'<= {goal:g}':>6}")
-    line("(b) idle RSS, 100 files, after a tick (MB)", idle, goal_idle)
+    line(f"(b) idle RSS, {args.files} files, after a tick (MB)", idle, goal_idle)
     line("    idle RSS right after the first scan (MB)", after_scan, None)
     line(f"(c) peak RSS syncing 2x{args.recording_mib:g} MiB + 100 out, "
          f"{args.recording_mib:g} MiB in", synced["peak"], goal_peak)
