@@ -35,7 +35,9 @@ _COMMANDS = (
 def _columns() -> int:
     """The terminal's width as :func:`shutil.get_terminal_size` finds it."""
     try:
-        return int(os.environ["COLUMNS"])
+        columns = int(os.environ["COLUMNS"])
+        if columns > 0:
+            return columns
     except (KeyError, ValueError):
         pass
     try:
