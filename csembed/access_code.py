@@ -32,14 +32,14 @@ username) and secret (the password) the same way.
 from __future__ import annotations
 
 import base64
-import hashlib
+import os
 import re
-import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from csembed import digests
 from csembed.errors import CsembedError
 from csembed.hex_ids import ID_DIGITS, is_lower_hex
 
@@ -124,7 +124,7 @@ class Credentials:
             secret = unicodedata.normalize("NFC", password).encode("utf-8")
         except UnicodeEncodeError:
             raise AccessCodeError("username or password is not valid Unicode text") from None
-        return cls(hashlib.sha256(user).hexdigest(), secret)
+        return cls(digests.sha256(user).hexdigest(), secret)
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,8 @@ class AccessCode:
 
     @classmethod
     def generate(cls, rng: Callable[[int], bytes] | None = None) -> AccessCode:
-        """A fresh code from ``rng(16)``; default: the OS CSPRNG (``secrets``)."""
-        raw = (rng or secrets.token_bytes)(RAW_LENGTH)
+        """A fresh code from ``rng(16)``; default: the OS CSPRNG (:func:`os.urandom`)."""
+        raw = (rng or os.urandom)(RAW_LENGTH)
         if not isinstance(raw, bytes) or len(raw) != RAW_LENGTH:
             raise ValueError(f"rng must return {RAW_LENGTH} bytes")
         return cls(raw)
@@ -210,7 +210,7 @@ class AccessCode:
     @property
     def access_id(self) -> str:
         """SHA-256 of the first 8 bytes, lower-case hex: public, used to find peers."""
-        return hashlib.sha256(self.raw[:8]).hexdigest()
+        return digests.sha256(self.raw[:8]).hexdigest()
 
     @property
     def secret(self) -> bytes:

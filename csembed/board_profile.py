@@ -3,13 +3,16 @@
 A profile is a TOML file (``boards/NAME.toml``) with five tables: ``[board]``
 (name, description, RAM), ``[memory]`` (chunk and buffer sizes, bytes in
 flight, transfer and connection counts), ``[storage]`` (quota, file size,
-free-space reserve, write and database durability policy, archive size),
-``[network]`` (rates, ping interval, LAN broadcast) and ``[cpu]`` (gzip level,
-rsync threshold, scan interval and budget). Every key is declared once in
-``_SCHEMA`` with its parser and bounds, so the loader, the documentation
-(``csembed boards --verbose``) and the dataclasses cannot drift apart. An
+free-space reserve, write and database durability policy, archive size,
+SQLite page cache),
+``[network]`` (rates, ping interval, LAN broadcast, uTP) and ``[cpu]`` (gzip level,
+rsync threshold, scan interval and budget, which SHA-256 to use). Every key is
+declared once in ``_SCHEMA`` with its parser and bounds, so the loader, the
+documentation (``csembed boards --verbose``) and the dataclasses cannot drift
+apart. An
 unknown table or key, a missing key or a bad value is a :class:`BoardError`
-naming the file and the key.
+naming the file and the key; only keys added after profiles were in use
+(``_DEFAULTS``) may be left out.
 
 Profiles ship inside the package (the repository's ``boards/`` folder is
 installed as ``csembed/boards``); ``load_board`` also accepts a path to a
@@ -24,6 +27,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from csembed.digests import SHA256_IMPLEMENTATIONS
 from csembed.errors import CsembedError
 from csembed.units import format_rate, format_size, parse_duration, parse_size
 
@@ -47,6 +51,11 @@ class MemoryLimits:
     max_handshakes: int  #: incoming connections still authenticating, besides those
     max_signature: int  #: largest rsync signature held in memory
 
+    @property
+    def per_connection(self) -> int:
+        """One connection's share of the bytes in flight (what its buffers are sized by)."""
+        return self.max_bytes_in_flight // self.max_connections
+
 
 @dataclass(frozen=True)
 class StorageLimits:
@@ -59,6 +68,7 @@ class StorageLimits:
     db_synchronous: str  #: SQLite synchronous level: off, normal, full
     db_checkpoint_pages: int  #: WAL pages before a checkpoint
     archive_size: int  #: cap of the archive of replaced and deleted files
+    db_cache: int = 2000 * 1024  #: SQLite page cache per database connection
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class NetworkLimits:
     download_rate: int  #: bytes per second; 0 = unlimited
     ping_interval: float  #: seconds between core.ping messages
     lan_broadcast: bool  #: announce shares on the LAN
+    utp: bool = True  #: also listen and dial over uTP (UDP; NAT hole punching)
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,7 @@ class CpuLimits:
     rsync_threshold: int  #: files at least this large are fetched by delta
     scan_interval: float  #: seconds between rescans of a share
     scan_budget: float  #: fraction of wall time the scanner may use
+    sha256: str = "openssl"  #: SHA-256 from "openssl" (fast) or "builtin" (no libcrypto loaded)
 
 
 @dataclass(frozen=True)
@@ -200,19 +212,28 @@ _SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "db_synchronous": _choice("off", "normal", "full"),
         "db_checkpoint_pages": _integer(100, 1_000_000),
         "archive_size": parse_size,
+        "db_cache": _size_between(64 * 1024, 1 << 30),
     },
     "network": {
         "upload_rate": parse_size,
         "download_rate": parse_size,
         "ping_interval": _duration_between(5, 3600),
         "lan_broadcast": _boolean,
+        "utp": _boolean,
     },
     "cpu": {
         "gzip_level": _integer(0, 9),
         "rsync_threshold": parse_size,
         "scan_interval": _duration_between(1, 86400),
         "scan_budget": _fraction,
+        "sha256": _choice(*SHA256_IMPLEMENTATIONS),
     },
+}
+# Keys added after profiles were in use: a profile without one gets this value.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "storage": {"db_cache": 2000 * 1024},  # SQLite's own default
+    "network": {"utp": True},
+    "cpu": {"sha256": "openssl"},
 }
 _GROUPS = {"memory": MemoryLimits, "storage": StorageLimits,
            "network": NetworkLimits, "cpu": CpuLimits}
@@ -247,6 +268,9 @@ def parse_board(data: dict[str, Any], source: str) -> BoardProfile:
                 raise BoardError(f"{source}: unknown key {table}.{key}")
         values[table] = {}
         for key, parse in keys.items():
+            if key not in given and key in _DEFAULTS.get(table, {}):
+                values[table][key] = _DEFAULTS[table][key]
+                continue
             if key not in given:
                 raise BoardError(f"{source}: missing key {table}.{key}")
             try:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from csembed import __version__
 from csembed.errors import CsembedError
@@ -31,27 +33,61 @@ _COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every available sub-command."""
-    parser = argparse.ArgumentParser(
+def _columns() -> int:
+    """The terminal's width as :func:`shutil.get_terminal_size` finds it."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+        if columns > 0:
+            return columns
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the width: left to itself it imports
+    :mod:`shutil` for it, and with it bz2 and lzma, which would then stay
+    resident in the daemon (argparse formats each argument as it is added)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+def build_parser(commands: Sequence[str] = _COMMANDS) -> argparse.ArgumentParser:
+    """The argument parser with the sub-commands of ``commands`` (default: all)."""
+    parser = _Parser(
         prog="csembed",
         description="ClearSkies friend-to-friend directory sync for small devices.",
     )
     parser.add_argument("--version", action="version", version=f"csembed {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in commands:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``csembed`` console script."""
+    commands: Sequence[str] = _COMMANDS
     if (sys.argv[1:] if argv is None else list(argv))[:1] == ["daemon"]:
         # Before the sub-command modules load: some import asyncio, which
-        # would pull in ssl, which the daemon never needs.
+        # would pull in ssl, which the daemon never needs. And only the
+        # daemon's own sub-command: the others' modules would stay resident.
         from csembed.cli_commands.daemon import without_tls
         without_tls()
-    parser = build_parser()
+        commands = ("csembed.cli_commands.daemon",)
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

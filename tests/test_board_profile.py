@@ -42,6 +42,22 @@ def test_piano_limits_match_the_reference_instrument() -> None:
     assert desktop.network.upload_rate == 0  # unlimited
 
 
+def test_piano_loads_neither_openssl_nor_utp_and_buffers_by_its_share() -> None:
+    piano, desktop = load_board("wifi-piano"), load_board("desktop")
+    assert (piano.cpu.sha256, piano.network.utp) == ("builtin", False)
+    assert (desktop.cpu.sha256, desktop.network.utp) == ("openssl", True)
+    assert piano.memory.per_connection == 256 * 1024  # 1 MiB in flight, 4 connections
+    assert piano.storage.db_cache == 256 * 1024 < desktop.storage.db_cache
+
+
+def test_keys_added_later_may_be_left_out_of_a_profile() -> None:
+    data = _desktop_data()
+    del data["cpu"]["sha256"], data["network"]["utp"], data["storage"]["db_cache"]
+    board = parse_board(data, "old-board.toml")
+    assert (board.cpu.sha256, board.network.utp) == ("openssl", True)
+    assert board.storage.db_cache == 2000 * 1024  # SQLite's own default
+
+
 def test_unknown_board_lists_the_available_ones() -> None:
     with pytest.raises(BoardError, match="wifi-piano"):
         load_board("toaster")
@@ -61,6 +77,9 @@ def test_unknown_board_lists_the_available_ones() -> None:
         (lambda d: d["network"].update(ping_interval="2 fortnights"), "network.ping_interval"),
         (lambda d: d["cpu"].update(scan_budget=1.5), "cpu.scan_budget"),
         (lambda d: d["cpu"].update(gzip_level=10), "cpu.gzip_level"),
+        (lambda d: d["cpu"].update(sha256="md5"), "cpu.sha256"),
+        (lambda d: d["network"].update(utp="yes"), "network.utp"),
+        (lambda d: d["storage"].update(db_cache="1 KiB"), "storage.db_cache"),
         (lambda d: d["memory"].update(chunk_size="32 MiB"), "memory.chunk_size"),
         (lambda d: d["memory"].update(chunk_size="2 MiB", max_message="1 MiB"),
          "chunk_size is larger than memory.max_message"),

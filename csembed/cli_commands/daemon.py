@@ -89,7 +89,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def options_from(args: argparse.Namespace) -> DaemonOptions:
     """Turn the parsed command line into :class:`DaemonOptions`."""
-    from csembed.runtime.control_serial import parse_serial_spec
     from csembed.runtime.daemon import DaemonOptions
     from csembed.runtime.reach import ReachConfig
     reach = ReachConfig(utp=not args.no_utp,
@@ -105,12 +104,17 @@ def options_from(args: argparse.Namespace) -> DaemonOptions:
         lan_address=args.lan_address,
         lan_port=args.lan_port,
         control_serial=None if args.control_serial is None
-        else parse_serial_spec(args.control_serial),
+        else _serial_spec(args.control_serial),
         web=None if args.web is None else parse_host_port(args.web, "--web"),
         web_password=args.web_password,
         data_dir_source=data_dir_source(args.data_dir),
         reach=reach,
     )
+
+
+def _serial_spec(text: str) -> tuple[str, int]:
+    from csembed.runtime.control_serial import parse_serial_spec  # pyserial: only when asked
+    return parse_serial_spec(text)
 
 
 def without_tls() -> bool:

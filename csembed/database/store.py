@@ -140,9 +140,10 @@ class Store:
     """One share's records in one SQLite file (or ``":memory:"``).
 
     ``peer_id`` is this replica's ID for the share; opening a file created for
-    another peer ID raises :class:`StoreError`. ``synchronous`` and
-    ``checkpoint_pages`` come from the board profile's ``storage`` table
-    (``db_synchronous``, ``db_checkpoint_pages``).
+    another peer ID raises :class:`StoreError`. ``synchronous``,
+    ``checkpoint_pages`` and ``cache_size`` (bytes of SQLite page cache; its
+    default when ``None``) come from the board profile's ``storage`` table
+    (``db_synchronous``, ``db_checkpoint_pages``, ``db_cache``).
     """
 
     def __init__(
@@ -152,6 +153,7 @@ class Store:
         peer_id: str,
         synchronous: str = "normal",
         checkpoint_pages: int = 1000,
+        cache_size: int | None = None,
     ) -> None:
         if not is_peer_id(peer_id):
             raise ValueError("peer_id must be 32 lower-case hex digits")
@@ -173,6 +175,8 @@ class Store:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         try:
             self._setup(synchronous, checkpoint_pages)
+            if cache_size is not None:  # bytes (the board's storage.db_cache)
+                self._db.execute(f"PRAGMA cache_size=-{max(1, int(cache_size) // 1024)}")
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(f"cannot initialise database {self.path}: {exc}") from exc

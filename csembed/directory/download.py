@@ -28,12 +28,12 @@ a space reservation in its store (released by :meth:`Download.close`).
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from csembed import digests
 from csembed.directory.archive import ArchivedFile
 from csembed.directory.errors import (
     DirectoryError,
@@ -68,7 +68,7 @@ def temp_name(disk_name: str, sha256: str, name_max: int) -> str:
     name = f".{disk_name}{tail}"
     if len(name.encode("utf-8")) <= name_max:
         return name
-    marker = "~" + hashlib.sha256(disk_name.encode("utf-8")).hexdigest()[:8]
+    marker = "~" + digests.sha256(disk_name.encode("utf-8")).hexdigest()[:8]
     room = name_max - 1 - len(marker) - len(tail)
     head = disk_name.encode("utf-8")[:room].decode("utf-8", errors="ignore")
     return f".{head}{marker}{tail}"
@@ -97,7 +97,7 @@ class Download:
         self.size: int = value.size
         self.sha256: str = value.sha256
         self.temp = temp_name(location.name, value.sha256, store.mapper.rules.name_max)
-        self._hasher = hashlib.sha256()
+        self._hasher = digests.sha256()
         self._pending = bytearray()
         self._fd = -1
         self.offset = 0
@@ -173,7 +173,7 @@ class Download:
         self._pending.clear()
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
-        self._hasher = hashlib.sha256()
+        self._hasher = digests.sha256()
         self.offset = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:

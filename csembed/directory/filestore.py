@@ -90,9 +90,7 @@ download itself (temp file, running hash, verify, place) is
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-import hashlib
 import os
 import random
 import stat
@@ -102,6 +100,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from csembed import digests
 from csembed.board_profile import StorageLimits
 from csembed.directory.archive import Archive, ArchivedFile
 from csembed.directory.download import (
@@ -163,7 +162,9 @@ def conflict_name(name: str, rng: random.Random) -> str:
 def _load_syncfs() -> Callable[[int], int] | None:
     """libc ``syncfs(fd)`` through ctypes (Python 3.11 has no ``os.syncfs``), if present."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # The interpreter is linked with libc; ctypes.util.find_library would
+        # import shutil, tempfile, bz2 and lzma into the daemon for good.
+        libc = ctypes.CDLL(None, use_errno=True)
         function = libc.syncfs
     except (OSError, AttributeError):
         return None
@@ -373,7 +374,7 @@ class FileStore:
                     return False
                 fd = os.open(loc.name, _READ_FLAGS, dir_fd=loc.dir_fd)
                 try:
-                    digest = hashlib.sha256()
+                    digest = digests.sha256()
                     while chunk := os.read(fd, self.io_buffer):
                         digest.update(chunk)
                     after = os.fstat(fd)

@@ -75,7 +75,8 @@ def open_local_share(root: Path | str, state_dir: Path | str, board: BoardProfil
     """
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    conn = open_local_db(state / LOCAL_DB_NAME, board.storage.db_synchronous)
+    conn = open_local_db(state / LOCAL_DB_NAME, board.storage.db_synchronous,
+                         board.storage.db_cache)
     share_root = (ShareRoot.initialize(root, conn, rules) if create
                   else ShareRoot.load(root, conn))
     selection = load_selection(state)

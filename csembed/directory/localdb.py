@@ -31,11 +31,14 @@ LOCAL_DB_NAME = "local.sqlite"
 _SYNCHRONOUS = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
 
 
-def open_local_db(path: Path | str, synchronous: str = "normal") -> sqlite3.Connection:
+def open_local_db(path: Path | str, synchronous: str = "normal",
+                  cache_size: int | None = None) -> sqlite3.Connection:
     """Open (creating if needed) a share's local state database at ``path``.
 
     ``path`` may be ``":memory:"`` for tests. Autocommit is off; callers
-    commit at the end of each logical change.
+    commit at the end of each logical change. ``cache_size`` is the SQLite
+    page cache in bytes (the board's ``storage.db_cache``; SQLite's default
+    when ``None``).
     """
     if synchronous not in _SYNCHRONOUS:
         raise DirectoryError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
@@ -45,6 +48,8 @@ def open_local_db(path: Path | str, synchronous: str = "normal") -> sqlite3.Conn
     conn = sqlite3.connect(str(path), isolation_level="DEFERRED")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
+    if cache_size is not None:  # bytes (the board's storage.db_cache)
+        conn.execute(f"PRAGMA cache_size=-{max(1, int(cache_size) // 1024)}")
     conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
     conn.commit()
     return conn

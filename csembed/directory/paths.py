@@ -59,10 +59,8 @@ stored, so the mapping never changes under a running share.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
-import secrets
 import sqlite3
 import stat
 import unicodedata
@@ -71,6 +69,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from csembed import digests
 from csembed.directory.errors import PathError, ShareUnavailable
 from csembed.directory.localdb import get_meta, set_meta
 
@@ -201,7 +200,7 @@ def natural_name(name: str, rules: NameRules) -> str:
     if out.endswith(TEMP_SUFFIX):
         out = out[: -len(TEMP_SUFFIX)] + ".%21clearsky"
     if len(out.encode("utf-8")) > rules.name_max:
-        marker = "%" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+        marker = "%" + digests.sha256(name.encode("utf-8")).hexdigest()[:16]
         stem, dot, ext = out.rpartition(".")
         suffix = "." + ext if dot and stem and len(ext.encode("utf-8")) <= 16 else ""
         body = out[: -len(suffix)] if suffix else out
@@ -221,7 +220,7 @@ def probe_rules(root_fd: int) -> NameRules:
     except (OSError, ValueError):
         name_max = 255
     name_max = max(48, min(name_max, 4096))
-    token = secrets.token_hex(6)
+    token = os.urandom(6).hex()
     upper = f".csProbe-{token}-Aa{TEMP_SUFFIX}"
     lower = f".csprobe-{token}-aa{TEMP_SUFFIX}"
     _create_empty(root_fd, upper)

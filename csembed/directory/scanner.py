@@ -69,7 +69,6 @@ mtime alone (``touch``) updates the cache silently; it is not an event.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -77,6 +76,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from csembed import digests
 from csembed.directory.debounce import Debouncer
 from csembed.directory.errors import PathError
 from csembed.directory.paths import MAX_DEPTH, PathMapper, is_temp_name, join_key, parent_key
@@ -304,7 +304,7 @@ class ScanPass:
         self._pending_present: set[str] = set()
         self._pending_missing: set[str] = set()
         self._drops: list[str] = []
-        self._job: tuple[Entry, io.FileIO, hashlib._Hash, int] | None = None
+        self._job: tuple[Entry, io.FileIO, digests.Hash, int] | None = None
         self._dir_cache: tuple[tuple[str, ...], int] | None = None
         self._buffer = bytearray(scanner.io_buffer)
         self._settle_all, scanner._settle_all = scanner._settle_all, False
@@ -496,7 +496,7 @@ class ScanPass:
             os.close(fd)
             self._restart_settle(entry.key, info)
             return
-        self._job = (entry, io.FileIO(fd, "rb", closefd=True), hashlib.sha256(), 0)
+        self._job = (entry, io.FileIO(fd, "rb", closefd=True), digests.sha256(), 0)
 
     def _finish_job(self) -> None:
         assert self._job is not None

@@ -34,11 +34,11 @@ and asks a peer that has the content for the missing blocks.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from csembed import digests
 from csembed.directory import sync_messages as msg
 from csembed.directory.transfer_fetch import Request
 
@@ -68,7 +68,7 @@ class RemoteStream:
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._filling: dict[int, bytearray] = {}
         self.requested: set[int] = set()  #: blocks asked for and not yet complete
-        self._hasher = hashlib.sha256()
+        self._hasher = digests.sha256()
         self._hashed = 0  #: bytes of the file hashed so far, in order from its start
 
     def window(self, offset: int, count: int) -> int:

@@ -20,10 +20,10 @@ manager bound what a forged listing can cost.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Final
 
+from csembed import digests
 from csembed.hex_ids import is_lower_hex
 
 __all__ = ["MAX_PROOF_BYTES", "proof_hex", "proves", "proven_ids"]
@@ -43,7 +43,7 @@ def proves(club_id: str, proof: object) -> bool:
     if (not isinstance(proof, str) or len(proof) % 2 or not 2 <= len(proof) <= 2 * MAX_PROOF_BYTES
             or not is_lower_hex(proof, len(proof))):
         return False
-    return hashlib.sha256(bytes.fromhex(proof)).hexdigest() == club_id
+    return digests.sha256(bytes.fromhex(proof)).hexdigest() == club_id
 
 
 def proven_ids(ids: Mapping[str, str], proofs: Mapping[str, str]) -> dict[str, str]:

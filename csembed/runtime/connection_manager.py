@@ -55,8 +55,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from csembed.board_profile import MemoryLimits
 from csembed.discovery.backoff import Backoff
 from csembed.discovery.dial_policy import DialPolicy
 from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
@@ -64,13 +65,15 @@ from csembed.protocol.core_access import CredentialRegistry
 from csembed.runtime.dial_race import first_connected
 from csembed.runtime.peer_link import LinkResult, PeerLink
 from csembed.runtime.rate_limit import DaemonRateLimits
-from csembed.runtime.session_stream import SessionStream, connect, serve
+from csembed.runtime.session_stream import READ_SIZE, SessionStream, connect, serve
 from csembed.runtime.share_runtime import ShareRuntime
-from csembed.runtime.utp_endpoint import UtpEndpoint, UtpLimits, connect_utp, serve_utp
 from csembed.security.rate_limit import RateLimiter as AuthLimiter
 from csembed.security.sodium_version import check_sodium
 
-__all__ = ["ConnectionManager", "LinkHooks", "LinkRecord", "Target"]
+if TYPE_CHECKING:  # uTP loads only when it is enabled (memory on small boards)
+    from csembed.runtime.utp_endpoint import UtpEndpoint, UtpLimits
+
+__all__ = ["ConnectionManager", "LinkHooks", "LinkRecord", "Target", "link_buffer"]
 
 log = logging.getLogger("csembed.connections")
 
@@ -159,6 +162,17 @@ class LinkRecord:
         }
 
 
+MIN_LINK_BUFFER = 64 * 1024  #: a link buffer never below this: one board chunk at least
+
+
+def link_buffer(memory: MemoryLimits) -> int:
+    """How much one link reads from its socket at once and batches for it to send:
+    its share of the board's bytes in flight (``memory.per_connection``), at least
+    :data:`MIN_LINK_BUFFER` and the board's chunk, at most the 1 MiB default.
+    (wifi-piano: 256 KiB; desktop: 1 MiB.)"""
+    return min(READ_SIZE, max(MIN_LINK_BUFFER, memory.chunk_size, memory.per_connection))
+
+
 def made_progress(record: LinkRecord, now: float) -> bool:
     """Whether a finished link worked well enough to reset the dial back-off:
     it carried its share, and the peer sent messages on it or it lasted
@@ -203,6 +217,8 @@ class ConnectionManager:
         self.utp_enabled = True  #: listen() also opens uTP on the same port number (UDP)
         self.utp: UtpEndpoint | None = None
         self.utp_limits: UtpLimits | None = None  #: the board's windows and cap for uTP
+        #: a link's largest socket read and outgoing batch (:func:`link_buffer`)
+        self.link_buffer = READ_SIZE
         self._server_v4: asyncio.Server | None = None  #: IPv4 beside ``::`` (dual stack)
         self.paused = False
 
@@ -238,16 +254,18 @@ class ConnectionManager:
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Accept peer connections on ``host:port``; returns the bound address."""
         self._server = await serve(host, port, self.registry, self._accepted, lambda: self.core,
-                                   limiter=self._auth_limiter)
+                                   limiter=self._auth_limiter, read_size=self.link_buffer)
         sockname = self._server.sockets[0].getsockname()
         if host == "::":  # asyncio binds "::" IPv6-only: add IPv4 on the same port number
             try:
                 self._server_v4 = await serve("0.0.0.0", int(sockname[1]), self.registry,
                                               self._accepted, lambda: self.core,
-                                              limiter=self._auth_limiter)
+                                              limiter=self._auth_limiter,
+                                              read_size=self.link_buffer)
             except OSError as exc:
                 log.warning("IPv4 unavailable beside IPv6 on port %d: %s", sockname[1], exc)
         if self.utp_enabled:
+            from csembed.runtime.utp_endpoint import UtpEndpoint, serve_utp
             try:
                 self.utp = await UtpEndpoint.open(host, int(sockname[1]), limits=self.utp_limits)
                 serve_utp(self.utp, self.registry, self._accepted, lambda: self.core,
@@ -277,7 +295,8 @@ class ConnectionManager:
         # Replies queued for one peer: a few of the board's largest messages.
         link = PeerLink(stream, resolve=resolve, on_keys=on_keys, upload=self.limits.upload,
                         download=self.limits.download,
-                        max_backlog=4 * self.core.limits.max_body)
+                        max_backlog=4 * self.core.limits.max_body,
+                        max_unit_bytes=self.link_buffer)
         record = LinkRecord(link, outgoing, address)
         holder.append(record)
         return record
@@ -497,8 +516,9 @@ class ConnectionManager:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     if kind == "utp":
                         assert self.utp is not None
+                        from csembed.runtime.utp_endpoint import connect_utp
                         return await connect_utp(self.utp, *address, grant, core)
-                    return await connect(*address, grant, core)
+                    return await connect(*address, grant, core, read_size=self.link_buffer)
             return dial
 
         def failed(index: int, exc: BaseException) -> None:

@@ -42,7 +42,6 @@ from csembed.control.commands import parse_request
 from csembed.control.errors import ControlError, ControlRequestError, DaemonRunningError
 from csembed.control.handler import ControlHandler
 from csembed.control.lines import DEFAULT_MAX_LINE, Line, LineDecoder, encode_line
-from csembed.runtime.control_serial import DEFAULT_BAUDRATE, SerialChannel
 
 __all__ = [
     "CONTROL_PROTOCOL",
@@ -186,8 +185,9 @@ class ControlServer:
             raise
         return listener
 
-    async def serve_serial(self, device: str, baudrate: int = DEFAULT_BAUDRATE) -> None:
+    async def serve_serial(self, device: str, baudrate: int = 115200) -> None:
         """Serve the control protocol on a serial line until it hangs up."""
+        from csembed.runtime.control_serial import SerialChannel  # pyserial: only when asked
         channel = SerialChannel.open(device, baudrate)
         try:
             await self.serve_channel(channel)

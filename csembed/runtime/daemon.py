@@ -30,8 +30,13 @@ Theory of operation
 
 Board profile enforcement: the upload and download token buckets shared by
 every link (``network.*_rate``, overridable with ``upload_limit`` /
-``download_limit``), ``memory.max_connections`` links at most, and the board
-handed to every engine and to the core.
+``download_limit``), ``memory.max_connections`` links at most, each link's
+buffers sized by its share of the bytes in flight, and the board handed to
+every engine and to the core. Memory: what the board does not use is never
+imported (uTP and STUN without ``network.utp``, the web page, the serial
+line, the tracker client; hashlib with ``cpu.sha256 = "builtin"``, see
+:mod:`csembed.digests`), and freed heap goes back to the kernel once started
+and at each maintenance tick (:mod:`csembed.runtime.heap_trim`).
 
 An attach reports what its dials found (:mod:`csembed.runtime.attach_watch`,
 fed by :meth:`Daemon.dial_ended`): no answer (still trying), or refused by
@@ -53,15 +58,15 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from csembed import __version__
+from csembed import __version__, digests
 from csembed.access_code import AccessCode, AccessCodeError
 from csembed.errors import CsembedError
 from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
 from csembed.protocol.core_access import CredentialRegistry, GrantKind
 from csembed.runtime.attach_watch import AttachWatch, check_folder
-from csembed.runtime.connection_manager import ConnectionManager, LinkRecord, Target
+from csembed.runtime.connection_manager import ConnectionManager, LinkRecord, Target, link_buffer
 from csembed.runtime.data_dir import DataDir, DataDirError, PendingAttach, ShareEntry
 from csembed.runtime.errors import (
     BadAccessCode,
@@ -72,6 +77,7 @@ from csembed.runtime.errors import (
     NotPermitted,
     ShareExists,
 )
+from csembed.runtime.heap_trim import trim
 from csembed.runtime.issued_codes import IssuedCodes
 from csembed.runtime.peer_finder import Club, DiscoverySettings, PeerFinder
 from csembed.runtime.peer_link import core_config
@@ -93,8 +99,10 @@ from csembed.runtime.status_views import (
     transfer_views,
     unloadable_view,
 )
-from csembed.runtime.utp_endpoint import UtpEndpoint, board_limits
 from csembed.security.keys import READ_ONLY, READ_WRITE, ShareKeys, new_peer_id
+
+if TYPE_CHECKING:
+    from csembed.runtime.utp_endpoint import UtpEndpoint
 
 __all__ = ["Daemon", "DaemonError", "DaemonOptions"]
 
@@ -114,6 +122,7 @@ class Daemon:
     def __init__(self, options: DaemonOptions) -> None:
         self.options = options
         self.board = options.board
+        digests.use_sha256(self.board.cpu.sha256)
         self.data = DataDir(options.data_dir)
         self.settings = Settings(options, self.data)
         self.codes = IssuedCodes(self.data, clock=_loop_time)
@@ -175,14 +184,19 @@ class Daemon:
             self.pending[attach.access_id] = attach
             self._hold(attach)
         self.codes.load(self._share_keys)
-        from csembed.runtime.web_server import start_web, web_options
-        web = web_options(self.options.web, self.options.web_password, self.config)
+        web = None
+        if self.options.web is not None or self.config.get("web"):  # else no web modules
+            from csembed.runtime.web_server import web_options
+            web = web_options(self.options.web, self.options.web_password, self.config)
         self.manager = ConnectionManager(self, self.registry, self._core_config(),
                                          limits=self.limits,
                                          max_connections=self.board.memory.max_connections)
         host, port = self.options.listen
-        self.manager.utp_enabled = self.options.reach.utp
-        self.manager.utp_limits = board_limits(self.board.memory)
+        self.manager.utp_enabled = self.options.reach.utp and self.board.network.utp
+        self.manager.link_buffer = link_buffer(self.board.memory)
+        if self.manager.utp_enabled:  # else uTP's modules never load
+            from csembed.runtime.utp_endpoint import board_limits
+            self.manager.utp_limits = board_limits(self.board.memory)
         try:
             self.listen_address = await self.manager.listen(host, port)
         except OSError as exc:
@@ -191,6 +205,7 @@ class Daemon:
         try:
             self._unix = await self._control.start_unix(self.data.control_path)
             if web is not None:
+                from csembed.runtime.web_server import start_web
                 self.web = await start_web(web, self._control)
         except CsembedError:
             if getattr(self, "_unix", None) is not None:
@@ -203,6 +218,7 @@ class Daemon:
                 self._serve_serial(device, baud))
         await self.finder.start()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+        trim()  # what loading the modules and opening the shares left free
         log.info("csembed %s started: board %s, listening on %s, %d share(s), data in %s",
                  __version__, self.board.name, hostport(self.listen_address),
                  len(self.shares), self.data.root)
@@ -252,6 +268,7 @@ class Daemon:
                 self.finder.update()
             self.finder.expire_sightings()
             self.reads.close_idle()
+            trim()
 
     # ------------------------------------------------------------------ settings
 

@@ -39,15 +39,17 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from csembed.discovery.tracker_session import PeersUpdate
 from csembed.runtime.connection_manager import Target
-from csembed.runtime.lan_service import LanAnnouncer, LanListener, LanSighting
 from csembed.runtime.reach import Reach, ReachConfig, global_ipv6_addresses
-from csembed.runtime.tracker_client import TrackerClient
-from csembed.runtime.utp_endpoint import UtpEndpoint
 from csembed.security.keys import READ_ONLY, READ_WRITE
+
+if TYPE_CHECKING:  # each loads only when the settings use it (memory on small boards)
+    from csembed.discovery.tracker_session import PeersUpdate
+    from csembed.runtime.lan_service import LanAnnouncer, LanListener, LanSighting
+    from csembed.runtime.tracker_client import TrackerClient
+    from csembed.runtime.utp_endpoint import UtpEndpoint
 
 __all__ = ["LAN_SIGHTING_TTL", "Club", "DiscoverySettings", "FinderHooks", "PeerFinder"]
 
@@ -216,6 +218,7 @@ class PeerFinder:
                            tracker=tracker, on_change=self._on_reach_change)
         self.reach.start()
         if tracker is not None:
+            from csembed.runtime.tracker_client import TrackerClient
             self.tracker = TrackerClient(tracker[0], tracker[1], ids=ids,
                                          proofs=self.hooks.club_proofs(),
                                          addresses=self.announce_addresses(),
@@ -223,6 +226,7 @@ class PeerFinder:
                                          on_state=self._on_tracker_state)
             self.tracker.start()
         if self.lan_enabled():
+            from csembed.runtime.lan_service import LanAnnouncer, LanListener
             self.announcer = LanAnnouncer(ids=ids, port=listen[1],
                                           broadcast_address=settings.lan_address,
                                           broadcast_port=settings.lan_port)

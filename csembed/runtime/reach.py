@@ -29,10 +29,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from csembed.nat.stun import classify
-from csembed.runtime.utp_endpoint import PUNCH, UtpEndpoint
+if TYPE_CHECKING:  # uTP and STUN load only with a uTP socket (memory on small boards)
+    from csembed.runtime.utp_endpoint import UtpEndpoint
 
 __all__ = ["DEFAULT_STUN_PORT", "Reach", "ReachConfig"]
 
@@ -163,6 +163,7 @@ class Reach:
         """``none`` / ``cone`` / ``symmetric`` / ``unknown`` (see :func:`classify`)."""
         if self.endpoint is None:
             return "unknown"
+        from csembed.nat.stun import classify
         return classify(self.endpoint.local_address, list(self.seen.values()))
 
     # -- port mapping ---------------------------------------------------------------------
@@ -198,6 +199,7 @@ class Reach:
 
     async def _punch(self, addresses: list[Address]) -> None:
         assert self.endpoint is not None
+        from csembed.runtime.utp_endpoint import PUNCH
         try:
             for _ in range(PUNCH_ROUNDS):
                 for address in addresses:

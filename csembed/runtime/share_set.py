@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,7 +107,8 @@ class ShareSet:
         try:
             store = Store(self.data.database_path(entry.share_id), peer_id=entry.peer_id,
                           synchronous=board.storage.db_synchronous,
-                          checkpoint_pages=board.storage.db_checkpoint_pages)
+                          checkpoint_pages=board.storage.db_checkpoint_pages,
+                          cache_size=board.storage.db_cache)
         except CsembedError as exc:
             local.close()
             share.error = str(exc)
@@ -120,7 +120,7 @@ class ShareSet:
                           verify=ed25519_verifier(writer.verify_key),
                           sign=ed25519_signer(writer.signing_key) if read_write
                           and writer.signing_key is not None else None,
-                          rng=secrets.token_bytes)
+                          rng=os.urandom)
         engine = ShareEngine(local, replica, board, random.Random())
         engine.ctx.mode = share.policy.mode  # the start: nothing to switch from
         runtime = ShareRuntime(engine, scan_budget=self._scan_budget)

@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import os
-import secrets
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from csembed import digests
 from csembed.control.errors import ControlRequestError
 from csembed.directory.archive import Archive, ArchivedFile
 from csembed.directory.errors import DirectoryError
@@ -179,9 +178,9 @@ async def restore_version(daemon: Daemon, path: str, *, version: int | None = No
 
 
 def _temp_for(name: str) -> str:
-    temp = f".{name}.restore-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    temp = f".{name}.restore-{os.urandom(4).hex()}{TEMP_SUFFIX}"
     if len(temp.encode("utf-8")) > 255:
-        temp = f".{hashlib.sha256(name.encode()).hexdigest()[:16]}.restore{TEMP_SUFFIX}"
+        temp = f".{digests.sha256(name.encode()).hexdigest()[:16]}.restore{TEMP_SUFFIX}"
     return temp
 
 
@@ -266,7 +265,7 @@ async def _write_verified(src: int, item: ArchivedFile, dir_fd: int, temp: str,
 
 
 def _copy(src: int, dst: int, io_buffer: int) -> str:
-    digest = hashlib.sha256()
+    digest = digests.sha256()
     os.lseek(src, 0, os.SEEK_SET)
     while chunk := os.read(src, io_buffer):
         digest.update(chunk)
@@ -280,7 +279,7 @@ def _copy(src: int, dst: int, io_buffer: int) -> str:
 def _hash_at(dir_fd: int, name: str, io_buffer: int) -> str:
     fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     try:
-        digest = hashlib.sha256()
+        digest = digests.sha256()
         while chunk := os.read(fd, io_buffer):
             digest.update(chunk)
         return digest.hexdigest()

@@ -24,7 +24,6 @@ caller's job; :mod:`csembed.security.key_file` does it atomically.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any, Final
 import nacl.signing
 import nacl.utils
 
+from csembed import digests
 from csembed.hex_ids import is_lower_hex
 from csembed.security.errors import KeyFormatError
 
@@ -78,7 +78,7 @@ KEY_ID_PURPOSE: Final = b"clearskies:2 key id preimage"
 def key_id_preimage(key: bytes) -> bytes:
     """``BLAKE2b-256(KEY_ID_PURPOSE, key=key)``; the key ID is its SHA-256
     (``protocol/discovery.md``, registration proofs)."""
-    return hashlib.blake2b(KEY_ID_PURPOSE, digest_size=32, key=key).digest()
+    return digests.blake2b_256(KEY_ID_PURPOSE, key=key)
 
 
 def new_peer_id(rng: Rng = default_rng) -> str:
@@ -154,7 +154,7 @@ class LevelKeys:
             access_level=access_level,
             verify_key=bytes(nacl.signing.SigningKey(seed).verify_key),
             key=key,
-            key_id=hashlib.sha256(key_id_preimage(key)).digest(),
+            key_id=digests.sha256(key_id_preimage(key)).digest(),
             signing_key=seed,
         )
 
@@ -165,7 +165,7 @@ class LevelKeys:
         if self.key is None or self.key_id is None:
             return None
         preimage = key_id_preimage(self.key)
-        return preimage if hashlib.sha256(preimage).digest() == self.key_id else None
+        return preimage if digests.sha256(preimage).digest() == self.key_id else None
 
     @property
     def key_id_hex(self) -> str | None:
