@@ -42,9 +42,9 @@ def test_piano_limits_match_the_reference_instrument() -> None:
     assert desktop.network.upload_rate == 0  # unlimited
 
 
-def test_piano_loads_neither_openssl_nor_utp_and_buffers_by_its_share() -> None:
+def test_piano_uses_builtin_sha256_keeps_utp_and_buffers_by_its_share() -> None:
     piano, desktop = load_board("wifi-piano"), load_board("desktop")
-    assert (piano.cpu.sha256, piano.network.utp) == ("builtin", False)
+    assert (piano.cpu.sha256, piano.network.utp) == ("builtin", True)
     assert (desktop.cpu.sha256, desktop.network.utp) == ("openssl", True)
     assert piano.memory.per_connection == 256 * 1024  # 1 MiB in flight, 4 connections
     assert piano.storage.db_cache == 256 * 1024 < desktop.storage.db_cache

@@ -65,13 +65,13 @@ def test_the_c_backend_leaves_the_pure_twin_unloaded() -> None:
 
 # -- what the wifi-piano daemon loads -------------------------------------------------------
 
-# Modules the wifi-piano board never needs (no uTP, no web page, no serial line, no
-# tracker configured, builtin SHA-256), and the CLI's other sub-commands.
+# Modules the wifi-piano board never needs (no web page, no serial line, no tracker
+# configured, builtin SHA-256), and the CLI's other sub-commands. uTP and STUN stay:
+# they are how the owner reaches the piano through a NAT.
 NOT_FOR_THE_PIANO = (
     "hashlib", "_hashlib", "hmac", "secrets", "tempfile", "shutil", "bz2", "lzma",
     "serial", "csembed.runtime.control_serial", "csembed.runtime.web_server", "csembed.web",
-    "csembed.runtime.utp_endpoint", "csembed.transport", "csembed.transport.utp",
-    "csembed.nat", "csembed.nat.stun", "csembed.runtime.tracker_client",
+    "csembed.runtime.tracker_client",
     "csembed.runtime.tracker_server", "csembed.cli_commands.demo",
     "csembed.cli_commands.daemon_client", "csembed.cli_commands.rsync",
     "csembed.cli_commands.tracker",
