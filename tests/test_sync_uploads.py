@@ -109,11 +109,9 @@ def test_uploads_are_listed_per_file_and_peer_while_sent(tmp_path: Path) -> None
     assert b.engine.uploads(time.time()) == []
 
 
-def test_a_small_file_lands_while_a_big_one_is_still_coming(tmp_path: Path) -> None:
-    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
-    big = os.urandom(400_000)
-    a.write("concert.wav", big)
-    a.scan()
+def _save_small_file_once_big_ones_flow(a: Node, b: Node) -> Wire:
+    """Start A's big files flowing to B, save a short file on A, and step the wire until
+    it lands on B; returns the wire, with the big files still on their way."""
     wire = Wire(a, b, max_bytes=8192)
     while not b.engine.transfers():
         wire.step()
@@ -129,6 +127,15 @@ def test_a_small_file_lands_while_a_big_one_is_still_coming(tmp_path: Path) -> N
         if (b.root / "scale.wav").exists():
             break
     assert (b.root / "scale.wav").read_bytes() == small
+    return wire
+
+
+def test_a_small_file_lands_while_a_big_one_is_still_coming(tmp_path: Path) -> None:
+    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
+    big = os.urandom(400_000)
+    a.write("concert.wav", big)
+    a.scan()
+    wire = _save_small_file_once_big_ones_flow(a, b)
     assert not (b.root / "concert.wav").exists()  # the big one is still on its way
     [transfer] = b.engine.transfers()
     assert transfer["done"] < len(big) // 2
@@ -189,20 +196,7 @@ def test_a_small_file_is_not_left_behind_many_big_ones(tmp_path: Path) -> None:
     for name, data in bigs.items():
         a.write(name, data)
     a.scan()
-    wire = Wire(a, b, max_bytes=8192)
-    while not b.engine.transfers():
-        wire.step()
-    small = os.urandom(3000)
-    a.write("scale.wav", small)
-    a.scan()
-    for _ in range(10_000):
-        wire.step()
-        due = b.engine.ctx.landing.deadline()
-        if due is not None:
-            b.engine.handle_timer(max(time.time(), due))
-        if (b.root / "scale.wav").exists():
-            break
-    assert (b.root / "scale.wav").read_bytes() == small
+    wire = _save_small_file_once_big_ones_flow(a, b)
     assert not any((b.root / name).exists() for name in bigs)  # none of them done yet
     assert len(b.engine.transfers()) == 1  # the slot kept for small files is free again
     settle([a, b], [wire])

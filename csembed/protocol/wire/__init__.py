@@ -19,21 +19,8 @@ handed out as they arrive, at most ``Limits.max_delivery`` at a time, so a
 16 MiB chunk never has to sit in memory whole. Only the JSON body (bounded by
 ``Limits.max_body``) and the signature (``Limits.max_signature``) are buffered.
 
-Received ``bytes`` are kept as they are, in a list, with the offset of the
-first unconsumed byte; headers are parsed where they lie. A payload piece
-inside one received buffer is sliced out of it (one copy), or is that buffer
-itself when it covers it exactly (no copy), which is the common case for a
-secure-session record or a socket read in the middle of a large chunk. Bytes
-spread over several buffers are joined once. Short reads are copied onto a
-growing tail buffer instead, so tiny reads cost neither an object each nor
-a tiny event each.
-
-Every length in a header is checked against its limit digit by digit, so an
-oversized body or chunk is refused on its header, before any of it is
-buffered. Anything malformed raises :class:`WireError` with the absolute
-stream offset of the offending byte; the decoder then stays broken and raises
-the same error on every later call, because after a framing error the byte
-stream cannot be resynchronised.
+How the decoder holds received bytes without copying them, and why it stays
+broken after a framing error, is told in :mod:`csembed.protocol.wire.decoder`.
 
 The encoder functions produce exactly what the decoder accepts: the body is
 compact UTF-8 JSON (``type`` first, other keys sorted) followed by one LF that
