@@ -64,7 +64,11 @@ class Sinks:
                 listener.setblocking(False)
                 sel.register(listener, selectors.EVENT_READ, "listen")
             while not self.stop.is_set():
-                for key, _ in sel.select(0.1):
+                # Closes before accepts: a connection the daemon closed before dialling
+                # the next one must not be counted as open beside it because both
+                # events came back from one select().
+                ready = sorted(sel.select(0.1), key=lambda event: event[0].data == "listen")
+                for key, _ in ready:
                     sock = key.fileobj
                     if key.data == "listen":
                         try:
