@@ -11,9 +11,10 @@ import pytest
 from test_directory_support import SETTLE, kinds, make_share, tmpfs
 
 from csembed.directory import scanner as scanner_module
+from csembed.directory import tree_listing
 from csembed.directory.errors import ShareUnavailable
 from csembed.directory.records import FileValue
-from csembed.directory.scanner import Added, Deleted, Modified, Moved
+from csembed.directory.scan_events import Added, Deleted, Modified, Moved
 from csembed.directory.selection import PatternSet, Selection
 
 
@@ -267,7 +268,7 @@ def test_unreadable_folder_hides_nothing_as_deleted(tmp_path: Path, monkeypatch)
             raise PermissionError(13, "Permission denied")
         return real_scandir(fd)
 
-    monkeypatch.setattr(scanner_module.os, "scandir", scandir)
+    monkeypatch.setattr(tree_listing.os, "scandir", scandir)
     result = share.scan_commit(share.settled_now() + 60)
     assert result.events == []
     assert any(n.key == "/locked" and "cannot be read" in n.reason for n in result.notices)

@@ -14,7 +14,7 @@ from test_directory_support import make_share
 from test_sync_support import Node, small_board
 
 from csembed.directory.pacing import ScanBudget, slice_is_urgent
-from csembed.directory.scanner import Added
+from csembed.directory.scan_events import Added
 from csembed.runtime.share_runtime import ShareRuntime
 
 

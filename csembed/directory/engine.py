@@ -70,7 +70,7 @@ from csembed.directory.landing import Landing
 from csembed.directory.local_changes import LocalChanges
 from csembed.directory.local_share import LocalShare
 from csembed.directory.planner import Planner
-from csembed.directory.scanner import ScanResult
+from csembed.directory.scan_events import ScanResult
 from csembed.directory.serving import Discard, Serving
 from csembed.directory.share_policy import SyncMode
 from csembed.directory.sync_context import PeerBounds, SyncContext

@@ -52,7 +52,8 @@ from csembed.directory.pacing import next_scan_delay
 from csembed.directory.paths import TEMP_SUFFIX
 from csembed.directory.records import FileValue, merge_value
 from csembed.directory.scan_cache import CachedEntry
-from csembed.directory.scanner import Added, Deleted, Modified, Moved, ScanPass, ScanResult
+from csembed.directory.scan_events import Added, Deleted, Modified, Moved, ScanResult
+from csembed.directory.scanner import ScanPass
 from csembed.directory.selection import Selection
 from csembed.directory.share_policy import SyncMode
 from csembed.directory.sync_context import SyncContext

@@ -4,23 +4,14 @@ Theory of operation
 -------------------
 A scan is a :class:`ScanPass` in three phases.
 
-1. **List** (:meth:`Scanner.start`). The whole tree is walked first, with
-   ``lstat`` only, from the identity-checked root descriptor
-   (:class:`csembed.directory.paths.ShareRoot`): a missing or replaced root
-   is :class:`ShareUnavailable`, never "everything was deleted". The listing
-   is available at once (:attr:`ScanPass.listing`), before any file is
-   hashed, so change tracking works while a first scan of a large tree is
-   still checksumming (directory.md "First Sync").
-
-   Not listed: our own ``.!clearsky`` temp files (counted in
-   :attr:`ScanResult.temp_files`), ignored paths (:mod:`.selection`; a
-   directory that is ignored is not entered), symbolic links and special
-   files (skipped with a :class:`Notice`: a link's target may lie outside
-   the share, and no peer could reproduce it faithfully), names that cannot
-   be keys (not UTF-8, a backslash...; a notice), and directories on another
-   filesystem (a notice: a removable disk mounted inside the share must not
-   make its files look deleted when it goes away). A directory that cannot
-   be read is *unknown*: nothing under it is reported deleted.
+1. **List** (:meth:`Scanner.start`, :mod:`.tree_listing`). The whole tree
+   is walked first, with ``lstat`` only, from the identity-checked root
+   descriptor: a missing or replaced root is :class:`ShareUnavailable`,
+   never "everything was deleted". The listing is available at once
+   (:attr:`ScanPass.listing`), before any file is hashed, so change tracking
+   works while a first scan of a large tree is still checksumming
+   (directory.md "First Sync"). What is left out of it, and what is
+   *unknown* (nothing under it is reported deleted), is the listing's to say.
 
 2. **Settle and hash** (:meth:`ScanPass.step`). Each listed path is compared
    with the :class:`ScanCache` by stat signature (size, mtime, ctime, inode,
@@ -46,16 +37,12 @@ A scan is a :class:`ScanPass` in three phases.
 
 3. **Report** (:meth:`ScanPass.finish`). Settled changes form one batch, and
    moves are found in the whole batch before anything is reported
-   (directory.md "File Change Notification"): a vanished path and a new path
-   with the same inode are a rename; failing that, files with the same size
-   and SHA-256 (non-empty) are a move, preferring the same name, then the
-   same folder; a vanished and a new directory whose files moved across
-   with the same relative names are a directory rename. A half-seen move
-   (one side settled, the other not yet) is held back for up to two more
-   settle periods so both sides land in one batch. The result is a list of
-   :data:`ChangeEvent` -- :class:`Added`, :class:`Modified`,
-   :class:`Deleted`, :class:`Moved` -- with record values, ordered so that
-   parents are created before children and removed after them.
+   (directory.md "File Change Notification"; :mod:`.move_pairing`). A
+   half-seen move (one side settled, the other not yet) is held back for up
+   to two more settle periods so both sides land in one batch. The result
+   is a list of :data:`~.scan_events.ChangeEvent` -- added, modified,
+   deleted, moved -- with record values, ordered so that parents are created
+   before children and removed after them.
 
 A name mapping (an encoded or ``_``-prefixed disk name, :mod:`.paths`) does
 not follow a file or folder the user moves: the new key is the name as it is
@@ -74,133 +61,38 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from csembed import digests
 from csembed.directory.debounce import Debouncer
-from csembed.directory.errors import PathError
-from csembed.directory.paths import MAX_DEPTH, PathMapper, is_temp_name, join_key, parent_key
+from csembed.directory.move_pairing import pair_moves
+from csembed.directory.paths import PathMapper, parent_key
 from csembed.directory.records import FileValue
 from csembed.directory.scan_cache import CachedEntry, ScanCache
+from csembed.directory.scan_events import (
+    Added,
+    ChangeEvent,
+    Deleted,
+    Modified,
+    Moved,
+    Notice,
+    ScanResult,
+    event_order,
+    key_depth,
+)
 from csembed.directory.selection import Selection
+from csembed.directory.tree_listing import DIR_FLAGS, Entry, entry_of, list_tree
 
 log = logging.getLogger(__name__)
 
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MISSING = ("missing",)
 _HOLD_SETTLES = 2  # extra settle periods a half-seen move may wait for its other side
-
-
-# -- events ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Added:
-    """A new file or directory at ``key``."""
-
-    key: str
-    value: FileValue
-
-
-@dataclass(frozen=True)
-class Modified:
-    """The content, mode or kind of ``key`` changed."""
-
-    key: str
-    value: FileValue
-    previous: FileValue
-
-
-@dataclass(frozen=True)
-class Deleted:
-    """``key`` is gone."""
-
-    key: str
-    previous: FileValue
-
-
-@dataclass(frozen=True)
-class Moved:
-    """``old_key`` is now ``new_key`` (its value may have changed too)."""
-
-    old_key: str
-    new_key: str
-    value: FileValue
-    previous: FileValue
-
-
-ChangeEvent = Added | Modified | Deleted | Moved
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something the scanner skipped, and why (for the log and ``status``)."""
-
-    key: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One listed path: its stat signature and where it is on disk."""
-
-    key: str
-    is_dir: bool
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    inode: int
-    mode: int
-    disk_parent: tuple[str, ...]  #: disk names from the local root to the parent
-    disk_name: str
-
-    @property
-    def signature(self) -> tuple[bool, int, int, int, int, int]:
-        """Same meaning as :attr:`CachedEntry.signature`."""
-        if self.is_dir:
-            return (True, 0, 0, 0, self.inode, self.mode)
-        return (False, self.size, self.mtime_ns, self.ctime_ns, self.inode, self.mode)
-
-    @property
-    def changed_at(self) -> float:
-        """Seconds since the epoch of the last change to the entry itself."""
-        return max(self.mtime_ns, self.ctime_ns) / 1e9
-
-    def cached(self, sha256: str | None) -> CachedEntry:
-        """The cache row recording this entry with its content hash."""
-        return CachedEntry(self.key, self.is_dir, 0 if self.is_dir else self.size,
-                           self.mtime_ns, self.ctime_ns, self.inode, self.mode, sha256)
-
-
-def _entry(key: str, info: os.stat_result, disk_parent: tuple[str, ...],
-           disk_name: str) -> Entry:
-    return Entry(key, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime_ns,
-                 info.st_ctime_ns, info.st_ino, stat.S_IMODE(info.st_mode),
-                 disk_parent, disk_name)
 
 
 def _file_signature(info: os.stat_result) -> tuple[bool, int, int, int, int, int]:
     """:attr:`Entry.signature` of a regular file, straight from its status."""
     return (False, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino,
             stat.S_IMODE(info.st_mode))
-
-
-@dataclass
-class ScanResult:
-    """What one pass found. Hand ``events`` to the database, then :meth:`Scanner.commit`."""
-
-    events: list[ChangeEvent]
-    notices: list[Notice]
-    pending: int  #: changes seen but not settled yet
-    next_check: float | None  #: when a pending change may settle (rescan then)
-    temp_files: list[str]  #: keys of the folders holding our ``.!clearsky`` files, with names
-    listed: int  #: paths listed
-    hashed_files: int
-    hashed_bytes: int
-    _puts: list[CachedEntry] = field(default_factory=list, repr=False)
-    _deletes: list[str] = field(default_factory=list, repr=False)
-    _reported: list[str] = field(default_factory=list, repr=False)
 
 
 # -- the scanner ------------------------------------------------------------------------
@@ -293,9 +185,7 @@ class ScanPass:
         self.listing: dict[str, Entry] = {}
         self.notices: list[Notice] = []
         self._temp: list[str] = []
-        self._unknown: set[str] = set()
         self._root_fd = -1
-        self._root_dev = 0
         self._mark = scanner.cache.version
         # phase 2 state
         self._queue: list[Entry] = []
@@ -315,97 +205,21 @@ class ScanPass:
     # -- phase 1: listing ------------------------------------------------------
 
     def _list(self) -> None:
-        mapper = self._s.mapper
-        self._root_fd = mapper.open_root()
-        info = os.fstat(self._root_fd)
-        self._root_dev = info.st_dev
-        root_key = mapper.root_key()
-        self.listing[root_key] = _entry(root_key, info, (), "")
-        self._walk(self._root_fd, root_key, (), 1)
-        self._classify()
-
-    def _walk(self, fd: int, key: str, disk: tuple[str, ...], depth: int) -> None:
         s = self._s
-        subdirs: list[tuple[str, str]] = []
-        try:
-            entries = list(os.scandir(fd))
-        except OSError as exc:
-            self._unknown.add(key)
-            s._notice(self.notices, key, f"folder cannot be read: {exc.strerror}")
-            return
-        for item in entries:
-            name = item.name
-            if is_temp_name(name):
-                self._temp.append(join_key(key, name))
-                continue
-            try:
-                child = s.mapper.child_key(key, name)
-            except PathError as exc:
-                s._notice(self.notices, exc.key, exc.reason)
-                continue
-            try:
-                info = item.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                self._unknown.add(child)
-                s._notice(self.notices, child, f"cannot stat: {exc.strerror}")
-                continue
-            mode = info.st_mode
-            if stat.S_ISLNK(mode):
-                s._notice(self.notices, child, "symbolic link not followed")
-                continue
-            is_dir = stat.S_ISDIR(mode)
-            if not is_dir and not stat.S_ISREG(mode):
-                s._notice(self.notices, child, "special file (device, pipe or socket)")
-                continue
-            if s.selection.ignore.excludes_entry(child, is_dir):
-                continue
-            if is_dir and info.st_dev != self._root_dev:
-                self._unknown.add(child)
-                s._notice(self.notices, child, "another filesystem is mounted here; "
-                          "not crossed")
-                continue
-            self.listing[child] = _entry(child, info, disk, name)
-            if is_dir:
-                subdirs.append((name, child))
-        for name, child in subdirs:
-            if depth >= MAX_DEPTH:
-                self._unknown.add(child)
-                s._notice(self.notices, child, f"deeper than {MAX_DEPTH} levels")
-                continue
-            try:
-                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                del self.listing[child]
-                continue
-            except OSError as exc:
-                self._unknown.add(child)
-                s._notice(self.notices, child, f"folder cannot be opened: {exc.strerror}")
-                continue
-            try:
-                self._walk(sub, child, disk + (name,), depth + 1)
-            finally:
-                os.close(sub)
+        listing = list_tree(s.mapper, s.selection,
+                            lambda key, reason: s._notice(self.notices, key, reason))
+        self._root_fd = listing.root_fd
+        self.listing = listing.entries
+        self._temp = listing.temp
+        self._classify(listing.is_unknown)
 
-    def _is_unknown(self, key: str) -> bool:
-        if not self._unknown:
-            return False
-        probe = key
-        while True:
-            if probe in self._unknown:
-                return True
-            if probe == "/":
-                return False
-            probe = parent_key(probe)
-
-    def _classify(self) -> None:
+    def _classify(self, is_unknown: Callable[[str], bool]) -> None:
         """Compare the listing with the cache and settle what changed."""
         s = self._s
         cached = s.cache.entries()
         selection = s.selection
         for key, old in cached.items():
-            if key in self.listing or self._is_unknown(key):
+            if key in self.listing or is_unknown(key):
                 continue
             if not selection.in_subtree(key) or selection.ignore.excludes(key, old.is_dir):
                 self._drops.append(key)  # now outside what we sync: forget, do not delete
@@ -519,7 +333,7 @@ class ScanPass:
     def _restart_settle(self, key: str, info: os.stat_result) -> None:
         """The file changed while we looked at it: settle again from now."""
         entry = self.listing[key]
-        changed = _entry(key, info, entry.disk_parent, entry.disk_name)
+        changed = entry_of(key, info, entry.disk_parent, entry.disk_name)
         self._s.debouncer.observe(key, changed.signature, self.now)
         self._pending_present.add(key)
 
@@ -536,7 +350,7 @@ class ScanPass:
         fd = os.dup(self._root_fd)
         try:
             for name in disk_parent:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = child
         except BaseException:
@@ -577,7 +391,7 @@ class ScanPass:
         puts: list[CachedEntry] = []
         taken: list[str] = []
         # Folders first (shallowest first), so their files can follow in this batch.
-        for key in sorted(self._hashed, key=_depth):
+        for key in sorted(self._hashed, key=key_depth):
             entry = self.listing.get(key)
             if entry is None or key in self._pending_present or key in stale:
                 continue
@@ -597,7 +411,7 @@ class ScanPass:
             return None
         for key in taken:
             del self._hashed[key]
-        events.sort(key=_event_order)
+        events.sort(key=event_order)
         return ScanResult(events=events, notices=[], pending=0, next_check=None, temp_files=[],
                           listed=len(self.listing), hashed_files=0, hashed_bytes=0,
                           _puts=puts, _deletes=[], _reported=taken)
@@ -633,7 +447,7 @@ class ScanPass:
             return FileValue.for_file(entry.size, self._hashed[entry.key], entry.mtime_ns,
                                       entry.mode)
 
-        for old_key, new_key in self._pair_moves(additions, missing):
+        for old_key, new_key in pair_moves(additions, missing, self._hashed):
             entry = additions.pop(new_key)
             gone = missing.pop(old_key)
             events.append(Moved(old_key, new_key, value_of(entry), gone.value()))
@@ -655,7 +469,7 @@ class ScanPass:
             events.append(Deleted(key, old.value()))
             deletes.append(key)
             reported.append(key)
-        events.sort(key=_event_order)
+        events.sort(key=event_order)
         pending = len(self._pending_present) + len(self._pending_missing)
         return ScanResult(
             events=events, notices=self.notices, pending=pending,
@@ -697,91 +511,3 @@ class ScanPass:
                 self._pending_present.add(key)
         for key in self._pending_present:
             additions.pop(key, None)
-
-    def _pair_moves(self, additions: dict[str, Entry],
-                    missing: dict[str, CachedEntry]) -> list[tuple[str, str]]:
-        """``(old, new)`` pairs: by inode, then by content, then directory renames."""
-        pairs: list[tuple[str, str]] = []
-        if not missing or not additions:
-            return pairs
-        taken: set[str] = set()
-        by_inode: dict[tuple[bool, int], str] = {}
-        for key in sorted(additions):
-            by_inode.setdefault((additions[key].is_dir, additions[key].inode), key)
-        for key in sorted(missing):
-            old = missing[key]
-            new = by_inode.get((old.is_dir, old.inode))
-            if new is not None and new not in taken:
-                pairs.append((key, new))
-                taken.add(new)
-        gone = {k for k, _ in pairs}
-        by_content: dict[tuple[int, str], list[str]] = {}
-        for key in sorted(additions):
-            entry = additions[key]
-            if key not in taken and not entry.is_dir and entry.size > 0:
-                by_content.setdefault((entry.size, self._hashed[key]), []).append(key)
-        for key in sorted(missing):
-            old = missing[key]
-            if key in gone or old.is_dir or old.size == 0 or old.sha256 is None:
-                continue
-            candidates = by_content.get((old.size, old.sha256))
-            if not candidates:
-                continue
-            chosen = _best_candidate(key, candidates)
-            candidates.remove(chosen)
-            pairs.append((key, chosen))
-            taken.add(chosen)
-            gone.add(key)
-        pairs += _directory_renames(pairs, [k for k in missing if missing[k].is_dir
-                                            and k not in gone],
-                                    [k for k in additions if additions[k].is_dir
-                                     and k not in taken])
-        return pairs
-
-
-def _best_candidate(old: str, candidates: list[str]) -> str:
-    name, parent = old.rsplit("/", 1)[1], parent_key(old)
-    for want in (lambda c: c.rsplit("/", 1)[1] == name, lambda c: parent_key(c) == parent):
-        for candidate in candidates:
-            if want(candidate):
-                return candidate
-    return candidates[0]
-
-
-def _directory_renames(moves: Iterable[tuple[str, str]], gone_dirs: list[str],
-                       new_dirs: list[str]) -> list[tuple[str, str]]:
-    """Vanished and new directories explained by file moves keeping relative names."""
-    gone, new = set(gone_dirs), set(new_dirs)
-    votes: dict[str, dict[str, int]] = {}
-    for old_key, new_key in moves:
-        old_parts, new_parts = old_key.split("/"), new_key.split("/")
-        while len(old_parts) > 2 and len(new_parts) > 2 and old_parts[-1] == new_parts[-1]:
-            old_parts, new_parts = old_parts[:-1], new_parts[:-1]
-            old_dir, new_dir = "/".join(old_parts), "/".join(new_parts)
-            if old_dir in gone and new_dir in new:
-                votes.setdefault(old_dir, {}).setdefault(new_dir, 0)
-                votes[old_dir][new_dir] += 1
-    pairs: list[tuple[str, str]] = []
-    used: set[str] = set()
-    for old_dir in sorted(votes):
-        ranked = sorted(votes[old_dir].items(), key=lambda kv: (-kv[1], kv[0]))
-        best = ranked[0][0]
-        if best not in used:
-            pairs.append((old_dir, best))
-            used.add(best)
-    return pairs
-
-
-def _depth(key: str) -> int:
-    return 0 if key == "/" else key.count("/")
-
-
-def _event_order(event: ChangeEvent) -> tuple[int, int, str]:
-    """Moves (parents first), additions (parents first), changes, deletions (children first)."""
-    if isinstance(event, Moved):
-        return (0, _depth(event.new_key), event.new_key)
-    if isinstance(event, Added):
-        return (1, _depth(event.key), event.key)
-    if isinstance(event, Modified):
-        return (2, 0, event.key)
-    return (3, -_depth(event.key), event.key)
