@@ -23,6 +23,7 @@ from csembed.errors import CsembedError
 _COMMANDS = (
     "csembed.cli_commands.demo",
     "csembed.cli_commands.daemon",
+    "csembed.cli_commands.pairing",
     "csembed.cli_commands.daemon_client",
     "csembed.cli_commands.share_controls",
     "csembed.cli_commands.versions",

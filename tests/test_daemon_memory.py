@@ -73,7 +73,8 @@ NOT_FOR_THE_PIANO = (
     "serial", "csembed.runtime.control_serial", "csembed.runtime.web_server", "csembed.web",
     "csembed.runtime.tracker_client",
     "csembed.runtime.tracker_server", "csembed.cli_commands.demo",
-    "csembed.cli_commands.daemon_client", "csembed.cli_commands.rsync",
+    "csembed.cli_commands.daemon_client", "csembed.cli_commands.pairing",
+    "csembed.cli_commands.rsync",
     "csembed.cli_commands.tracker",
 )
 
