@@ -408,7 +408,8 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
     listening)."""
     loop = asyncio.get_running_loop()
     settings = config or CoreConfig()
-    gate = gate or PreauthGate(budget_of(settings))
+    if gate is None:
+        gate = PreauthGate(budget_of(settings))
     tasks: set[asyncio.Task[None]] = set()
 
     def on_connect(link: _Transport) -> None:

@@ -548,7 +548,8 @@ def serve_utp(endpoint: UtpEndpoint, registry: CredentialRegistry,
     budget."""
     loop = endpoint.loop
     settings = config or CoreConfig()
-    gate = gate or PreauthGate(budget_of(settings))
+    if gate is None:
+        gate = PreauthGate(budget_of(settings))
     tasks: set[asyncio.Task[None]] = set()
 
     def on_accept(transport: UtpTransport) -> None:
