@@ -16,7 +16,10 @@ whether it may carry its share:
   and close the other, so they agree without talking about it. Two links in
   the same direction (one peer found at two addresses): the first one stays.
 * **Limits.** Not while paused, and at most the board's
-  ``memory.max_connections`` links carry shares.
+  ``memory.max_connections`` links carry shares. Before that, connections
+  still authenticating pass one
+  :class:`~csembed.runtime.admission.PreauthGate` shared by every listener
+  (TCP v4, v6 and uTP): the board's ``memory.max_handshakes`` of them at once.
 
 **Dialling.** :meth:`set_targets` takes the wanted :class:`Target` set (the
 daemon computes it from the tracker, LAN sightings and manual peers) and

@@ -33,6 +33,8 @@ repeated every second until one gets through.
 equal share of ``memory.max_bytes_in_flight`` over ``memory.max_connections``
 as its receive window, congestion-window cap and write high-water mark, and
 the socket holds at most ``max_connections + max_handshakes`` connections.
+:func:`serve_utp` admits accepted ones through the same
+:class:`~csembed.runtime.admission.PreauthGate` as the TCP listeners.
 """
 
 from __future__ import annotations
