@@ -150,10 +150,11 @@ class PreauthGate:
     def admit(self, conn: Unauthenticated, source: str) -> None:
         """Count a newly accepted connection from ``source``; close older ones as
         the budget requires."""
-        for other in self.admission.keys():  # slots of those that authenticated meanwhile
-            if other.authenticated or other.finished:
-                self.admission.forget(other)
         self.admission.budget = self._budget()
+        if len(self.admission) >= self.admission.budget:
+            for other in self.admission.keys():  # free the slots of those that authenticated
+                if other.authenticated or other.finished:
+                    self.admission.forget(other)
         before = self.admission.evicted
         for victim in self.admission.admit(conn, source):
             victim.abort()
