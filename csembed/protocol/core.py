@@ -218,6 +218,11 @@ class PeerConnection:
         return self._session.role
 
     @property
+    def handshake_complete(self) -> bool:
+        """True once the peer proved its secret (and still after the connection ended)."""
+        return self._session.handshake_complete
+
+    @property
     def ready(self) -> bool:
         """True once application messages may be sent."""
         return self.phase is Phase.READY and not self._local_closed

@@ -16,7 +16,10 @@ whether it may carry its share:
   and close the other, so they agree without talking about it. Two links in
   the same direction (one peer found at two addresses): the first one stays.
 * **Limits.** Not while paused, and at most the board's
-  ``memory.max_connections`` links carry shares.
+  ``memory.max_connections`` links carry shares. Before that, connections
+  still authenticating pass one
+  :class:`~csembed.runtime.admission.PreauthGate` shared by every listener
+  (TCP v4, v6 and uTP): the board's ``memory.max_handshakes`` of them at once.
 
 **Dialling.** :meth:`set_targets` takes the wanted :class:`Target` set (the
 daemon computes it from the tracker, LAN sightings and manual peers) and
@@ -53,6 +56,7 @@ import contextlib
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -62,10 +66,17 @@ from csembed.discovery.backoff import Backoff
 from csembed.discovery.dial_policy import DialPolicy
 from csembed.protocol.core import CoreConfig, Grant, KeysReceived, Ready
 from csembed.protocol.core_access import CredentialRegistry
+from csembed.runtime.admission import PreauthGate
 from csembed.runtime.dial_race import first_connected
 from csembed.runtime.peer_link import LinkResult, PeerLink
 from csembed.runtime.rate_limit import DaemonRateLimits
-from csembed.runtime.session_stream import READ_SIZE, SessionStream, connect, serve
+from csembed.runtime.session_stream import (
+    READ_SIZE,
+    SessionStream,
+    budget_of,
+    connect,
+    serve,
+)
 from csembed.runtime.share_runtime import ShareRuntime
 from csembed.security.rate_limit import RateLimiter as AuthLimiter
 from csembed.security.sodium_version import check_sodium
@@ -220,6 +231,7 @@ class ConnectionManager:
         #: a link's largest socket read and outgoing batch (:func:`link_buffer`)
         self.link_buffer = READ_SIZE
         self._server_v4: asyncio.Server | None = None  #: IPv4 beside ``::`` (dual stack)
+        self._gate: PreauthGate | None = None  #: shared by the listeners, once listening
         self.paused = False
 
     # -- state ----------------------------------------------------------------------
@@ -253,14 +265,17 @@ class ConnectionManager:
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Accept peer connections on ``host:port``; returns the bound address."""
+        # one budget of unauthenticated connections for every listener, TCP and uTP
+        gate = self._gate = PreauthGate(budget_of(lambda: self.core))
         self._server = await serve(host, port, self.registry, self._accepted, lambda: self.core,
-                                   limiter=self._auth_limiter, read_size=self.link_buffer)
+                                   limiter=self._auth_limiter, gate=gate,
+                                   read_size=self.link_buffer)
         sockname = self._server.sockets[0].getsockname()
         if host == "::":  # asyncio binds "::" IPv6-only: add IPv4 on the same port number
             try:
                 self._server_v4 = await serve("0.0.0.0", int(sockname[1]), self.registry,
                                               self._accepted, lambda: self.core,
-                                              limiter=self._auth_limiter,
+                                              limiter=self._auth_limiter, gate=gate,
                                               read_size=self.link_buffer)
             except OSError as exc:
                 log.warning("IPv4 unavailable beside IPv6 on port %d: %s", sockname[1], exc)
@@ -269,7 +284,8 @@ class ConnectionManager:
             try:
                 self.utp = await UtpEndpoint.open(host, int(sockname[1]), limits=self.utp_limits)
                 serve_utp(self.utp, self.registry, self._accepted, lambda: self.core,
-                          limiter=self._auth_limiter)
+                          limiter=self._auth_limiter, gate=gate,
+                          read_size=self.link_buffer)
             except OSError as exc:
                 log.warning("uTP unavailable on UDP port %d: %s", sockname[1], exc)
         return str(sockname[0]), int(sockname[1])
@@ -284,10 +300,11 @@ class ConnectionManager:
         await self._run(record)
 
     def _make_record(self, stream: SessionStream, *, outgoing: bool, address: str) -> LinkRecord:
-        holder: list[LinkRecord] = []
+        holder: list[weakref.ref[LinkRecord]] = []  # weak: the record holds the link
 
         def resolve(ready: Ready) -> ShareRuntime | None:
-            return self._resolve(holder[0], ready)
+            record = holder[0]()
+            return None if record is None else self._resolve(record, ready)
 
         async def on_keys(event: KeysReceived) -> None:
             await self._on_keys(event)
@@ -298,7 +315,7 @@ class ConnectionManager:
                         max_backlog=4 * self.core.limits.max_body,
                         max_unit_bytes=self.link_buffer)
         record = LinkRecord(link, outgoing, address)
-        holder.append(record)
+        holder.append(weakref.ref(record))
         return record
 
     async def _on_keys(self, event: KeysReceived) -> None:
@@ -593,6 +610,8 @@ class ConnectionManager:
             self.utp.close()
         if self._server_v4 is not None:
             self._server_v4.close()
+        if self._gate is not None:
+            self._gate.close()
         for task in self._dialers.values():
             task.cancel()
         # Cancelling a link's task makes it close cleanly (a close record, not a reset).

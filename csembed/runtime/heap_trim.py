@@ -17,10 +17,11 @@ is no such call and :func:`trim` does nothing.
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 from collections.abc import Callable
 
-__all__ = ["trim"]
+__all__ = ["give_back", "trim"]
 
 
 def _load() -> Callable[[int], int] | None:
@@ -41,3 +42,9 @@ _malloc_trim = _load()
 def trim() -> bool:
     """Release the heap's free pages; ``True`` if any memory went back."""
     return _malloc_trim is not None and bool(_malloc_trim(0))
+
+
+def give_back() -> bool:
+    """Collect garbage in reference cycles, then :func:`trim`."""
+    gc.collect()
+    return trim()

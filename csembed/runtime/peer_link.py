@@ -146,11 +146,16 @@ class PeerLink:
         self.max_unit_bytes = max_unit_bytes
         self.ready: Ready | None = None
         self.runtime: ShareRuntime | None = None
-        self.conn_id: Any = self
         self.bytes_in = 0  #: payload bytes received
         self.messages_in = 0  #: messages received after Ready (progress, for back-off)
         self.units_out = 0
         self.started = time.monotonic()
+
+    @property
+    def conn_id(self) -> Any:
+        """This link's key in the share's engine: the link itself (a property, not
+        an attribute naming itself, so that refcounting alone frees a link)."""
+        return self
 
     def __repr__(self) -> str:
         peer = self.ready.peer_id[:8] if self.ready is not None else "?"

@@ -27,6 +27,11 @@ compares the machine's ``get_timer`` deadlines against it. :func:`connect` and
 :meth:`SessionStream.call`/:meth:`SessionStream.flush`; each flush hands the
 transport everything queued so far, so bytes stay in order. Timers are
 handled by whichever task waits in ``next_event``, so a connection needs one.
+
+A connection that ends is freed by reference counting alone, at once: the
+protocol drops its stream when the connection is lost, and a failure event
+keeps no traceback. Under a flood of connections that never authenticate,
+waiting for the cycle collector would let thousands of them pile up.
 """
 
 from __future__ import annotations
@@ -34,13 +39,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from csembed.need_data import NeedData
-from csembed.protocol.core import CoreConfig, PeerConnection, Phase
+from csembed.protocol.core import CoreConfig, PeerConnection
 from csembed.protocol.core_access import CredentialRegistry, Grant
+from csembed.runtime.admission import PreauthGate
 from csembed.security.handshake import SessionFailed
 from csembed.security.keys import Rng, default_rng
 from csembed.security.rate_limit import RateLimiter
@@ -71,8 +76,6 @@ class Machine(Protocol):
 
 def _authenticated(machine: Any) -> bool:
     """Whether the peer on ``machine`` has proved its secret (the handshake is over)."""
-    if isinstance(machine, PeerConnection):
-        return machine.phase is not Phase.HANDSHAKE
     return bool(getattr(machine, "handshake_complete", True))
 
 
@@ -126,6 +129,11 @@ class _Transport(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.stream is not None:
             self.stream._on_eof()
+            self.stream = None  # the stream holds us: let refcounting free both
+        # asyncio's socket transport holds a bound method of itself (3.11's
+        # _read_ready_cb), a cycle only a full gc pass would free; it reads no more.
+        if getattr(self.transport, "_read_ready_cb", None) is not None:
+            self.transport._read_ready_cb = None  # type: ignore[union-attr]
         if not self.closed.done():
             self.closed.set_result(None)
         self.resume_writing()
@@ -207,7 +215,7 @@ class SessionStream:
                 await self.flush()
             if not isinstance(event, NeedData):
                 if isinstance(event, SessionFailed):
-                    self._abort()
+                    self.abort()
                 return event
             if self._eof or self._finished:
                 return None
@@ -289,8 +297,21 @@ class SessionStream:
             await self._link.closed
 
     def abort(self) -> None:
-        """Drop the connection at once, without a close record."""
-        self._abort()
+        """Drop the connection at once, without a close record. One still
+        authenticating is reset: it has nothing worth delivering, and a reset frees
+        it at both ends at once (a uTP one would otherwise linger, resending its FIN
+        to a peer that may never answer)."""
+        self._abort(hard=not self.authenticated)
+
+    @property
+    def authenticated(self) -> bool:
+        """The peer proved its secret (and still after the connection ended)."""
+        return _authenticated(self.machine)
+
+    @property
+    def finished(self) -> bool:
+        """The connection is closed, or closing."""
+        return self._finished or self._link.closed.done()
 
     def _abort(self, hard: bool = False) -> None:
         self._finished = True
@@ -347,51 +368,54 @@ async def run_handler(handler: Callable[[SessionStream], Awaitable[None]],
     await stream.close()
 
 
+def start_handler(handler: Callable[[SessionStream], Awaitable[None]],
+                  stream: SessionStream, source: str, gate: PreauthGate,
+                  tasks: set[asyncio.Task[None]]) -> None:
+    """Admit an accepted ``stream`` from ``source`` through ``gate`` (which may
+    close older unauthenticated connections), then run ``handler`` for it
+    (:func:`run_handler`) in a task kept in ``tasks``; when it ends, its slot in
+    the gate is freed."""
+    gate.admit(stream, source)
+    task = asyncio.get_running_loop().create_task(run_handler(handler, stream))
+    tasks.add(task)
+
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        gate.ended(stream)
+
+    task.add_done_callback(done)
+
+
+def budget_of(config: CoreConfig | Callable[[], CoreConfig]) -> Callable[[], int]:
+    """The unauthenticated-connection budget of a (possibly changing) core config."""
+    return lambda: (config() if callable(config) else config).session.max_pending
+
+
 async def serve(host: str, port: int, registry: CredentialRegistry,
                 handler: Callable[[SessionStream], Awaitable[None]],
                 config: CoreConfig | Callable[[], CoreConfig] | None = None, *,
-                limiter: RateLimiter | None = None,
+                limiter: RateLimiter | None = None, gate: PreauthGate | None = None,
                 rng: Rng = default_rng, read_size: int = READ_SIZE) -> asyncio.Server:
     """Listen on TCP; each connection becomes a :class:`PeerConnection` server
     handed to ``handler`` (closed when the handler returns). ``limiter`` is
     keyed by the peer's IP address.
 
-    At most ``config.session.max_pending`` accepted connections may be still
-    unauthenticated; a new one beyond that closes an older one: the oldest of
-    the source address that has the most of them, so a flood from a few
-    addresses pushes out only its own connections. Thus connections that
-    never authenticate cost a bounded amount of memory and file descriptors,
-    and a peer that holds a key or code gets in and completes. Authenticated
-    connections are not counted here (the connection manager limits those).
-    ``config`` may be a function, asked at each connection (settings such as
-    the device name change while listening)."""
+    Connections that have not authenticated yet pass ``gate``
+    (:class:`~csembed.runtime.admission.PreauthGate`; by default one of this
+    listener's own, with ``config.session.max_pending`` slots): beyond its
+    budget a new one closes the oldest of the source address that has the most
+    of them. Thus connections that never authenticate cost a bounded amount of
+    memory and file descriptors, and a peer that holds a key or code gets in
+    and completes. Pass one gate to every listener of a daemon (TCP and uTP) so
+    that they share the budget. Authenticated connections are not counted
+    (the connection manager limits those). ``config`` may be a function, asked
+    at each connection (settings such as the device name change while
+    listening)."""
     loop = asyncio.get_running_loop()
     settings = config or CoreConfig()
+    if gate is None:
+        gate = PreauthGate(budget_of(settings))
     tasks: set[asyncio.Task[None]] = set()
-    pending: OrderedDict[_Transport, str] = OrderedDict()  # -> source address, oldest first
-    evicted = 0
-
-    def admit(link: _Transport, source: str) -> None:
-        nonlocal evicted
-        per_source: dict[str, int] = {}
-        for other, other_source in list(pending.items()):
-            if other.closed.done() or other.stream is None \
-                    or _authenticated(other.stream.machine):
-                del pending[other]
-            else:
-                per_source[other_source] = per_source.get(other_source, 0) + 1
-        budget = (settings() if callable(settings) else settings).session.max_pending
-        while len(pending) >= budget:
-            most = max(per_source.values())
-            victim = next(t for t, src in pending.items() if per_source[src] == most)
-            per_source[pending.pop(victim)] -= 1
-            if victim.stream is not None:
-                victim.stream.abort()
-            evicted += 1
-            if evicted & (evicted - 1) == 0:  # 1, 2, 4, ...: visible, not a log flood
-                log.warning("%d unauthenticated connection(s) closed so far: more than "
-                            "%d at once were still authenticating", evicted, budget)
-        pending[link] = source
 
     def on_connect(link: _Transport) -> None:
         assert link.transport is not None
@@ -400,11 +424,8 @@ async def serve(host: str, port: int, registry: CredentialRegistry,
         current = settings() if callable(settings) else settings
         machine = PeerConnection.server(registry, current, now=loop.time(), rng=rng,
                                         limiter=limiter, source=source)
-        stream = SessionStream(machine, link, clock=loop.time)
-        admit(link, source)
-        task = loop.create_task(run_handler(handler, stream))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        start_handler(handler, SessionStream(machine, link, clock=loop.time), source, gate,
+                      tasks)
 
     def factory() -> _Transport:
         link = _Transport(read_size)

@@ -33,6 +33,8 @@ repeated every second until one gets through.
 equal share of ``memory.max_bytes_in_flight`` over ``memory.max_connections``
 as its receive window, congestion-window cap and write high-water mark, and
 the socket holds at most ``max_connections + max_handshakes`` connections.
+:func:`serve_utp` admits accepted ones through the same
+:class:`~csembed.runtime.admission.PreauthGate` as the TCP listeners.
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ from csembed.board_profile import MemoryLimits
 from csembed.nat.stun import StunError, StunProbe, is_stun, parse_response
 from csembed.protocol.core import CoreConfig, PeerConnection
 from csembed.protocol.core_access import CredentialRegistry, Grant
-from csembed.runtime.session_stream import READ_SIZE, SessionStream, _Transport, run_handler
+from csembed.runtime.admission import PreauthGate
+from csembed.runtime.session_stream import (
+    READ_SIZE,
+    SessionStream,
+    _Transport,
+    budget_of,
+    start_handler,
+)
 from csembed.security.keys import Rng, default_rng
 from csembed.security.rate_limit import RateLimiter
 from csembed.transport.utp import Closed, Connected, Data, EndOfStream, UtpConfig, UtpConnection
@@ -229,6 +238,7 @@ class UtpTransport(asyncio.Transport):
             self._lost = True
             if self._protocol is not None:
                 self._protocol.connection_lost(None)
+                self._protocol = None  # it holds us: let refcounting free both
         if self._write_paused and self.conn.send_buffered <= self._high // 2:
             self._write_paused = False
             if isinstance(self._protocol, asyncio.Protocol | asyncio.BufferedProtocol):
@@ -283,6 +293,7 @@ class UtpTransport(asyncio.Transport):
             self._endpoint.forget(self)
             if not self._lost and protocol is not None:
                 self._lost = True
+                self._protocol = None
                 protocol.connection_lost(ConnectionError(event.reason) if event.error
                                          else None)
 
@@ -530,13 +541,17 @@ async def connect_utp(endpoint: UtpEndpoint, host: str, port: int, grant: Grant,
 def serve_utp(endpoint: UtpEndpoint, registry: CredentialRegistry,
               handler: Callable[[SessionStream], Awaitable[None]],
               config: CoreConfig | Callable[[], CoreConfig] | None = None, *,
-              limiter: RateLimiter | None = None,
+              limiter: RateLimiter | None = None, gate: PreauthGate | None = None,
               rng: Rng = default_rng, read_size: int = READ_SIZE) -> None:
     """Accept uTP connections as :class:`PeerConnection` servers handed to ``handler``
     (cf. :func:`csembed.runtime.session_stream.serve`; ``config`` may be a function,
-    asked at each connection)."""
+    asked at each connection). Unauthenticated ones pass ``gate``: give it the one
+    the TCP listeners use, so that a flood on either transport counts against one
+    budget."""
     loop = endpoint.loop
     settings = config or CoreConfig()
+    if gate is None:
+        gate = PreauthGate(budget_of(settings))
     tasks: set[asyncio.Task[None]] = set()
 
     def on_accept(transport: UtpTransport) -> None:
@@ -544,11 +559,10 @@ def serve_utp(endpoint: UtpEndpoint, registry: CredentialRegistry,
         transport.set_protocol(link)
         link.connection_made(transport)
         current = settings() if callable(settings) else settings
+        source = transport.address[0]
         machine = PeerConnection.server(registry, current, now=loop.time(), rng=rng,
-                                        limiter=limiter, source=transport.address[0])
-        task = loop.create_task(
-            run_handler(handler, SessionStream(machine, link, clock=loop.time)))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+                                        limiter=limiter, source=source)
+        start_handler(handler, SessionStream(machine, link, clock=loop.time), source, gate,
+                      tasks)
 
     endpoint.on_accept = on_accept

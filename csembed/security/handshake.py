@@ -161,6 +161,17 @@ class SessionFailed:
     reason: str
     error: CsembedError = field(compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # The event outlives the call that failed (it is queued, then returned to
+        # the adapter); a traceback would keep that call's frames, the adapter's
+        # among them, and so the whole connection alive until a full gc pass.
+        error: BaseException | None = self.error
+        for _ in range(8):  # the error, its causes; a bounded walk
+            if error is None:
+                break
+            error.__traceback__ = None
+            error = error.__cause__ or error.__context__
+
 
 SessionEvent = HandshakeComplete | PlaintextReceived | SessionClosed | SessionFailed
 
