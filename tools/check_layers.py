@@ -40,7 +40,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "native": ("native", "_native"),
     # Leaf modules every layer may use: errors, units, parsed settings, sentinels.
     "base": ("__init__", "errors", "units", "access_code", "board_profile", "need_data",
-             "atomic_file", "hex_ids", "digests"),
+             "atomic_file", "hex_ids", "digests", "libc_calls"),
 }
 
 # Layers whose code takes bytes and ``now`` in and gives bytes, events and

@@ -16,9 +16,10 @@ is no such call and :func:`trim` does nothing.
 
 from __future__ import annotations
 
-import ctypes
 import sys
 from collections.abc import Callable
+
+from csembed import libc_calls
 
 __all__ = ["trim"]
 
@@ -26,13 +27,7 @@ __all__ = ["trim"]
 def _load() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        function = ctypes.CDLL(None).malloc_trim  # the interpreter is linked with libc
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_size_t]
-    function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
+    return libc_calls.function("malloc_trim", "int", "size_t")
 
 
 _malloc_trim = _load()
