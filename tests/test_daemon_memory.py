@@ -209,3 +209,40 @@ def test_trim_hands_freed_heap_back_to_the_kernel() -> None:
     assert trim() is True
     assert freed_but_resident - rss() > 8_000_000  # generous: ~16 MB go back
     del pin
+
+
+# -- start-only modules ---------------------------------------------------------------------
+
+def test_start_only_modules_are_freed_before_the_daemon_runs(tmp_path: Path) -> None:
+    """argparse (with gettext) and tomllib read the command line and the board
+    profile, then go: no module entry and no class of theirs is left alive."""
+    import subprocess
+
+    probe = (
+        "import gc, sys\n"
+        "import csembed.cli_commands.daemon as d\n"
+        "def started(args):\n"
+        "    d.options_from(args)\n"
+        "    gc.collect()\n"
+        "    left = {o.__module__ for o in gc.get_objects() if isinstance(o, type)\n"
+        "            and o.__module__.split('.')[0] in ('argparse', 'gettext', 'tomllib')}\n"
+        "    print(sorted(m for m in ('argparse', 'gettext', 'tomllib') if m in sys.modules),\n"
+        "          sorted(left), args.board)\n"
+        "    return 0\n"
+        "d.run = started\n"
+        "from csembed.cli import main\n"
+        f"sys.exit(main(['daemon', '--board', 'wifi-piano', '--data-dir', {str(tmp_path)!r}]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.split() == ["[]", "[]", "wifi-piano"]
+
+
+def test_a_module_imported_before_a_transient_block_stays() -> None:
+    import encodings  # noqa: F401  (loaded before the block)
+
+    from csembed.transient_modules import transient_modules
+    sys.modules.pop("encodings.rot_13", None)
+    with transient_modules("encodings", "csembed_no_such_root"):
+        import encodings.rot_13  # noqa: F401  (new inside the block)
+    assert "encodings" in sys.modules and "encodings.rot_13" not in sys.modules
+    assert not hasattr(sys.modules["encodings"], "rot_13")
