@@ -57,3 +57,16 @@ def test_the_daemons_libc_users_load_neither_ctypes_nor_cffis_parser() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60).stdout.split(" ", 3)
     assert out == ["True", "True", "True", "[]\n"]
+
+
+def test_without_cffis_backend_ctypes_binds_the_same_calls(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(libc_calls, "_backend", None)
+    monkeypatch.setattr(libc_calls, "_process", None)
+    monkeypatch.setattr(libc_calls, "_ctypes", None)
+    syncfs = libc_calls.function("syncfs", "int", "int")
+    assert syncfs is not None
+    assert syncfs(-1) == -1 and libc_calls.last_errno() == errno.EBADF
+    add = libc_calls.function("inotify_add_watch", "int", "int", "char *", "uint32_t")
+    assert add is not None and add(-1, os.fsencode(tmp_path), 0x100) == -1
+    assert libc_calls.function("csembed_no_such_function", "int") is None
