@@ -21,7 +21,6 @@ profile of the user's own.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from csembed.digests import SHA256_IMPLEMENTATIONS
 from csembed.errors import CsembedError
+from csembed.transient_modules import transient_modules
 from csembed.units import format_rate, format_size, parse_duration, parse_size
 
 DEFAULT_BOARD = "desktop"
@@ -305,13 +305,17 @@ def load_board(name_or_path: str | Path = DEFAULT_BOARD) -> BoardProfile:
         if not path.is_file():
             raise BoardError(f"no board named {text!r} "
                              f"(available: {', '.join(available_boards())})")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise BoardError(f"{path}: no such board profile") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BoardError(f"{path}: not valid TOML: {exc}") from None
+    # A daemon reads its profile once: tomllib is not kept resident after that.
+    with transient_modules("tomllib"):
+        import tomllib
+
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise BoardError(f"{path}: no such board profile") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise BoardError(f"{path}: not valid TOML: {exc}") from None
     return parse_board(data, str(path))
 
 

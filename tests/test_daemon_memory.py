@@ -67,9 +67,13 @@ def test_the_c_backend_leaves_the_pure_twin_unloaded() -> None:
 
 # Modules the wifi-piano board never needs (no web page, no serial line, no tracker
 # configured, builtin SHA-256), and the CLI's other sub-commands. uTP and STUN stay:
-# they are how the owner reaches the piano through a NAT.
+# they are how the owner reaches the piano through a NAT. libsodium is called through
+# PyNaCl's compiled module alone (not its wrappers), libc through cffi's backend (not
+# ctypes, nor cffi's C parser).
 NOT_FOR_THE_PIANO = (
     "hashlib", "_hashlib", "hmac", "secrets", "tempfile", "shutil", "bz2", "lzma",
+    "nacl.bindings", "nacl.signing", "nacl.utils", "ctypes", "_ctypes", "pycparser",
+    "cffi.api",
     "serial", "csembed.runtime.control_serial", "csembed.runtime.web_server", "csembed.web",
     "csembed.runtime.tracker_client",
     "csembed.runtime.tracker_server", "csembed.cli_commands.demo",
@@ -77,6 +81,9 @@ NOT_FOR_THE_PIANO = (
     "csembed.cli_commands.rsync",
     "csembed.cli_commands.tracker",
 )
+# Loaded on the first delta (a changed file of which the other side holds the old version):
+# a sync of new files, as below, never needs them.
+NOT_UNTIL_A_DELTA = ("csembed.rsync", "csembed.native", "csembed._native")
 
 
 def _imported(log: Path) -> dict[str, str]:
@@ -123,6 +130,7 @@ def test_piano_daemon_syncs_both_ways_without_modules_its_board_does_not_need(
     on_piano, on_laptop = _imported(piano.log), _imported(laptop.log)
     assert "csembed.runtime.daemon" in on_piano and "csembed.directory.download" in on_piano
     assert {m: on_piano[m] for m in NOT_FOR_THE_PIANO if m in on_piano} == {}
+    assert {m: on_piano[m] for m in NOT_UNTIL_A_DELTA if m in on_piano} == {}
     # the same daemon on the desktop board does load what that board uses
     assert {"csembed.runtime.utp_endpoint", "_hashlib"} <= on_laptop.keys()
 
@@ -206,3 +214,40 @@ def test_trim_hands_freed_heap_back_to_the_kernel() -> None:
     assert trim() is True
     assert freed_but_resident - rss() > 8_000_000  # generous: ~16 MB go back
     del pin
+
+
+# -- start-only modules ---------------------------------------------------------------------
+
+def test_start_only_modules_are_freed_before_the_daemon_runs(tmp_path: Path) -> None:
+    """argparse (with gettext) and tomllib read the command line and the board
+    profile, then go: no module entry and no class of theirs is left alive."""
+    import subprocess
+
+    probe = (
+        "import gc, sys\n"
+        "import csembed.cli_commands.daemon as d\n"
+        "def started(args):\n"
+        "    d.options_from(args)\n"
+        "    gc.collect()\n"
+        "    left = {o.__module__ for o in gc.get_objects() if isinstance(o, type)\n"
+        "            and o.__module__.split('.')[0] in ('argparse', 'gettext', 'tomllib')}\n"
+        "    print(sorted(m for m in ('argparse', 'gettext', 'tomllib') if m in sys.modules),\n"
+        "          sorted(left), args.board)\n"
+        "    return 0\n"
+        "d.run = started\n"
+        "from csembed.cli import main\n"
+        f"sys.exit(main(['daemon', '--board', 'wifi-piano', '--data-dir', {str(tmp_path)!r}]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.split() == ["[]", "[]", "wifi-piano"]
+
+
+def test_a_module_imported_before_a_transient_block_stays() -> None:
+    import encodings  # noqa: F401  (loaded before the block)
+
+    from csembed.transient_modules import transient_modules
+    sys.modules.pop("encodings.rot_13", None)
+    with transient_modules("encodings", "csembed_no_such_root"):
+        import encodings.rot_13  # noqa: F401  (new inside the block)
+    assert "encodings" in sys.modules and "encodings.rot_13" not in sys.modules
+    assert not hasattr(sys.modules["encodings"], "rot_13")

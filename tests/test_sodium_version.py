@@ -1,7 +1,8 @@
 """Issue 10 item 14: an old PyNaCl (Debian bookworm's 1.5) is named, not a traceback.
 
-The missing ``crypto_core_ed25519_from_uniform`` is simulated by deleting it
-from ``nacl.bindings`` before csembed is imported, in a subprocess.
+The missing ``crypto_core_ed25519_from_uniform`` is simulated by hiding it
+from PyNaCl's compiled module (``nacl._sodium.lib``, which csembed calls
+directly) before csembed is imported, in a subprocess.
 """
 
 from __future__ import annotations
@@ -9,15 +10,35 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import nacl.bindings
 import pytest
 
-from csembed.security import spake2
+from csembed.security import sodium, spake2
 from csembed.security.sodium_version import MissingDependency, check_sodium
 
-_OLD_NACL = ("import nacl.bindings, runpy, sys; "
-             "del nacl.bindings.crypto_core_ed25519_from_uniform; "
+_HIDE = "crypto_core_ed25519_from_uniform"
+
+
+class _OldLib:
+    """PyNaCl 1.5's ``lib`` as csembed sees it: everything but the 1.6 function."""
+
+    def __init__(self, lib: Any) -> None:
+        self._lib = lib
+
+    def __getattr__(self, name: str) -> Any:
+        if name == _HIDE:
+            raise AttributeError(name)
+        return getattr(self._lib, name)
+
+
+_OLD_NACL = ("import nacl._sodium as s, runpy, sys\n"
+             "class Old:\n"
+             "    def __init__(self, lib): self.lib = lib\n"
+             "    def __getattr__(self, name):\n"
+             f"        if name == {_HIDE!r}: raise AttributeError(name)\n"
+             "        return getattr(self.lib, name)\n"
+             "s.lib = Old(s.lib)\n"
              "sys.argv[0] = 'csembed'; runpy.run_module('csembed', run_name='__main__')")
 
 
@@ -43,7 +64,7 @@ def test_daemon_refuses_to_start_naming_the_version(tmp_path: Path) -> None:
 
 def test_spake2_raises_a_named_error(monkeypatch: pytest.MonkeyPatch) -> None:
     check_sodium()  # the installed PyNaCl is new enough
-    monkeypatch.delattr(nacl.bindings, "crypto_core_ed25519_from_uniform")
+    monkeypatch.setattr(sodium, "lib", _OldLib(sodium.lib))
     spake2.blinding_points.cache_clear()
     try:
         with pytest.raises(MissingDependency, match=r"PyNaCl >= 1\.6"):

@@ -40,7 +40,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "native": ("native", "_native"),
     # Leaf modules every layer may use: errors, units, parsed settings, sentinels.
     "base": ("__init__", "errors", "units", "access_code", "board_profile", "need_data",
-             "atomic_file", "hex_ids", "digests"),
+             "atomic_file", "hex_ids", "digests", "libc_calls",
+             "transient_modules"),
 }
 
 # Layers whose code takes bytes and ``now`` in and gives bytes, events and

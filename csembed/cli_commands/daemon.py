@@ -26,7 +26,6 @@ command run inside a test process) nothing is changed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -39,6 +38,8 @@ from csembed.cli_commands.daemon_log import setup_logging
 from csembed.runtime.data_dir import data_dir_source, default_data_dir, parse_host_port
 
 if TYPE_CHECKING:  # the daemon's modules load only when it runs: the CLI stays quick
+    import argparse  # only while the command line is read (see csembed.cli)
+
     from csembed.runtime.daemon import DaemonOptions
 
 __all__ = ["register", "run"]

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-import nacl.exceptions
-import nacl.signing
+from csembed.security import sodium
 
 __all__ = ["SIGNATURE_BYTES", "Signer", "Verifier", "ed25519_signer", "ed25519_verifier"]
 
@@ -25,24 +24,27 @@ Verifier = Callable[[bytes, bytes], bool]
 
 def ed25519_signer(seed: bytes) -> Signer:
     """``sign(raw)`` with the read-write level's 32-byte Ed25519 seed."""
-    key = nacl.signing.SigningKey(bytes(seed))
+    secret = sodium.sign_keypair(bytes(seed))[1]
 
     def sign(raw: bytes) -> bytes:
-        return bytes(key.sign(raw).signature)
+        return sodium.sign_detached(secret, raw)
 
     return sign
 
 
 def ed25519_verifier(public_key: bytes) -> Verifier:
     """``verify(raw, signature)`` against the read-write level's public key."""
-    key = nacl.signing.VerifyKey(bytes(public_key))
+    key = bytes(public_key)
+    if len(key) != sodium.SIGN_PUBLIC_BYTES:
+        raise ValueError(f"an Ed25519 public key is {sodium.SIGN_PUBLIC_BYTES} bytes, "
+                         f"got {len(key)}")
 
     def verify(raw: bytes, signature: bytes) -> bool:
         if len(signature) != SIGNATURE_BYTES:
             return False
         try:
-            key.verify(raw, signature)
-        except nacl.exceptions.BadSignatureError:
+            sodium.verify_detached(key, raw, signature)
+        except sodium.BadSignature:
             return False
         return True
 

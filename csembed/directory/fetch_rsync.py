@@ -11,6 +11,10 @@ into the download. Any rsync failure -- the old version changed, a bad
 patch, a peer error, a result that does not verify -- falls back to a
 whole-file get from the same peer, and that content is not tried by rsync
 again (``failed``, bounded).
+
+The rsync engine (:mod:`csembed.rsync`, and with it the C extension) is
+imported only once a file qualifies: a daemon that never fetches by delta
+never loads it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Generator
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from csembed.directory import sync_messages as msg
 from csembed.directory.errors import DirectoryError
@@ -27,8 +31,9 @@ from csembed.directory.records import FileValue
 from csembed.directory.sync_context import SyncContext
 from csembed.directory.transfer_fetch import PeerState, Request, Transfer
 from csembed.protocol.wire import encode_chunk, encode_payload_end
-from csembed.rsync import Patcher, RsyncError, SignatureParams, SignatureWriter
-from csembed.rsync.signature import signature_size
+
+if TYPE_CHECKING:
+    from csembed.rsync import SignatureParams
 
 log = logging.getLogger("csembed.sync")
 
@@ -100,6 +105,8 @@ class RsyncFetch:
         if cached is None or cached.is_dir or cached.size == 0 or cached.sha256 is None \
                 or cached.sha256 == value.sha256:
             return None
+        from csembed.rsync import SignatureParams
+        from csembed.rsync.signature import signature_size
         params = SignatureParams.for_basis(cached.size)
         if signature_size(cached.size, params) > ctx.board.memory.max_signature:
             return None
@@ -114,6 +121,7 @@ class RsyncFetch:
         if source is None:
             self.fallback(transfer, "the old version is gone")
             return
+        from csembed.rsync import SignatureWriter
         with source:
             writer = SignatureWriter.from_params(params)
             yield msg.encode(msg.SignatureHeader(transfer.sha256, transfer.basis_sha256))
@@ -148,6 +156,7 @@ class RsyncFetch:
             return None
         transfer.basis = BasisFile(source)
         transfer.download.restart()
+        from csembed.rsync import Patcher
         transfer.patcher = Patcher(cast(BinaryIO, transfer.basis), max_output=transfer.size)
         return PatchSink(self, transfer, request)
 
@@ -174,6 +183,7 @@ class RsyncFetch:
 
     def patch_done(self, transfer: Transfer) -> None:
         """The patch ended: finish the file, or fall back."""
+        from csembed.rsync import RsyncError
         patcher = transfer.patcher
         if self.ctx.fetcher.active.get(transfer.sha256) is not transfer:
             return
@@ -203,6 +213,7 @@ class PatchSink:
         self.failed = False
 
     def chunk(self, data: bytes) -> None:
+        from csembed.rsync import RsyncError
         if self.failed or self.request.transfer is None:
             return
         patcher = self.transfer.patcher

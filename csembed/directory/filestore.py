@@ -37,7 +37,7 @@ report our own write as a local change.
 engine may instead :meth:`Download.verify` each finished download and hand
 a batch of them over at once. The order that makes a crash harmless stays
 the same, only the syncs are shared: the data of every temp is made durable
-(one ``syncfs`` per filesystem -- libc's, through ``ctypes``, as Python 3.11
+(one ``syncfs`` per filesystem -- libc's, via :mod:`~csembed.libc_calls`, as Python 3.11
 lacks ``os.syncfs`` -- or, without it, one ``fsync`` per temp); then each
 file is checked against the scan cache, archived and renamed; then the
 touched folders are synced (one ``syncfs``, or one ``fsync`` per folder;
@@ -89,7 +89,6 @@ download itself (temp file, running hash, verify, place) is
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import random
@@ -98,9 +97,8 @@ import string
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
-from csembed import digests
+from csembed import digests, libc_calls
 from csembed.board_profile import StorageLimits
 from csembed.directory.archive import Archive, ArchivedFile
 from csembed.directory.download import (
@@ -159,21 +157,8 @@ def conflict_name(name: str, rng: random.Random) -> str:
     return f"{name}.CONFLICT.{tag}"
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    """libc ``syncfs(fd)`` through ctypes (Python 3.11 has no ``os.syncfs``), if present."""
-    try:
-        # The interpreter is linked with libc; ctypes.util.find_library would
-        # import shutil, tempfile, bz2 and lzma into the daemon for good.
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return cast(Callable[[int], int], function)
-
-
-_syncfs: Callable[[int], int] | None = _load_syncfs()
+# libc's syncfs (Python 3.11 has no os.syncfs), if present.
+_syncfs: Callable[[int], int] | None = libc_calls.function("syncfs", "int", "int")
 
 
 def _syncfs_all(fds: Sequence[int]) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING
 
 from csembed.directory import sync_messages as msg
 from csembed.directory.bloom import BloomFilter
@@ -28,7 +29,9 @@ from csembed.directory.sync_context import SyncContext
 from csembed.directory.transfer_fetch import PeerState
 from csembed.directory.transfer_serve import Units, payload_units, serve_data, serve_patch
 from csembed.directory.uploads import Upload, Uploads
-from csembed.rsync import RsyncError, Signature
+
+if TYPE_CHECKING:
+    from csembed.rsync import Signature
 
 log = logging.getLogger("csembed.sync")
 
@@ -145,6 +148,7 @@ class Serving:
         if peer.out.bulk_items >= self.ctx.bounds.queued_requests:
             peer.out.push(msg.encode(msg.NotPresent(header.sha256)))
             return Discard()
+        from csembed.rsync import Signature  # the rsync engine loads on first use
         return SignatureSink(self, peer, header.sha256,
                              Signature(max_size=self.ctx.board.memory.max_signature))
 
@@ -195,6 +199,7 @@ class SignatureSink:
         self.error: str | None = None
 
     def chunk(self, data: bytes) -> None:
+        from csembed.rsync import RsyncError, Signature
         if self.error is not None:
             return
         try:
@@ -204,6 +209,7 @@ class SignatureSink:
             self.signature = Signature(max_size=1)  # release what was loaded
 
     def end(self) -> None:
+        from csembed.rsync import RsyncError
         if self.error is None:
             try:
                 self.signature.finish()

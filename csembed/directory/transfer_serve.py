@@ -51,12 +51,15 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from csembed.directory import sync_messages as msg
 from csembed.directory.errors import ContentChanged, DirectoryError
 from csembed.directory.reader import ContentReader
 from csembed.protocol.wire import encode_chunk, encode_payload_end
-from csembed.rsync import DeltaWriter, RsyncError, Signature
+
+if TYPE_CHECKING:
+    from csembed.rsync import Signature
 
 log = logging.getLogger("csembed.sync")
 
@@ -218,6 +221,7 @@ def serve_data(reader: ContentReader, sha256: str, range_: tuple[int, int] | Non
 def serve_patch(reader: ContentReader, sha256: str, signature: Signature, chunk_size: int,
                 on_sent: Callable[[int], None] | None = None) -> Units:
     """Answer one ``rsync.signature``: the delta of our ``sha256`` content, streamed."""
+    from csembed.rsync import DeltaWriter, RsyncError  # loaded with the peer's Signature
     source = reader.open(sha256)
     if source is None:
         yield msg.encode(msg.NotPresent(sha256))

@@ -17,11 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
 from csembed.errors import ProtocolError
 from csembed.protocol.wire import Message, encode_body, encode_message
+from csembed.security import sodium
 from csembed.security.keys import KEY_BYTES, SIGNATURE_BYTES, LevelKeys
 
 
@@ -43,7 +41,7 @@ def sign_message(body_or_raw: Mapping[str, Any] | bytes, signing_key: LevelKeys 
     else:
         if len(signing_key) != KEY_BYTES:
             raise ValueError(f"an Ed25519 signing seed is {KEY_BYTES} bytes")
-        signature = nacl.signing.SigningKey(signing_key).sign(raw).signature
+        signature = sodium.sign_detached(bytes(signing_key), raw)
     return encode_message(raw, signature=signature, payload=payload)
 
 
@@ -60,8 +58,8 @@ def verify_message(message: Message, verify_key: LevelKeys | bytes) -> None:
     if len(public) != KEY_BYTES:
         raise ValueError(f"an Ed25519 public key is {KEY_BYTES} bytes")
     try:
-        nacl.signing.VerifyKey(public).verify(message.raw, message.signature)
-    except nacl.exceptions.BadSignatureError:
+        sodium.verify_detached(public, message.raw, message.signature)
+    except sodium.BadSignature:
         level = f" of {verify_key.access_level!r}" if isinstance(verify_key, LevelKeys) else ""
         raise SignatureError(f"{where}: signature does not verify against the "
                              f"public key{level}") from None

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :meth:`ChangeNotifier.start` opens an inotify descriptor through libc
-(``inotify_init1``/``inotify_add_watch`` via ctypes; Linux only -- elsewhere,
+(``inotify_init1``/``inotify_add_watch``, :mod:`csembed.libc_calls`; Linux only -- elsewhere,
 or when the kernel refuses, it returns ``None`` and the periodic scan
 remains the only way changes are found) and watches every folder of the
 local copy that the scanner would enter. The event loop reads the
@@ -21,7 +21,6 @@ safety net.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import logging
 import os
@@ -29,8 +28,9 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import NamedTuple, Protocol
 
+from csembed import libc_calls
 from csembed.directory.change_watch import WATCH_MASK, ChangeWatch, ScanRequest
 from csembed.directory.errors import PathError
 from csembed.directory.paths import MAX_DEPTH, is_temp_name
@@ -48,18 +48,17 @@ class ScanRequester(Protocol):
     def request_scan(self, settled: list[str] | None = None) -> None: ...
 
 
-def _libc() -> Any | None:
+class _Inotify(NamedTuple):
+    inotify_init1: Callable[[int], int]
+    inotify_add_watch: Callable[[int, bytes, int], int]
+
+
+def _libc() -> _Inotify | None:
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        # The interpreter is linked with libc: no ctypes.util.find_library (it
-        # would import shutil/tempfile and may run ldconfig).
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.inotify_init1.argtypes = [ctypes.c_int]
-        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        return libc
-    except (OSError, AttributeError):
-        return None
+    init = libc_calls.function("inotify_init1", "int", "int")
+    add = libc_calls.function("inotify_add_watch", "int", "int", "char *", "uint32_t")
+    return None if init is None or add is None else _Inotify(init, add)
 
 
 def _signature(info: os.stat_result) -> tuple[bool, int, int, int, int, int]:
@@ -84,7 +83,7 @@ def already_known(cache: ScanCache, key: str, path: str) -> bool:
 class ChangeNotifier:
     """Watches one share's local copy and asks its runtime to scan what changed."""
 
-    def __init__(self, libc: Any, fd: int, scanner: Scanner, runtime: ScanRequester,
+    def __init__(self, libc: _Inotify, fd: int, scanner: Scanner, runtime: ScanRequester,
                  clock: Callable[[], float]) -> None:
         self._libc = libc
         self._fd = fd
@@ -106,7 +105,7 @@ class ChangeNotifier:
             return None
         fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:
-            log.info("change notification unavailable: %s", os.strerror(ctypes.get_errno()))
+            log.info("change notification unavailable: %s", os.strerror(libc_calls.last_errno()))
             return None
         notifier = cls(libc, fd, scanner, runtime, clock)
         try:
@@ -141,7 +140,7 @@ class ChangeNotifier:
         if wd >= 0:
             self.watch.watching(wd, key, path, root=root)
             return True
-        err = ctypes.get_errno()
+        err = libc_calls.last_errno()
         if err == errno.ENOSPC and not self._exhausted:
             self._exhausted = True
             log.warning("out of inotify watches (fs.inotify.max_user_watches) at %s: "

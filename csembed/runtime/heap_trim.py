@@ -16,10 +16,11 @@ is no such call and :func:`trim` does nothing.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import sys
 from collections.abc import Callable
+
+from csembed import libc_calls
 
 __all__ = ["give_back", "trim"]
 
@@ -27,13 +28,7 @@ __all__ = ["give_back", "trim"]
 def _load() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        function = ctypes.CDLL(None).malloc_trim  # the interpreter is linked with libc
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_size_t]
-    function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
+    return libc_calls.function("malloc_trim", "int", "size_t")
 
 
 _malloc_trim = _load()

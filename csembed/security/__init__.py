@@ -6,6 +6,7 @@
 * :mod:`~csembed.security.handshake` -- :class:`SecureSession`, the sans-I/O connection.
 * :mod:`~csembed.security.rate_limit` -- back-off for failed authentications.
 * :mod:`~csembed.security.key_file` -- private JSON files (mode 0600, atomic).
+* :mod:`~csembed.security.sodium` -- the libsodium calls, through PyNaCl's compiled module.
 
 ``protocol/handshake.md`` specifies the bytes; this package is its reference.
 """

@@ -44,11 +44,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-import nacl.bindings as sodium
-
 from csembed.errors import CsembedError
 from csembed.hex_ids import ID_DIGITS, is_lower_hex
 from csembed.need_data import NEED_DATA, NeedData
+from csembed.security import sodium
 from csembed.security.errors import (
     AuthenticationFailed,
     HandshakeError,
@@ -511,7 +510,7 @@ class SecureSession:
         assert self._spake is not None and self.identity is not None
         keys = self._spake.finish(unit[:POINT_BYTES])
         self._spake = None
-        if not sodium.sodium_memcmp(unit[POINT_BYTES:], keys.server_mac):
+        if not sodium.memory_equal(unit[POINT_BYTES:], keys.server_mac):
             raise AuthenticationFailed()
         self._keys = keys
         self._writer = RecordWriter(keys.client_to_server_key)
@@ -521,7 +520,7 @@ class SecureSession:
     def _on_client_finish(self, unit: bytes) -> None:
         keys = self._keys
         assert keys is not None and self.id_hex is not None
-        if not sodium.sodium_memcmp(unit[:MAC_BYTES], keys.client_mac) \
+        if not sodium.memory_equal(unit[:MAC_BYTES], keys.client_mac) \
                 or not self._real_credential:
             raise AuthenticationFailed()
         if self._limiter is not None:

@@ -29,11 +29,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import nacl.signing
-import nacl.utils
-
 from csembed import digests
 from csembed.hex_ids import is_lower_hex
+from csembed.security import sodium
 from csembed.security.errors import KeyFormatError
 
 Rng = Callable[[int], bytes]
@@ -62,7 +60,7 @@ _LEVEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 def default_rng(n: int) -> bytes:
     """``n`` bytes from libsodium's CSPRNG (the operating system's)."""
-    return nacl.utils.random(n)
+    return sodium.random_bytes(n)
 
 
 def _draw(rng: Rng, n: int, what: str) -> bytes:
@@ -134,7 +132,7 @@ class LevelKeys:
         if (self.key is None) != (self.key_id is None):
             raise KeyFormatError(f"{where}: key and key id must be given together")
         if self.signing_key is not None:
-            derived = bytes(nacl.signing.SigningKey(self.signing_key).verify_key)
+            derived = sodium.sign_keypair(self.signing_key)[0]
             if derived != self.verify_key:
                 raise KeyFormatError(f"{where}: verify_key does not match signing_key")
 
@@ -152,7 +150,7 @@ class LevelKeys:
         key = _draw(rng, KEY_BYTES, "key")
         return cls(
             access_level=access_level,
-            verify_key=bytes(nacl.signing.SigningKey(seed).verify_key),
+            verify_key=sodium.sign_keypair(seed)[0],
             key=key,
             key_id=digests.sha256(key_id_preimage(key)).digest(),
             signing_key=seed,
@@ -185,7 +183,7 @@ class LevelKeys:
         """Detached Ed25519 signature (64 bytes) of ``data``."""
         if self.signing_key is None:
             raise KeyFormatError(f"no signing key held for access level {self.access_level!r}")
-        return nacl.signing.SigningKey(self.signing_key).sign(data).signature
+        return sodium.sign_detached(self.signing_key, data)
 
     def to_entry(self) -> dict[str, str]:
         """This level as a JSON object: ``access_level``, ``verify_key`` and,
@@ -218,7 +216,7 @@ class LevelKeys:
         if "verify_key" in entry:
             verify = _hex_field(entry["verify_key"], KEY_BYTES, f"{where}.verify_key")
         elif seed is not None:
-            verify = bytes(nacl.signing.SigningKey(seed).verify_key)
+            verify = sodium.sign_keypair(seed)[0]
         else:
             raise KeyFormatError(f"{where}: needs 'verify_key' or 'signing_key'")
         key = key_id = None

@@ -13,12 +13,10 @@ fails to open, and a stream ends only with a record tagged ``FINAL``: a
 connection that stops without one was truncated. Any failure is final; the
 reader refuses everything after it.
 
-Speed matters here (bulk transfers go through every byte): when PyNaCl's
-cffi module is importable, records are sealed straight into one output
-buffer per call and opened straight from the caller's buffer, calling the
-same libsodium functions PyNaCl's public wrappers call but without their
-per-record allocations and copies. Otherwise the public wrappers are used;
-both paths produce identical records.
+Speed matters here (bulk transfers go through every byte): records are
+sealed straight into one output buffer per call and opened straight from the
+caller's buffer, calling libsodium through PyNaCl's cffi module
+(:mod:`csembed.security.sodium`) without per-record allocations or copies.
 """
 
 from __future__ import annotations
@@ -27,24 +25,19 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Final
 
-import nacl.bindings as sodium
-import nacl.exceptions
-
+from csembed.security import sodium
 from csembed.security.errors import RecordError
+from csembed.security.sodium import SecretStreamState, SodiumError
+from csembed.security.sodium import ffi as _ffi
+from csembed.security.sodium import lib as _lib
 
-try:  # PyNaCl's own cffi binding of libsodium, for the zero-copy path
-    from nacl._sodium import ffi as _ffi
-    from nacl._sodium import lib as _lib
-except ImportError:  # pragma: no cover - PyNaCl always ships it today
-    _ffi = _lib = None
-
-HEADER_BYTES: Final = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
-OVERHEAD: Final = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
+HEADER_BYTES: Final = sodium.STREAM_HEADER_BYTES
+OVERHEAD: Final = sodium.STREAM_ABYTES
 LENGTH_BYTES: Final = 2
 MAX_CIPHERTEXT: Final = 0xFFFF
 MAX_PLAINTEXT: Final = MAX_CIPHERTEXT - OVERHEAD
-TAG_MESSAGE: Final = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
-TAG_FINAL: Final = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+TAG_MESSAGE: Final = sodium.STREAM_TAG_MESSAGE
+TAG_FINAL: Final = sodium.STREAM_TAG_FINAL
 
 _LENGTH = struct.Struct(">H")
 Buffer = bytes | bytearray | memoryview
@@ -83,9 +76,7 @@ class RecordWriter:
     """Seals plaintext into framed records for one direction."""
 
     def __init__(self, key: bytes) -> None:
-        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
-        self.header: bytes = sodium.crypto_secretstream_xchacha20poly1305_init_push(
-            self._state, key)
+        self._state, self.header = SecretStreamState.push(key)
         self.finished = False
         self.records_sealed = 0
 
@@ -103,26 +94,18 @@ class RecordWriter:
         tags = [TAG_MESSAGE] * len(pieces)
         tags[-1] = TAG_FINAL if final else TAG_MESSAGE
         position = 0
-        if _lib is None:  # pragma: no cover - see module docstring
+        push = _lib.crypto_secretstream_xchacha20poly1305_push
+        with _ffi.from_buffer(out, require_writable=True) as target:
             for piece, tag in zip(pieces, tags, strict=True):
-                sealed = sodium.crypto_secretstream_xchacha20poly1305_push(
-                    self._state, bytes(piece), None, tag)
-                _LENGTH.pack_into(out, position, len(sealed))
-                out[position + LENGTH_BYTES:position + LENGTH_BYTES + len(sealed)] = sealed
-                position += LENGTH_BYTES + len(sealed)
-        else:
-            push = _lib.crypto_secretstream_xchacha20poly1305_push
-            with _ffi.from_buffer(out, require_writable=True) as target:
-                for piece, tag in zip(pieces, tags, strict=True):
-                    size = len(piece)
-                    _LENGTH.pack_into(out, position, size + OVERHEAD)
-                    position += LENGTH_BYTES
-                    with _ffi.from_buffer(piece) as source:
-                        rc = push(self._state.statebuf, target + position, _ffi.NULL,
-                                  source if size else _ffi.NULL, size, _ffi.NULL, 0, tag)
-                    if rc != 0:  # pragma: no cover - libsodium fails only on absurd sizes
-                        raise RecordError("secretstream push failed")
-                    position += size + OVERHEAD
+                size = len(piece)
+                _LENGTH.pack_into(out, position, size + OVERHEAD)
+                position += LENGTH_BYTES
+                with _ffi.from_buffer(piece) as source:
+                    rc = push(self._state.statebuf, target + position, _ffi.NULL,
+                              source if size else _ffi.NULL, size, _ffi.NULL, 0, tag)
+                if rc != 0:  # pragma: no cover - libsodium fails only on absurd sizes
+                    raise RecordError("secretstream push failed")
+                position += size + OVERHEAD
         self.records_sealed += len(pieces)
         self.finished = final
         return out
@@ -134,15 +117,14 @@ class RecordReader:
     def __init__(self, key: bytes, header: bytes) -> None:
         if len(header) != HEADER_BYTES:
             raise RecordError(f"stream header must be {HEADER_BYTES} bytes, got {len(header)}")
-        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
         try:
-            sodium.crypto_secretstream_xchacha20poly1305_init_pull(self._state, header, key)
-        except nacl.exceptions.CryptoError as exc:
+            self._state = SecretStreamState.pull(key, header)
+        except SodiumError as exc:
             raise RecordError("stream header rejected") from exc
         self.finished = False
         self.records_opened = 0
-        self._plain: Any = None if _lib is None else _ffi.new("unsigned char[]", MAX_PLAINTEXT)
-        self._tag: Any = None if _lib is None else _ffi.new("unsigned char *")
+        self._plain: Any = _ffi.new("unsigned char[]", MAX_PLAINTEXT)
+        self._tag: Any = _ffi.new("unsigned char *")
 
     @staticmethod
     def frame_length(prefix: Buffer) -> int:
@@ -171,12 +153,6 @@ class RecordReader:
         return plaintext, self.finished
 
     def _pull(self, ciphertext: Buffer) -> tuple[bytes | None, int]:
-        if _lib is None:  # pragma: no cover - see module docstring
-            try:
-                return sodium.crypto_secretstream_xchacha20poly1305_pull(
-                    self._state, bytes(ciphertext), None)
-            except nacl.exceptions.CryptoError:
-                return None, -1
         size = len(ciphertext) - OVERHEAD
         with _ffi.from_buffer(ciphertext) as source:
             rc = _lib.crypto_secretstream_xchacha20poly1305_pull(

@@ -1,8 +1,10 @@
 """The PyNaCl features csembed needs, checked with a message that names the fix.
 
 csembed's SPAKE2 maps seeds to curve points with libsodium's
-``crypto_core_ed25519_from_uniform``, which PyNaCl exposes from version 1.6
-on. Debian bookworm (and Raspberry Pi OS) ship python3-nacl 1.5, so a plain
+``crypto_core_ed25519_from_uniform``, which PyNaCl binds from version 1.6
+on (csembed calls PyNaCl's compiled ``nacl._sodium`` directly, see
+:mod:`csembed.security.sodium`, so the check asks that module). Debian
+bookworm (and Raspberry Pi OS) ship python3-nacl 1.5, so a plain
 ``AttributeError`` deep in an import would be the first thing such a user sees.
 Instead the function is looked up when it is first needed (importing csembed,
 and so ``csembed --help``, still works) and its absence is a
@@ -17,9 +19,9 @@ from collections.abc import Callable
 from typing import Final
 
 import nacl
-import nacl.bindings
 
 from csembed.errors import CsembedError
+from csembed.security import sodium
 
 PYNACL_MINIMUM: Final = "1.6"
 """First PyNaCl release with ``crypto_core_ed25519_from_uniform``."""
@@ -32,7 +34,7 @@ class MissingDependency(CsembedError):
 
 def check_sodium() -> None:
     """Raise :class:`MissingDependency` unless PyNaCl has everything csembed uses."""
-    missing = [name for name in _REQUIRED if not hasattr(nacl.bindings, name)]
+    missing = [name for name in _REQUIRED if not sodium.has(name)]
     if missing:
         found = getattr(nacl, "__version__", "unknown")
         raise MissingDependency(
@@ -44,5 +46,4 @@ def check_sodium() -> None:
 def require_hash_to_point() -> Callable[[bytes], bytes]:
     """libsodium's ``crypto_core_ed25519_from_uniform``, or :class:`MissingDependency`."""
     check_sodium()
-    function: Callable[[bytes], bytes] = nacl.bindings.crypto_core_ed25519_from_uniform
-    return function
+    return sodium.ed25519_from_uniform

@@ -40,9 +40,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-import nacl.bindings as sodium
-import nacl.exceptions
-
+from csembed.security import sodium
 from csembed.security.errors import AuthenticationFailed, HandshakeError, KeyFormatError
 from csembed.security.keys import Rng
 from csembed.security.sodium_version import require_hash_to_point
@@ -78,7 +76,7 @@ def lp(data: bytes) -> bytes:
 
 def blake2b(data: bytes, size: int, key: bytes = b"") -> bytes:
     """libsodium ``crypto_generichash`` (BLAKE2b) of ``data``, optionally keyed."""
-    return sodium.crypto_generichash_blake2b_salt_personal(data, digest_size=size, key=key)
+    return sodium.generichash(data, size, key)
 
 
 def hash_to_point(seed: bytes) -> bytes:
@@ -105,7 +103,7 @@ def __getattr__(name: str) -> bytes:
 def password_scalar(identity: bytes, password: bytes) -> bytes:
     """SPAKE2's ``w`` for ``password`` under ``identity`` (32-byte reduced scalar)."""
     digest = blake2b(lp(PURPOSE_PASSWORD) + lp(identity) + lp(password), 64)
-    return sodium.crypto_core_ed25519_scalar_reduce(digest)
+    return sodium.ed25519_scalar_reduce(digest)
 
 
 def random_scalar(rng: Rng) -> bytes:
@@ -114,21 +112,21 @@ def random_scalar(rng: Rng) -> bytes:
         wide = rng(64)
         if not isinstance(wide, bytes) or len(wide) != 64:
             raise KeyFormatError("rng must return exactly the number of bytes asked for")
-        scalar = sodium.crypto_core_ed25519_scalar_reduce(wide)
+        scalar = sodium.ed25519_scalar_reduce(wide)
         if any(scalar):
             return scalar
 
 
 def _mul(scalar: bytes, point: bytes) -> bytes:
     try:
-        return sodium.crypto_scalarmult_ed25519_noclamp(scalar, point)
-    except nacl.exceptions.RuntimeError as exc:  # identity or small-order result
+        return sodium.ed25519_scalarmult_noclamp(scalar, point)
+    except sodium.InvalidPoint as exc:  # identity or small-order result
         raise AuthenticationFailed() from exc
 
 
 def check_point(point: bytes, what: str) -> None:
     """Raise :class:`HandshakeError` unless ``point`` is a valid prime-order point."""
-    if len(point) != POINT_BYTES or not sodium.crypto_core_ed25519_is_valid_point(point):
+    if len(point) != POINT_BYTES or not sodium.ed25519_is_valid_point(point):
         raise HandshakeError(f"{what} is not a valid edwards25519 point of prime order")
 
 
@@ -187,13 +185,13 @@ class Spake2:
         self._secret = random_scalar(rng)
         m, n = blinding_points()
         own_blind, self._peer_blind = (m, n) if role == "client" else (n, m)
-        self.message: bytes = sodium.crypto_core_ed25519_add(
-            sodium.crypto_scalarmult_ed25519_base_noclamp(self._secret), _mul(self._w, own_blind))
+        self.message: bytes = sodium.ed25519_point_add(
+            sodium.ed25519_scalarmult_base_noclamp(self._secret), _mul(self._w, own_blind))
 
     def finish(self, peer_message: bytes) -> SessionKeys:
         """Validate the peer's point, compute ``K`` and derive the session keys."""
         check_point(peer_message, f"the {'server' if self.role == 'client' else 'client'} point")
-        unblinded = sodium.crypto_core_ed25519_sub(peer_message, _mul(self._w, self._peer_blind))
+        unblinded = sodium.ed25519_point_sub(peer_message, _mul(self._w, self._peer_blind))
         shared = _mul(self._secret, unblinded)
         self._secret = b""  # never needed again; forward secrecy wants it gone
         if self.role == "client":

@@ -8,11 +8,15 @@ Usage::
 (a) Parts. Each line is measured in a fresh interpreter (``VmRSS`` from /proc
 after the imports), importing the parts cumulatively in the order the daemon
 loads them, so a line's delta is what that part adds: the interpreter,
-asyncio (with ``ssl`` blocked, as the daemon does), sqlite3, PyNaCl
-(libsodium), our C extension, then our modules layer by layer. A second table
-prices what the board's daemon no longer loads, each on top of the whole
-daemon: hashlib (OpenSSL's libcrypto), uTP and STUN, the web page, the other
-CLI sub-commands, ``ctypes.util`` (shutil, tempfile, bz2, lzma), pyserial.
+asyncio (with ``ssl`` blocked, as the daemon does), sqlite3, PyNaCl's
+libsodium binding (``nacl._sodium``; csembed calls it directly), then our
+modules layer by layer. A second table prices what the board's daemon does
+not load, or drops once started, each on top of the whole daemon: hashlib
+(OpenSSL's libcrypto), uTP and STUN, the web page, the other CLI
+sub-commands, ``ctypes.util`` (shutil, tempfile, bz2, lzma), pyserial, the
+tracker client, PyNaCl's Python wrappers, ctypes, the rsync engine with our C
+extension (loaded on the first delta), argparse and tomllib (used at start,
+then freed).
 
 (b) Idle. A real ``csembed daemon --board BOARD`` holding a share of 100
 (``--files``) small files: VmRSS once its first scan is done and one maintenance tick (30 s, when
@@ -54,8 +58,7 @@ STEPS = [
     # as in the daemon (csembed.cli_commands.daemon.without_tls): no ssl
     ("asyncio (ssl blocked)", f"{NO_TLS}; import asyncio"),
     ("sqlite3", "import sqlite3"),
-    ("PyNaCl (libsodium)", "import nacl.bindings, nacl.signing"),
-    ("csembed.native (C extension)", "import csembed.native"),
+    ("PyNaCl's libsodium binding (nacl._sodium)", "import nacl._sodium"),
     ("protocol + security", "import csembed.protocol.core"),
     ("database", "import csembed.database.replica"),
     ("directory (scanner, store, engine)", "import csembed.directory.engine"),
@@ -71,6 +74,10 @@ NOT_LOADED = [
     ("ctypes.util (shutil, tempfile, bz2, lzma)", "import ctypes.util"),
     ("pyserial (no --control-serial)", "import csembed.runtime.control_serial"),
     ("tracker client (no tracker)", "import csembed.runtime.tracker_client"),
+    ("PyNaCl's wrappers (nacl.bindings, .signing)", "import nacl.bindings, nacl.signing"),
+    ("ctypes (libc goes through cffi's backend)", "import ctypes"),
+    ("rsync engine + C extension (until a delta)", "import csembed.rsync"),
+    ("argparse + tomllib (freed after start)", "import argparse, tomllib"),
 ]
 
 
