@@ -248,8 +248,8 @@ def main() -> int:
               f"{'' if goal is None else f'<= {goal:g}':>6}")
     line(f"(b) idle RSS, {args.files} files, after a tick (MB)", idle, goal_idle)
     line("    idle RSS right after the first scan (MB)", after_scan, None)
-    line(f"(c) peak RSS syncing 2x{args.recording_mib:g} MiB + 100 out, "
-         f"{args.recording_mib:g} MiB in", synced["peak"], goal_peak)
+    line(f"(c) peak RSS syncing (2x{args.recording_mib:g}+{args.recording_mib:g} MiB, MB)",
+         synced["peak"], goal_peak)
     line("    RSS settled after the sync (MB)", synced["after"], goal_idle)
     return 0
 
