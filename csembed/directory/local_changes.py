@@ -59,6 +59,10 @@ from csembed.directory.sync_context import SyncContext
 from csembed.directory.unsent_changes import UnsentChanges, record_version
 
 SCAN_BATCH = 512  #: local changes written per database transaction
+#: Files a time-sliced scan step hashes at most before its early changes are
+#: written and sent, so the peers start fetching while the scan goes on (and
+#: the slice stays short when the files are small and hash in no time).
+EARLY_FILES = 256
 STALE_TEMP_SECONDS = 24 * 3600.0
 
 Change = Added | Modified | Deleted | Moved
@@ -115,7 +119,7 @@ class LocalChanges:
         try:
             if until is None or clock is None:
                 self.pass_.run()
-            elif not self.pass_.step(until=until, clock=clock):
+            elif not self.pass_.step(until=until, clock=clock, max_files=EARLY_FILES):
                 return False, self.pass_.take_early()
         except (ShareUnavailable, OSError) as exc:
             self.pass_.close()
