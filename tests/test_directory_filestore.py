@@ -56,6 +56,33 @@ def test_download_lands_with_mode_and_mtime(tmp_path: Path) -> None:
     assert [e.key for e in scan.events] == ["/"]
 
 
+def test_a_file_in_an_existing_folder_costs_no_mkdir_and_no_failed_open(tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    # Many small files arrive into folders that already exist: the folders are
+    # opened before any mkdir, and the temp is created before looking for a partial.
+    share = make_share(tmp_path)
+    _download(share, "/d/e/first", b"1")  # makes the folders
+    calls: list[str] = []
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def mkdir(*args, **kwargs):
+        calls.append("mkdir")
+        return real_mkdir(*args, **kwargs)
+
+    def opener(path, flags, *args, **kwargs):
+        try:
+            return real_open(path, flags, *args, **kwargs)
+        except FileNotFoundError:
+            calls.append(f"missing {path}")
+            raise
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", opener)
+    _download(share, "/d/e/second", b"2")
+    assert calls == []
+    assert (share.root / "d/e/second").read_bytes() == b"2"
+
+
 def test_peer_set_uid_bits_are_dropped(tmp_path: Path) -> None:
     share = make_share(tmp_path)
     _download(share, "/tool", b"#!/bin/sh\n", mode=0o4755)
