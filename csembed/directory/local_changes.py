@@ -208,8 +208,7 @@ class LocalChanges:
             ctx.planner.drain_events()
         ctx.local.scanner.commit(result)
         self._unrecord(deferred)
-        for sha in dict.fromkeys(fresh):
-            ctx.announce(sha)
+        ctx.announce_many(list(dict.fromkeys(fresh)))
         self._clean_temps(result, now)
 
     def _unwant(self, event: Change) -> None:
@@ -383,8 +382,7 @@ class LocalChanges:
                 ctx.report.count("local_changes")
         ctx.route(batch.outgoing)
         ctx.planner.drain_events()
-        for sha in dict.fromkeys(fresh):
-            ctx.announce(sha)
+        ctx.announce_many(list(dict.fromkeys(fresh)))
         return written
 
     def _read_only_change(self, event: Change) -> None:
