@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from test_directory_support import make_share, reopen, tmpfs
 
+from csembed.directory import disk_sync
 from csembed.directory import filestore as filestore_module
 from csembed.directory.errors import (
     DirectoryError,
@@ -53,6 +54,33 @@ def test_download_lands_with_mode_and_mtime(tmp_path: Path) -> None:
     # The scanner sees our own writes (file and the folders made for it) as recorded.
     scan = share.scan_commit()
     assert [e.key for e in scan.events] == ["/"]
+
+
+def test_a_file_in_an_existing_folder_costs_no_mkdir_and_no_failed_open(tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    # Many small files arrive into folders that already exist: the folders are
+    # opened before any mkdir, and the temp is created before looking for a partial.
+    share = make_share(tmp_path)
+    _download(share, "/d/e/first", b"1")  # makes the folders
+    calls: list[str] = []
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def mkdir(*args, **kwargs):
+        calls.append("mkdir")
+        return real_mkdir(*args, **kwargs)
+
+    def opener(path, flags, *args, **kwargs):
+        try:
+            return real_open(path, flags, *args, **kwargs)
+        except FileNotFoundError:
+            calls.append(f"missing {path}")
+            raise
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", opener)
+    _download(share, "/d/e/second", b"2")
+    assert calls == []
+    assert (share.root / "d/e/second").read_bytes() == b"2"
 
 
 def test_peer_set_uid_bits_are_dropped(tmp_path: Path) -> None:
@@ -382,9 +410,9 @@ def test_flash_policy_defers_folder_syncs(tmp_path: Path) -> None:
     share = make_share(tmp_path, write_policy="flash")
     _download(share, "/a", b"1")
     _download(share, "/b", b"2")
-    assert len(share.store._dirty) == 1
+    assert len(share.store._deferred) == 1
     share.store.flush()
-    assert share.store._dirty == {}
+    assert len(share.store._deferred) == 0
 
 
 def test_stale_temps_are_removed_only_when_old(tmp_path: Path) -> None:
@@ -491,7 +519,7 @@ def _count_syncs(monkeypatch, syncfs) -> dict[str, int]:
         return syncfs(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(filestore_module, "_syncfs", counted_syncfs if syncfs else None)
+    monkeypatch.setattr(disk_sync, "_syncfs", counted_syncfs if syncfs else None)
     return calls
 
 
@@ -506,11 +534,11 @@ def _check_landed(share, contents: dict[str, bytes], results) -> None:
     assert reopen(share).cache.get("/d0/f00") is not None  # committed to the database
 
 
-@pytest.mark.skipif(filestore_module._syncfs is None, reason="libc has no syncfs")
+@pytest.mark.skipif(disk_sync._syncfs is None, reason="libc has no syncfs")
 def test_batch_commit_pays_two_syncfs_for_many_files(tmp_path: Path, monkeypatch) -> None:
     share = make_share(tmp_path)
     downloads, contents = _batch(share, 24)
-    calls = _count_syncs(monkeypatch, filestore_module._syncfs)
+    calls = _count_syncs(monkeypatch, disk_sync._syncfs)
     results = share.store.commit_batch(downloads)
     # one for the temps' data before the renames, one for the three folders after
     assert calls == {"fsync": 0, "syncfs": 2}
@@ -533,7 +561,7 @@ def test_batch_commit_under_flash_policy_defers_the_folders(tmp_path: Path,
     downloads, contents = _batch(share, 12)
     calls = _count_syncs(monkeypatch, None)
     results = share.store.commit_batch(downloads)
-    assert calls["fsync"] == 12 and len(share.store._dirty) == 3  # data now, folders later
+    assert calls["fsync"] == 12 and len(share.store._deferred) == 3  # data now, folders later
     share.store.flush()
     assert calls["fsync"] == 12 + 3
     _check_landed(share, contents, results)
@@ -575,6 +603,7 @@ import hashlib, os, sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from test_directory_support import reopen_at
+from csembed.directory.disk_sync import sync_files
 from csembed.directory.records import FileValue
 share = reopen_at(Path({root!r}), Path({state!r}))
 downloads = []
@@ -585,7 +614,7 @@ for i, hexdata in enumerate(sys.argv[1:]):
     download.write(data)
     download.verify()
     downloads.append(download)
-share.store._sync_files([d.fd for d in downloads])
+sync_files([d.fd for d in downloads])
 os._exit(9)  # killed with the batch verified and durable, before any rename
 """
 

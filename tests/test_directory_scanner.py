@@ -342,6 +342,26 @@ def test_hashing_is_paced_by_an_injected_clock(tmp_path: Path) -> None:
     assert big.value.sha256 == _sha(data)
 
 
+def test_a_step_ends_after_max_files(tmp_path: Path) -> None:
+    # Small files hash in no time: a slice is also bounded by a count, so what
+    # it hashed is written and sent before thousands more are hashed.
+    share = make_share(tmp_path)
+    _tree(share.root, {f"f{i:02d}": b"x%d" % i for i in range(25)})
+    scan = share.scanner.start(share.settled_now())
+    taken: list[int] = []
+    try:
+        while not scan.step(until=float("inf"), clock=time.monotonic, max_files=10):
+            early = scan.take_early()
+            assert early is not None
+            taken.append(len([e for e in early.events if e.key.startswith("/f")]))
+            share.scanner.commit(early)
+        last = scan.finish()
+    finally:
+        scan.close()
+    assert taken == [10, 10]
+    assert len([e for e in last.events if e.key.startswith("/f")]) == 5
+
+
 def test_file_store_writes_during_a_pass_are_not_reported(tmp_path: Path) -> None:
     share = make_share(tmp_path)
     _tree(share.root, {"local": b"l"})

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from csembed.protocol.gzip_stream import (
     MAX_BACKOFF,
+    PROBE_AFTER_SMALL,
     SMALL_UNIT,
     GzipDecoder,
     GzipEncoder,
@@ -66,6 +67,39 @@ def test_backoff_is_bounded() -> None:
         encoder.encode(data)
     assert encoder.stored_units >= 399
     assert encoder.probes <= 1 + 400 // MAX_BACKOFF + 7
+
+
+def test_many_small_files_are_not_each_probed() -> None:
+    # 4 KiB random files, each one message then one payload unit: in stored
+    # mode only the back-off decides when to probe again, not each new message.
+    encoder = GzipEncoder(6)
+    units: list[tuple[bytes, ...]] = []
+    for i in range(400):
+        units += [(b'{"type":"directory.data"}',), (noise(4096, seed=i),)]
+    stream = send(encoder, units)
+    assert encoder.stored_units >= 399 * 2
+    assert encoder.probes <= 1 + 400 // MAX_BACKOFF + 7
+    assert zlib.decompressobj().decompress(stream) == b"".join(b"".join(u) for u in units)
+
+
+def test_small_text_files_after_noise_are_deflated_again() -> None:
+    encoder = GzipEncoder(6)
+    units: list[tuple[bytes, ...]] = [(b"{}",), (noise(8192),)]
+    for i in range(200):
+        units += [(b"{}",), (TEXT[i * 100:i * 100 + 4096],)]
+    frames = [encoder.encode(*u) for u in units]
+    assert sum(len(f) for f in frames[-20:]) < 10 * 4096 // 4  # back to deflate
+    assert zlib.decompressobj().decompress(bodies(frames)) == b"".join(b"".join(u) for u in units)
+
+
+def test_a_large_unit_after_a_message_is_probed_at_once() -> None:
+    encoder = GzipEncoder(6)
+    encoder.encode(b"{}")
+    encoder.encode(noise(PROBE_AFTER_SMALL))  # stored now, with a back-off
+    probes = encoder.probes
+    encoder.encode(b"{}")
+    encoder.encode(TEXT[:PROBE_AFTER_SMALL])
+    assert encoder.probes == probes + 1 and encoder.stored_units == 2
 
 
 def test_stream_switches_back_to_deflate_for_text() -> None:

@@ -50,7 +50,7 @@ def test_a_missing_symbol_is_none_and_an_unknown_type_an_error() -> None:
 
 
 def test_the_daemons_libc_users_load_neither_ctypes_nor_cffis_parser() -> None:
-    probe = ("import sys, csembed.runtime.heap_trim as h, csembed.directory.filestore as f, "
+    probe = ("import sys, csembed.runtime.heap_trim as h, csembed.directory.disk_sync as f, "
              "csembed.runtime.change_notify as c; "
              "print(h.trim() in (True, False), f._syncfs is not None, c._libc() is not None, "
              "sorted(m for m in ('ctypes', 'pycparser', 'cffi.api') if m in sys.modules))")

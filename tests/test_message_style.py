@@ -53,7 +53,8 @@ def _update() -> Record:
 
 
 SAMPLES: list[BodyMessage] = [
-    sync.GetPresence(), sync.BloomFilterHeader(3), sync.Present(SHA), sync.Get(SHA),
+    sync.GetPresence(), sync.BloomFilterHeader(3), sync.Present(SHA),
+    sync.PresentMany((SHA, "cd" * 32)), sync.Get(SHA),
     sync.Get(SHA, (5, 10)), sync.DataHeader(SHA), sync.DataHeader(SHA, (0, 3)),
     sync.NotPresent(SHA), sync.GetError(SHA, "gone"), sync.SignatureHeader(SHA),
     sync.SignatureHeader(SHA, "cd" * 32), sync.PatchHeader(SHA),

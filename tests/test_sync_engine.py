@@ -22,6 +22,7 @@ from test_sync_support import Node, Wire, peer_id, settle, small_board, tree
 from csembed.database.record import Record
 from csembed.database.vector_clock import VectorClock
 from csembed.directory.engine import PeerInfo
+from csembed.directory.landing import LANDING
 from csembed.directory.selection import PatternSet, Selection
 from csembed.directory.transfer_stream import StreamError
 from csembed.protocol.wire import Decoder, Message, encode_chunk, encode_message, encode_payload_end
@@ -668,7 +669,7 @@ def test_many_small_files_land_in_batches(tmp_path):
     assert tree(a.root) == tree(b.root)
     assert b.engine.stats()["files_fetched"] == 60
     assert sum(batches) == 60 and len(batches) < 30  # syncs shared by several files each
-    assert max(batches) <= 32
+    assert max(batches) <= LANDING["normal"][0]
     assert b.engine.status()["state"] == "idle"
 
 

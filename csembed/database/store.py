@@ -39,12 +39,18 @@ which name one version; its stored bytes, signature and flags are compared
 too, since a signature can be added later): the engine asks for the same key several
 times while it plans, fetches and lands one file, and parsing the JSON value
 and vector clock each time was most of a lookup's cost. The memo holds at
-most :data:`RECORD_MEMO` versions, dropping the oldest first.
+most :data:`RECORD_MEMO` versions, dropping the oldest first. Lookups by key
+(:meth:`Store.visible_by_key`, asked for one file's key as it is planned,
+fetched and landed) are remembered too, at most :data:`KEY_MEMO` keys; that
+memo is emptied by every write to ``records`` and by a rollback, so it never
+answers from a state the table is no longer in.
 
 Every change the replica makes for one message or one local write happens in a
 single ``BEGIN IMMEDIATE`` transaction (:meth:`Store.transaction`), so a crash
 leaves either all of it or none. The in-memory copies of the counter and the
-``since`` map are restored if the transaction rolls back.
+``since`` map are restored if the transaction rolls back. The counter is
+written to ``meta`` once, when the outermost transaction commits, however
+many revisions it allocated (a scan batch writes thousands of records).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ from csembed.database.record import Record
 from csembed.database.vector_clock import INT64_MAX, VectorClock, is_peer_id
 from csembed.protocol.jsonvalues import format_timestamp, is_strict_int
 
-__all__ = ["SCHEMA_VERSION", "SYNCHRONOUS_LEVELS", "Store", "share_database_path"]
+__all__ = ["KEY_MEMO", "SCHEMA_VERSION", "SYNCHRONOUS_LEVELS", "Store", "share_database_path"]
 
 SCHEMA_VERSION: Final = 1
 SYNCHRONOUS_LEVELS: Final = {"off": 0, "normal": 1, "full": 2}
@@ -117,6 +123,8 @@ def share_database_path(data_dir: str | Path, share_id: str) -> Path:
 
 RECORD_MEMO: Final = 256
 """Parsed versions remembered by :class:`Store` (a Record is ~1 KB)."""
+KEY_MEMO: Final = 512
+"""Keys whose winners :class:`Store` remembers (a few hundred bytes each, sharing Records)."""
 
 
 def _record_from_row(row: tuple[Any, ...]) -> Record:
@@ -167,6 +175,7 @@ class Store:
         self.peer_id = peer_id
         self._depth = 0
         self._memo: dict[tuple[str, str, int], Record] = {}
+        self._key_memo: dict[tuple[str, bool], tuple[Record, ...]] = {}
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +220,7 @@ class Store:
                     f"{self.path} belongs to peer {meta.get('peer_id')!r}, not {self.peer_id}"
                 )
             self._revision = int(meta["revision"])
+            self._stored_revision = self._revision  # the value in meta
             self._seen: dict[str, int] = dict(
                 db.execute("SELECT peer, revision FROM peer_revisions").fetchall()
             )
@@ -255,6 +265,7 @@ class Store:
         except BaseException:
             self._depth = depth
             self._revision, self._seen = revision, seen
+            self._key_memo.clear()
             try:
                 if depth == 0:
                     self._db.execute("ROLLBACK")
@@ -266,9 +277,15 @@ class Store:
             raise
         self._depth = depth
         try:
+            if depth == 0 and self._revision != self._stored_revision:
+                self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'",
+                                 (self._revision,))
             self._db.execute("COMMIT" if depth == 0 else f"RELEASE level{depth}")
+            if depth == 0:
+                self._stored_revision = self._revision
         except sqlite3.Error as exc:
             self._revision, self._seen = revision, seen
+            self._key_memo.clear()
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error:
@@ -316,8 +333,7 @@ class Store:
         self._need_transaction()
         if self._revision >= INT64_MAX:
             raise StoreError("the 64-bit revision counter is exhausted")
-        self._revision += 1
-        self._execute("UPDATE meta SET value = ? WHERE name = 'revision'", (self._revision,))
+        self._revision += 1  # written to meta when the transaction commits
         return self._revision
 
     def raise_revision(self, revision: int) -> None:
@@ -328,8 +344,7 @@ class Store:
         """
         self._need_transaction()
         if revision > self._revision:
-            self._revision = revision
-            self._execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
+            self._revision = revision  # written to meta when the transaction commits
 
     @property
     def seen(self) -> Mapping[str, int]:
@@ -394,6 +409,7 @@ class Store:
     ) -> None:
         """Store a new version (``update_time_text``: its canonical text, if already made)."""
         self._need_transaction()
+        self._key_memo.clear()
         self._execute(
             "INSERT INTO records (uuid, key, value, last_updated_by, last_updated_rev,"
             " update_time, update_ns, vector_clock, deleted, local_only, visible, body,"
@@ -418,6 +434,7 @@ class Store:
     def delete(self, dots: Iterable[tuple[str, int]]) -> None:
         """Remove the versions named by their dots (superseded or dropped)."""
         self._need_transaction()
+        self._key_memo.clear()
         rows = list(dots)
         if not rows:
             return
@@ -431,6 +448,7 @@ class Store:
     def set_visible(self, uuid: str, dot: tuple[str, int]) -> None:
         """Mark the version ``dot`` as the winner of ``uuid`` and no other."""
         self._need_transaction()
+        self._key_memo.clear()
         self._execute(
             "UPDATE records SET visible = (last_updated_by = ? AND last_updated_rev = ?)"
             " WHERE uuid = ?",
@@ -440,6 +458,7 @@ class Store:
     def set_signature(self, dot: tuple[str, int], signature: bytes) -> None:
         """Keep a read-write signature made for ``dot`` so it is made only once."""
         self._need_transaction()
+        self._key_memo.clear()
         self._execute(
             "UPDATE records SET signature = ? WHERE last_updated_by = ? AND last_updated_rev = ?",
             (signature, dot[0], dot[1]),
@@ -454,11 +473,18 @@ class Store:
 
     def visible_by_key(self, key: str, *, live_only: bool = True) -> list[Record]:
         """Winners whose key is ``key`` (several when two records claim one key)."""
-        sql = f"SELECT {_COLUMNS} FROM records WHERE key = ? AND visible = 1"
-        if live_only:
-            sql += " AND deleted = 0"
-        rows = self._execute(sql + " ORDER BY uuid", (key,)).fetchall()
-        return [self._record(row) for row in rows]
+        memo = self._key_memo
+        found = memo.get((key, live_only))
+        if found is None:
+            sql = f"SELECT {_COLUMNS} FROM records WHERE key = ? AND visible = 1"
+            if live_only:
+                sql += " AND deleted = 0"
+            rows = self._execute(sql + " ORDER BY uuid", (key,)).fetchall()
+            found = tuple(self._record(row) for row in rows)
+            if len(memo) >= KEY_MEMO:
+                del memo[next(iter(memo))]
+            memo[(key, live_only)] = found
+        return list(found)
 
     def pending(self, author: str, after: int, limit: int) -> list[Record]:
         """Shareable versions by ``author`` with revision above ``after``, oldest first."""

@@ -519,6 +519,7 @@ DISPATCH: dict[type, Handler] = {
     msg.GetPresence: lambda e, p, m: e._serving.send_presence(p),
     msg.BloomFilterHeader: lambda e, p, m: e._serving.on_filter(p, m.k_value),
     msg.Present: lambda e, p, m: e._serving.on_present(p, m.sha256),
+    msg.PresentMany: lambda e, p, m: e._serving.on_present_many(p, m.sha256s),
     msg.Get: lambda e, p, m: e._serving.serve_get(p, m),
     msg.SignatureHeader: lambda e, p, m: e._serving.on_signature(p, m),
     msg.DataHeader: lambda e, p, m: e._ctx.fetcher.on_data(p, m),

@@ -36,17 +36,13 @@ report our own write as a local change.
 (the temp, then its folder) dominate when many small files arrive, so the
 engine may instead :meth:`Download.verify` each finished download and hand
 a batch of them over at once. The order that makes a crash harmless stays
-the same, only the syncs are shared: the data of every temp is made durable
-(one ``syncfs`` per filesystem -- libc's, via :mod:`~csembed.libc_calls`, as Python 3.11
-lacks ``os.syncfs`` -- or, without it, one ``fsync`` per temp); then each
-file is checked against the scan cache, archived and renamed; then the
-touched folders are synced (one ``syncfs``, or one ``fsync`` per folder;
-under ``flash`` deferred to :meth:`FileStore.flush`); and only then is the
-scan cache committed, once for the batch. A kill or power cut anywhere in
-between leaves each target either its old file or the new verified one,
-and unrenamed temps that a later :meth:`FileStore.begin` finds complete.
-(``syncfs`` also flushes other programs' pending writes on that
-filesystem: cheap on a quiet device, slower beside a large copy.)
+the same, only the syncs are shared (:mod:`.disk_sync`): the data of every
+temp is made durable; then each file is checked against the scan cache,
+archived and renamed; then the touched folders are synced (under ``flash``
+deferred to :meth:`FileStore.flush`); and only then is the scan cache
+committed, once for the batch. A kill or power cut anywhere in between
+leaves each target either its old file or the new verified one, and
+unrenamed temps that a later :meth:`FileStore.begin` finds complete.
 
 Write policy (board ``storage.write_policy``): chunks are gathered into
 ``io_buffer``-sized writes in both modes. ``normal`` syncs the folder after
@@ -55,17 +51,9 @@ every rename; ``flash`` defers folder syncs to :meth:`FileStore.flush`
 always synced before its rename: a rename that survives a power cut while
 its data does not would leave an empty file in place of a good one.
 
-**Limits** are checked before a byte is written, with the limit named in
-the error (:class:`StorageLimitError`): ``max_file_size``, ``quota``
-(bytes of all shares, from an injected usage function) and
-``free_space_reserve`` (free space left on the target filesystem after the
-write). Every open download *reserves* what it will add (to the quota: its
-size less the file it replaces; to the disk: the bytes still to write) until
-it is closed, and the checks count the reservations of the others, so two
-downloads started together cannot both fit a space only one fits. Stores
-given the same usage function (the daemon gives one to all its shares)
-share their quota reservations. Running
-out of space anyway (``ENOSPC``/``EDQUOT``) removes the temp and raises
+**Limits** (:mod:`.storage_limits`) are checked before a byte is written,
+counting what the other open downloads have reserved. Running out of space
+anyway (``ENOSPC``/``EDQUOT``) removes the temp and raises
 ``StorageLimitError("disk_full", ...)``; the old file stays.
 
 **Temp files** are never written through a name someone else made
@@ -94,13 +82,11 @@ import os
 import random
 import stat
 import string
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from csembed import digests, libc_calls
-from csembed.board_profile import StorageLimits
+from csembed import digests
 from csembed.directory.archive import Archive, ArchivedFile
+from csembed.directory.disk_sync import DeferredDirSyncs, sync_dirs, sync_files
 from csembed.directory.download import (
     _SAFE_BITS,
     CommitResult,
@@ -112,7 +98,6 @@ from csembed.directory.errors import (
     DirectoryError,
     LocalChangeConflict,
     PathError,
-    StorageLimitError,
     VerificationError,
 )
 from csembed.directory.paths import (
@@ -125,27 +110,13 @@ from csembed.directory.paths import (
 )
 from csembed.directory.records import FileValue
 from csembed.directory.scan_cache import CachedEntry, ScanCache
+from csembed.directory.storage_limits import SpaceBook, StoreLimits
 
 __all__ = ["CommitResult", "Download", "FileStore", "StoreLimits", "conflict_name",
            "temp_name"]
 
 _CONFLICT_ALPHABET = string.ascii_letters + string.digits
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-_DIRTY_DIRS_MAX = 32
-
-
-@dataclass(frozen=True)
-class StoreLimits:
-    """Storage limits in bytes; 0 means no limit (reserve: none kept)."""
-
-    max_file_size: int = 0
-    quota: int = 0
-    free_space_reserve: int = 0
-
-    @classmethod
-    def from_board(cls, storage: StorageLimits) -> StoreLimits:
-        """The limits of a board profile's ``[storage]`` table."""
-        return cls(storage.max_file_size, storage.quota, storage.free_space_reserve)
 
 
 def conflict_name(name: str, rng: random.Random) -> str:
@@ -157,50 +128,10 @@ def conflict_name(name: str, rng: random.Random) -> str:
     return f"{name}.CONFLICT.{tag}"
 
 
-# libc's syncfs (Python 3.11 has no os.syncfs), if present.
-_syncfs: Callable[[int], int] | None = libc_calls.function("syncfs", "int", "int")
-
-
-def _syncfs_all(fds: Sequence[int]) -> bool:
-    """``syncfs`` each filesystem holding one of ``fds``; False if unavailable or failed.
-
-    One ``syncfs`` costs about one ``fsync`` but covers every file written
-    on that filesystem, so a batch of small files pays for one sync, not one
-    each. (The caller falls back to per-file ``fsync`` on False.)
-    """
-    if _syncfs is None:
-        return False
-    devices: dict[int, int] = {}
-    for fd in fds:
-        devices.setdefault(os.fstat(fd).st_dev, fd)
-    for fd in devices.values():
-        if _syncfs(fd) != 0:
-            return False
-    return True
-
-
 def _matches(info: os.stat_result, entry: CachedEntry) -> bool:
     """Same file as recorded: regular, and size, mtime and inode unchanged."""
     return (stat.S_ISREG(info.st_mode) and info.st_size == entry.size
             and info.st_mtime_ns == entry.mtime_ns and info.st_ino == entry.inode)
-
-
-class _Ledger(dict[int, int]):
-    """Quota bytes reserved by open downloads (id(download) -> bytes)."""
-
-
-_LEDGERS: weakref.WeakValueDictionary[Callable[[], int], _Ledger] = \
-    weakref.WeakValueDictionary()
-
-
-def _quota_ledger(usage: Callable[[], int] | None) -> _Ledger:
-    """The reservation ledger of the stores sharing ``usage`` (a new one if ``None``)."""
-    if usage is None:
-        return _Ledger()
-    ledger = _LEDGERS.get(usage)
-    if ledger is None:
-        ledger = _LEDGERS[usage] = _Ledger()
-    return ledger
 
 
 class FileStore:
@@ -220,60 +151,38 @@ class FileStore:
         self.mapper = mapper
         self.cache = cache
         self.archive = archive
-        self.limits = limits if limits is not None else StoreLimits()
         self.io_buffer = io_buffer
         self.write_policy = write_policy
         self.rng = rng if rng is not None else random.Random()
-        self._usage = usage if usage is not None else cache.total_file_bytes
-        self._dirty: dict[tuple[int, int], int] = {}
-        self._disk_reserved: dict[int, int] = {}  #: id(download) -> bytes still to write
-        # Stores that count the quota together (one usage function) share its
-        # reservations too.
-        self._quota_reserved = _quota_ledger(usage)
+        self.space = SpaceBook(limits if limits is not None else StoreLimits(),
+                               usage if usage is not None else cache.total_file_bytes, usage)
+        self._deferred = DeferredDirSyncs()
+
+    @property
+    def limits(self) -> StoreLimits:
+        """The storage limits this store obeys (may be replaced, e.g. by a new quota)."""
+        return self.space.limits
+
+    @limits.setter
+    def limits(self, limits: StoreLimits) -> None:
+        self.space.limits = limits
 
     @property
     def reserved(self) -> tuple[int, int]:
         """Bytes reserved by open downloads: (towards the quota, of disk space)."""
-        return sum(self._quota_reserved.values()), sum(self._disk_reserved.values())
+        return self.space.reserved
 
     def _reserve(self, download: Download, quota: int, disk: int) -> None:
-        self._quota_reserved[id(download)] = max(0, quota)
-        self._disk_reserved[id(download)] = max(0, disk)
+        self.space.reserve(id(download), quota, disk)
 
     def _release(self, download: Download) -> None:
-        self._quota_reserved.pop(id(download), None)
-        self._disk_reserved.pop(id(download), None)
-
-    # -- limits --------------------------------------------------------------------
+        self.space.release(id(download))
 
     def check_limits(self, size: int, *, replacing: int = 0, dir_fd: int | None = None,
                      already: int = 0) -> None:
-        """Raise :class:`StorageLimitError` if writing ``size`` bytes would break a limit.
-
-        ``replacing`` is the size of the file it replaces, ``already`` the
-        bytes of it already on disk (a resumed partial), ``dir_fd`` the
-        folder it goes to (for free space).
-        """
-        limits = self.limits
-        if limits.max_file_size and size > limits.max_file_size:
-            raise StorageLimitError("max_file_size", f"file of {size} bytes is larger than "
-                                    f"the limit of {limits.max_file_size} bytes")
-        quota_reserved, disk_reserved = self.reserved
-        if limits.quota:
-            after = self._usage() + quota_reserved - replacing + size
-            if after > limits.quota:
-                held = f" ({quota_reserved} reserved by downloads)" if quota_reserved else ""
-                raise StorageLimitError("quota", f"shares would hold {after} bytes{held}, "
-                                        f"over the quota of {limits.quota} bytes")
-        if dir_fd is not None:
-            vfs = os.fstatvfs(dir_fd)
-            free = vfs.f_bavail * vfs.f_frsize - disk_reserved
-            needed = max(0, size - already)
-            if free - needed < limits.free_space_reserve:
-                raise StorageLimitError(
-                    "free_space_reserve", f"writing needs {needed} bytes; {free} bytes are "
-                    f"free (less downloads under way) and {limits.free_space_reserve} must "
-                    f"stay free")
+        """Raise :class:`StorageLimitError` if writing ``size`` bytes would break a limit
+        (see :meth:`SpaceBook.check`)."""
+        self.space.check(size, replacing=replacing, dir_fd=dir_fd, already=already)
 
     # -- downloads -----------------------------------------------------------------
 
@@ -379,22 +288,12 @@ class FileStore:
     def _sync_dir(self, dir_fd: int) -> None:
         if self.write_policy == "normal":
             os.fsync(dir_fd)
-            return
-        info = os.fstat(dir_fd)
-        ident = (info.st_dev, info.st_ino)
-        if ident not in self._dirty:
-            self._dirty[ident] = os.dup(dir_fd)
-        if len(self._dirty) >= _DIRTY_DIRS_MAX:
-            self.flush()
+        else:
+            self._deferred.add(dir_fd)
 
     def flush(self) -> None:
         """Sync folders whose renames were deferred (``flash`` write policy)."""
-        dirty, self._dirty = self._dirty, {}
-        for fd in dirty.values():
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        self._deferred.flush()
 
     def commit_batch(self, downloads: Sequence[Download]
                      ) -> list[CommitResult | DirectoryError | OSError]:
@@ -414,7 +313,7 @@ class FileStore:
         are closed.
         """
         results: list[CommitResult | DirectoryError | OSError] = []
-        durable = self._sync_files([d.fd for d in downloads])
+        durable = sync_files([d.fd for d in downloads])
         placed: list[Download] = []
         for download, error in zip(downloads, durable, strict=True):
             if error is not None:
@@ -429,7 +328,7 @@ class FileStore:
             if placed:
                 dirs = [d.location.dir_fd for d in placed]
                 if self.write_policy == "normal":
-                    self._sync_dirs_now(dirs)
+                    sync_dirs(dirs)
                 else:
                     for fd in dirs:
                         self._sync_dir(fd)
@@ -438,30 +337,6 @@ class FileStore:
             for download in placed:
                 download.close()
         return results
-
-    def _sync_files(self, fds: Sequence[int]) -> list[OSError | None]:
-        """Make the data of ``fds`` durable; per descriptor, the error if that failed."""
-        if len(fds) > 1 and _syncfs_all(fds):
-            return [None] * len(fds)
-        errors: list[OSError | None] = []
-        for fd in fds:
-            try:
-                os.fsync(fd)
-                errors.append(None)
-            except OSError as exc:
-                errors.append(exc)
-        return errors
-
-    def _sync_dirs_now(self, dir_fds: Sequence[int]) -> None:
-        """Make renames in these folders durable: one syncfs, or one fsync per folder."""
-        unique: dict[tuple[int, int], int] = {}
-        for fd in dir_fds:
-            info = os.fstat(fd)
-            unique.setdefault((info.st_dev, info.st_ino), fd)
-        if len(unique) > 1 and _syncfs_all(list(unique.values())):
-            return
-        for fd in unique.values():
-            os.fsync(fd)
 
     # -- local copies (deduplication) ----------------------------------------------
 

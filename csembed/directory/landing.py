@@ -12,7 +12,7 @@ place together with others (:meth:`FileStore.commit_batch`: one data sync
 and one folder sync for the lot instead of two per file): the batch lands
 when it holds ``LANDING[write_policy][0]`` files, when no other transfer is
 running, or ``LANDING[write_policy][1]`` seconds after its first file
-(:meth:`Landing.deadline`); ``flash`` boards batch more. Until then the file
+(:meth:`Landing.deadline`); ``flash`` boards wait longer. Until then the file
 counts as still syncing. Folder syncs deferred by ``flash`` are flushed
 ``FLUSH_DELAY`` seconds after a file landed.
 
@@ -47,7 +47,10 @@ log = logging.getLogger("csembed.sync")
 FLUSH_DELAY = 1.0  #: seconds a deferred folder sync may wait (write policy ``flash``)
 #: verified downloads put in place together (shared syncs), by write policy:
 #: (most at once, longest wait in seconds while other transfers still run)
-LANDING = {"normal": (32, 0.05), "flash": (64, 0.25)}
+#: Each waiting file holds two descriptors (its temp and its folder), so a
+#: batch is capped at 128 files; past about a hundred the shared syncs cost
+#: little per file anyway.
+LANDING = {"normal": (128, 0.1), "flash": (128, 0.25)}
 
 
 class Landing:

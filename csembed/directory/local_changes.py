@@ -60,6 +60,10 @@ from csembed.directory.sync_context import SyncContext
 from csembed.directory.unsent_changes import UnsentChanges, record_version
 
 SCAN_BATCH = 512  #: local changes written per database transaction
+#: Files a time-sliced scan step hashes at most before its early changes are
+#: written and sent, so the peers start fetching while the scan goes on (and
+#: the slice stays short when the files are small and hash in no time).
+EARLY_FILES = 256
 STALE_TEMP_SECONDS = 24 * 3600.0
 
 Change = Added | Modified | Deleted | Moved
@@ -116,7 +120,7 @@ class LocalChanges:
         try:
             if until is None or clock is None:
                 self.pass_.run()
-            elif not self.pass_.step(until=until, clock=clock):
+            elif not self.pass_.step(until=until, clock=clock, max_files=EARLY_FILES):
                 return False, self.pass_.take_early()
         except (ShareUnavailable, OSError) as exc:
             self.pass_.close()
@@ -205,8 +209,7 @@ class LocalChanges:
             ctx.planner.drain_events()
         ctx.local.scanner.commit(result)
         self._unrecord(deferred)
-        for sha in dict.fromkeys(fresh):
-            ctx.announce(sha)
+        ctx.announce_many(list(dict.fromkeys(fresh)))
         self._clean_temps(result, now)
 
     def _unwant(self, event: Change) -> None:
@@ -380,8 +383,7 @@ class LocalChanges:
                 ctx.report.count("local_changes")
         ctx.route(batch.outgoing)
         ctx.planner.drain_events()
-        for sha in dict.fromkeys(fresh):
-            ctx.announce(sha)
+        ctx.announce_many(list(dict.fromkeys(fresh)))
         return written
 
     def _read_only_change(self, event: Change) -> None:

@@ -506,13 +506,14 @@ class PathMapper:
                 if name is None:
                     raise FileNotFoundError(errno.ENOENT, "no such directory",
                                             join_key(current, part))
-                if create_dirs:
+                child = self._open_dir(fd, name, key, part, missing_ok=create_dirs)
+                if child < 0:  # Open first: the folder is there for all but the first file.
                     try:
                         os.mkdir(name, 0o755, dir_fd=fd)
                         created.append(join_key(current, part))
                     except FileExistsError:
                         pass
-                child = self._open_dir(fd, name, key, part)
+                    child = self._open_dir(fd, name, key, part)
                 os.close(fd)
                 fd = child
                 current = join_key(current, part)
@@ -546,9 +547,15 @@ class PathMapper:
             raise
         return fd
 
-    def _open_dir(self, parent_fd: int, name: str, key: str, part: str) -> int:
+    def _open_dir(self, parent_fd: int, name: str, key: str, part: str, *,
+                  missing_ok: bool = False) -> int:
+        """Open folder ``name``; -1 if it is missing and ``missing_ok``."""
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if missing_ok:
+                return -1
+            raise
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise PathError(key, f"component {part!r} is a symbolic link") from None

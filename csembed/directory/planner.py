@@ -125,8 +125,8 @@ class Planner:
         except (PathError, RecordError) as exc:
             self.ctx.report.reject(record, str(exc))
             return None
-        if len(self._values) >= VALUE_CACHE:
-            self._values.clear()
+        if len(self._values) >= VALUE_CACHE:  # the oldest goes: the newest are wanted next
+            del self._values[next(iter(self._values))]
         self._values[version] = (record.key, value)
         return value
 

@@ -22,7 +22,10 @@ A scan is a :class:`ScanPass` in three phases.
    while it is hashed is put back to settle. Files that vanish or cannot be
    read are skipped without crashing. ``step`` stops at a deadline from an
    injected clock, in the middle of a file if need be, so the caller can
-   pace the work with :class:`csembed.directory.pacing.ScanBudget`.
+   pace the work with :class:`csembed.directory.pacing.ScanBudget` -- or
+   after a number of files, since what a slice hashed is then written to
+   the database and sent before the next slice, and thousands of small
+   files hash in a few milliseconds but take far longer to record.
 
    Two things skip the settle wait: :meth:`Scanner.settle_next_pass` (an
    explicit ``rescan`` settles everything it sees; a change notification
@@ -268,8 +271,10 @@ class ScanPass:
             pass
 
     def step(self, *, until: float | None = None,
-             clock: Callable[[], float] | None = None) -> bool:
-        """Hash until done (True) or until ``clock() >= until`` (False)."""
+             clock: Callable[[], float] | None = None, max_files: int | None = None) -> bool:
+        """Hash until done (True), or until ``clock() >= until`` or ``max_files``
+        files were finished (False)."""
+        finished = 0
         while True:
             if self._job is None:
                 if not self._queue:
@@ -291,6 +296,9 @@ class ScanPass:
                 self.hashed_bytes += count
             else:
                 self._finish_job()
+                finished += 1
+                if max_files is not None and finished >= max_files:
+                    return False
             if until is not None and clock is not None and clock() >= until:
                 return False
 

@@ -19,7 +19,7 @@ for a fresh filter (which covers them all). ``directory.get`` and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING
 
 from csembed.directory import sync_messages as msg
@@ -94,6 +94,11 @@ class Serving:
         planner.queue.wake(sha)
         if planner.refused.pop(sha, None) is not None:
             planner.queue.add(sha)
+
+    def on_present_many(self, peer: PeerState, shas: Iterable[str]) -> None:
+        """The peer announced each of ``shas`` (``directory.present_many``)."""
+        for sha in shas:
+            self.on_present(peer, sha)
 
     def on_filter(self, peer: PeerState, k: int) -> BloomSink:
         """The peer's filter follows."""

@@ -26,6 +26,7 @@ reason).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -139,11 +140,34 @@ class SyncContext:
         A peer whose replies back up gets a fresh presence filter once it
         drains instead (:meth:`PeerState.presence_stale`).
         """
+        for peer in self.peers.values():
+            if peer.directory and peer.conn_id != source:
+                self.announce_to(peer, sha256)
+
+    def announce_many(self, sha256s: Sequence[str]) -> None:
+        """:meth:`announce` each of ``sha256s`` to every peer: as one
+        ``directory.present_many`` per :data:`~.sync_messages.MAX_PRESENT_MANY`
+        hashes to a peer that takes it, one ``directory.present`` each otherwise."""
+        if not sha256s:
+            return
         soft = self.bounds.queue_soft
         for peer in self.peers.values():
-            if not peer.directory or peer.conn_id == source:
+            if not peer.directory:
                 continue
-            if peer.out.queued_control_bytes >= soft:
-                peer.presence_stale = True
-            else:
-                peer.out.push(msg.encode(msg.Present(sha256)))
+            if not peer.present_many:
+                for sha in sha256s:
+                    self.announce_to(peer, sha)
+                continue
+            for first in range(0, len(sha256s), msg.MAX_PRESENT_MANY):
+                if peer.out.queued_control_bytes >= soft:
+                    peer.presence_stale = True
+                    break
+                part = tuple(sha256s[first:first + msg.MAX_PRESENT_MANY])
+                peer.out.push(msg.encode(msg.PresentMany(part)))
+
+    def announce_to(self, peer: PeerState, sha256: str) -> None:
+        """``directory.present`` to ``peer`` (or a fresh filter later, if it backs up)."""
+        if peer.out.queued_control_bytes >= self.bounds.queue_soft:
+            peer.presence_stale = True
+        else:
+            peer.out.push(msg.encode(msg.Present(sha256)))

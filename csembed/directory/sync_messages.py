@@ -15,6 +15,7 @@ type                       payload    fields
 directory.get_presence     --         --
 directory.bloom_filter     filter     ``k_value`` (1-8)
 directory.present          --         ``sha256``
+directory.present_many     --         ``sha256s`` (1-512 of them; extension ``.present_many``)
 directory.get              --         ``sha256``, optional ``range: [start, count]``
 directory.data             content    ``sha256``, ``range`` when the request had one
 directory.not_present      --         ``sha256``
@@ -44,14 +45,16 @@ from csembed.protocol.jsonvalues import is_strict_int
 from csembed.protocol.wire import Message
 
 __all__ = [
-    "BloomFilterHeader", "DataHeader", "Get", "GetError", "GetPresence", "MESSAGES",
-    "NotPresent", "PatchHeader", "Present", "SignatureHeader", "SyncMessage",
+    "BloomFilterHeader", "DataHeader", "Get", "GetError", "GetPresence", "MAX_PRESENT_MANY",
+    "MESSAGES", "NotPresent", "PatchHeader", "Present", "PresentMany", "SignatureHeader",
+    "SyncMessage",
     "SyncMessageError", "encode", "parse",
 ]
 
 GET_PRESENCE: Final = "directory.get_presence"
 BLOOM_FILTER: Final = "directory.bloom_filter"
 PRESENT: Final = "directory.present"
+PRESENT_MANY: Final = "directory.present_many"
 GET: Final = "directory.get"
 DATA: Final = "directory.data"
 NOT_PRESENT: Final = "directory.not_present"
@@ -60,10 +63,14 @@ RSYNC_SIGNATURE: Final = "rsync.signature"
 RSYNC_PATCH: Final = "rsync.patch"
 
 DIRECTORY_TYPES: Final = frozenset(
-    {GET_PRESENCE, BLOOM_FILTER, PRESENT, GET, DATA, NOT_PRESENT, GET_ERROR})
+    {GET_PRESENCE, BLOOM_FILTER, PRESENT, PRESENT_MANY, GET, DATA, NOT_PRESENT, GET_ERROR})
 RSYNC_TYPES: Final = frozenset({RSYNC_SIGNATURE, RSYNC_PATCH})
 
 MAX_ERROR_TEXT: Final = 1024  #: longest get_error message we keep (longer is cut)
+MAX_PRESENT_MANY: Final = 512  #: hashes in one directory.present_many (~34 KiB of body)
+#: The unofficial extension (core.md: names starting with ".") under which
+#: peers send each other directory.present_many.
+PRESENT_MANY_EXTENSION: Final = ".present_many"
 INT64_MAX: Final = (1 << 63) - 1
 
 
@@ -150,6 +157,34 @@ class Present(BodyMessage):
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Present:
         return cls(_sha(body, "sha256", cls.TYPE))
+
+
+@dataclass(frozen=True)
+class PresentMany(BodyMessage):
+    """``directory.present_many``: the peer now holds each of these contents (one
+    message for a batch of ``directory.present``, sent only where both sides
+    negotiated the ``.present_many`` extension)."""
+
+    TYPE = PRESENT_MANY
+    sha256s: tuple[str, ...]
+
+    def to_body(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sha256s": list(self.sha256s)}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PresentMany:
+        value = body.get("sha256s")
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_PRESENT_MANY:
+            raise SyncMessageError(f"{cls.TYPE}: 'sha256s' must be a list of 1..."
+                                   f"{MAX_PRESENT_MANY} hashes, got {value!r:.80}")
+        shas = []
+        for item in value:
+            sha = lower_hex_of(item, ID_DIGITS)
+            if sha is None:
+                raise SyncMessageError(f"{cls.TYPE}: every 'sha256s' item must be 64 hex "
+                                       f"digits, got {item!r:.80}")
+            shas.append(sha)
+        return cls(tuple(shas))
 
 
 @dataclass(frozen=True)
@@ -261,12 +296,12 @@ class PatchHeader(BodyMessage):
         return cls(_sha(body, "sha256", cls.TYPE))
 
 
-SyncMessage = (GetPresence | BloomFilterHeader | Present | Get | DataHeader | NotPresent
-               | GetError | SignatureHeader | PatchHeader)
+SyncMessage = (GetPresence | BloomFilterHeader | Present | PresentMany | Get | DataHeader
+               | NotPresent | GetError | SignatureHeader | PatchHeader)
 
 MESSAGES: Final[Mapping[str, type[SyncMessage]]] = message_table(
-    (GetPresence, BloomFilterHeader, Present, Get, DataHeader, NotPresent, GetError,
-     SignatureHeader, PatchHeader))
+    (GetPresence, BloomFilterHeader, Present, PresentMany, Get, DataHeader, NotPresent,
+     GetError, SignatureHeader, PatchHeader))
 """``type`` -> message class, for every directory.* and rsync.* message."""
 
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from csembed.directory.bloom import BloomFilter
 from csembed.directory.filestore import Download
+from csembed.directory.sync_messages import PRESENT_MANY_EXTENSION
 from csembed.directory.transfer_serve import OutgoingQueue
 
 if TYPE_CHECKING:
@@ -140,6 +141,11 @@ class PeerState:
     def rsync(self) -> bool:
         """Whether the rsync extension runs on this connection."""
         return "rsync" in self.info.extensions
+
+    @property
+    def present_many(self) -> bool:
+        """Whether the peer takes ``directory.present_many`` (extension ``.present_many``)."""
+        return PRESENT_MANY_EXTENSION in self.info.extensions
 
     def may_have(self, sha256: str, now: float) -> bool:
         """Whether the peer claims this content (filter, ``present``), less recent refusals."""

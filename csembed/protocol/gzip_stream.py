@@ -46,8 +46,11 @@ probe cost nothing), otherwise the rest is stored and the stream stays
 stored. In stored mode a probe deflates 2 KiB from the middle of a large
 unit at level 1 on a scratch compressor, after a small unit or when a
 back-off has run out; the back-off doubles after each failed probe up to
-:data:`MAX_BACKOFF` units. Any large deflated unit that came out at 90 % or
-more of its size also switches the stream to stored.
+:data:`MAX_BACKOFF` units. A unit under :data:`PROBE_AFTER_SMALL` (a whole
+small file) waits for the back-off even after a small unit: probing costs
+half of deflating it, and many small files in a row would pay that each.
+Any large deflated unit that came out at 90 % or more of its size also
+switches the stream to stored.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ PROBE_SIZE: Final = 2048
 """Bytes of a large unit deflated at level 1 to judge whether it compresses."""
 MAX_BACKOFF: Final = 64
 """Most large units sent stored between two probes of a stream that keeps not compressing."""
+PROBE_AFTER_SMALL: Final = 16 * 1024
+"""In stored mode, a unit at least this long is probed after a small unit whatever the back-off."""
 _WINDOW: Final = 32 * 1024  # deflate's largest back-reference distance
 _STORED_MAX: Final = 0xFFFF  # one stored block's LEN field
 _ZLIB_HEADER: Final = b"\x78\x9c"  # CM=8, CINFO=7 (32 KiB window), default level; FCHECK ok
@@ -161,7 +166,8 @@ class GzipEncoder:
     def _encode_large(self, parts: tuple[bytes, ...], pieces: list[bytes | memoryview]) -> None:
         after_small, self._after_small = self._after_small, False
         if self._stored:
-            if not after_small and self._skip > 0:
+            tiny = sum(len(p) for p in parts) < PROBE_AFTER_SMALL
+            if (tiny or not after_small) and self._skip > 0:
                 self._skip -= 1
                 self._encode_as(parts, pieces, stored=True)
                 return

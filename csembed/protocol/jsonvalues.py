@@ -103,8 +103,25 @@ def format_timestamp(ns: int) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
+_PARSED_MAX: Final = 256
+_parsed: dict[str, int] = {}  # text -> ns of recent good timestamps (a file's mtime is read
+# as its record arrives, is planned, fetched and landed: the same text, parsed once)
+
+
 def parse_timestamp(text: Any, what: str = "timestamp") -> int:
     """Parse an ISO 8601 timestamp into integer nanoseconds since the epoch (UTC)."""
+    if isinstance(text, str):
+        known = _parsed.get(text)
+        if known is not None:
+            return known
+    ns = _parse_timestamp(text, what)
+    if len(_parsed) >= _PARSED_MAX:
+        del _parsed[next(iter(_parsed))]
+    _parsed[text] = ns
+    return ns
+
+
+def _parse_timestamp(text: Any, what: str) -> int:
     if not isinstance(text, str):
         raise JsonValueError(f"{what} must be a string, got {type(text).__name__}")
     match = _TIMESTAMP.fullmatch(text)

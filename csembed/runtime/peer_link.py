@@ -64,6 +64,7 @@ from typing import Any, Protocol
 
 from csembed.board_profile import BoardProfile
 from csembed.directory.engine import PeerInfo
+from csembed.directory.sync_messages import PRESENT_MANY_EXTENSION
 from csembed.protocol.core import (
     CoreConfig,
     Grant,
@@ -80,7 +81,7 @@ from csembed.security.keys import READ_WRITE, Rng, default_rng
 
 log = logging.getLogger("csembed.link")
 
-SYNC_EXTENSIONS = ("database", "directory", "rsync")
+SYNC_EXTENSIONS = ("database", "directory", "rsync", PRESENT_MANY_EXTENSION)
 DEFAULT_MAX_BACKLOG = 4 << 20  #: bytes queued for a peer before we stop reading from it
 
 

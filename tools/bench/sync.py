@@ -160,9 +160,9 @@ def peer_main(argv: list[str]) -> None:
     parser.add_argument("--no-fsync", action="store_true", help="diagnostics only")
     args = parser.parse_args(argv)
     if args.no_fsync:
-        from csembed.directory import filestore
+        from csembed.directory import disk_sync
         os.fsync = lambda fd: None
-        filestore._syncfs = lambda fd: 0  # batched data syncs go through syncfs(2)
+        disk_sync._syncfs = lambda fd: 0  # batched data syncs go through syncfs(2)
     asyncio.run(run_peer(args))
 
 

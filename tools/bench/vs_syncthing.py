@@ -4,6 +4,7 @@ Usage::
 
     python tools/bench/vs_syncthing.py [--quick] [--only bulk|small|latency]
                                        [--pin] [--syncthing PATH] [--cache DIR]
+                                       [--profile DIR]
 
 For each case both products run as two headless daemons on loopback,
 already paired, one sending and one receiving: csembed as two ``csembed
@@ -35,6 +36,11 @@ download limits are set to 0 (unlimited) on every board, as Syncthing's are. Syn
 Debian's package: ``--syncthing PATH``, or it is fetched with ``apt-get
 download syncthing`` and unpacked with ``dpkg -x`` into ``--cache`` (default
 ``~/.cache/csembed-bench``); the binary is never part of the repository.
+
+``--profile DIR`` runs each csembed daemon under cProfile and leaves
+``DIR/<case>-a.prof`` (sender) and ``DIR/<case>-b.prof`` (receiver), written
+when the daemon stops; read them with ``python -m pstats``. Profiling slows
+csembed down, so its seconds are not comparable with an unprofiled run.
 """
 
 from __future__ import annotations
@@ -177,9 +183,11 @@ def write_payload(stage: Path, case: str, scale: float) -> dict[str, int]:
 class CsembedPair:
     name = "csembed"
 
-    def __init__(self, base: Path, board: str, prefix: list[str], root: Path = ROOT) -> None:
+    def __init__(self, base: Path, board: str, prefix: list[str], root: Path = ROOT,
+                 profile: Path | None = None) -> None:
         self.base = base
         self.root = root
+        self.profile = profile
         self.src, self.dst = base / "cs-A", base / "cs-B"
         self.src.mkdir()
         (self.src / "hello.txt").write_text("paired\n")
@@ -197,8 +205,10 @@ class CsembedPair:
         data = self.base / f"cs-{name}-data"
         setattr(self, f"{name}_data", data)
         log = (self.base / f"cs-{name}.log").open("ab")
+        profiler = ([] if self.profile is None else
+                    ["-m", "cProfile", "-o", f"{self.profile}-{name}.prof"])
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "csembed", "daemon", "--data-dir", str(data),
+            [*prefix, sys.executable, *profiler, "-m", "csembed", "daemon", "--data-dir", str(data),
              "--board", board, "--listen", "127.0.0.1:0", "--no-lan", "--log-level", "warning",
              *extra], stdout=subprocess.PIPE, stderr=log, text=True, cwd=self.root)
         assert proc.stdout is not None
@@ -438,7 +448,9 @@ def run_case(case: str, args: argparse.Namespace, binary: Path, board: str,
         base = Path(tempfile.mkdtemp(prefix=f"vs-st-{case}-{name}-", dir=args.tmp))
         pair: Any = None
         try:
-            pair = (CsembedPair(base, board, prefix, Path(args.csembed_root)) if name == "csembed"
+            profile = None if args.profile is None else Path(args.profile) / case
+            pair = (CsembedPair(base, board, prefix, Path(args.csembed_root), profile)
+                    if name == "csembed"
                     else SyncthingPair(base, binary, prefix))
             results[name] = (measure_latency(pair, 5) if case == "latency"
                              else measure(pair, base, case, scale))
@@ -464,7 +476,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--csembed-root", default=str(ROOT),
                         help="run csembed from this checkout (before/after figures)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="run the csembed daemons under cProfile; .prof files go to DIR")
     args = parser.parse_args()
+    if args.profile is not None:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     binary = find_syncthing(args.syncthing, Path(args.cache))
     version = subprocess.run([str(binary), "--version"], capture_output=True,
                              text=True).stdout.split(" (")[0]
