@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _proc import vm_status
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -51,17 +53,6 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-
-
-def status(pid: int) -> dict[str, int]:
-    """``VmRSS`` and ``VmHWM`` of a process, in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
 
 
 def start(argv: list[str], nofile: int) -> tuple[subprocess.Popen[str], str, int]:
@@ -133,17 +124,17 @@ def run(argv: list[str], count: int, utp: int, settle: float, nofile: int,
     try:
         prepare()
         time.sleep(1.0)  # let it finish starting (the daemon trims its heap once started)
-        idle = status(proc.pid)["VmRSS"]
+        idle = vm_status(proc.pid)["VmRSS"]
         socks = tcp_flood(host, port, count)
         udp = utp_flood(host, port, utp) if utp else None
         time.sleep(1.0)
-        during = status(proc.pid)
+        during = vm_status(proc.pid)
         for sock in socks:
             sock.close()
         if udp is not None:
             udp.close()
         time.sleep(settle)
-        after = status(proc.pid)
+        after = vm_status(proc.pid)
         if proc.poll() is not None:
             raise SystemExit(f"{argv[:4]} died under the flood")
         return {"idle": idle, "during": during["VmRSS"],

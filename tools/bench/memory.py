@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _proc import vm_status
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -89,14 +91,6 @@ def rss_after(code: str) -> int:
     return int(out.split()[-1]) * 1024
 
 
-def status_kb(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def cli(data: Path, *args: str) -> str:
     return subprocess.run([sys.executable, "-m", "csembed", *args, "--data-dir", str(data)],
                           check=True, capture_output=True, text=True, cwd=ROOT).stdout
@@ -124,10 +118,10 @@ class Daemon:
         return next((s for s in shares if s["path"] == str(path)), {})
 
     def rss(self) -> int:
-        return status_kb(self.proc.pid, "VmRSS")
+        return vm_status(self.proc.pid)["VmRSS"]
 
     def peak(self) -> int:
-        return status_kb(self.proc.pid, "VmHWM")
+        return vm_status(self.proc.pid)["VmHWM"]
 
     def stop(self) -> None:
         self.proc.terminate()
