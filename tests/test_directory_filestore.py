@@ -478,7 +478,7 @@ def test_rename_local_folder_follows_a_peer_rename(tmp_path: Path) -> None:
 
 
 def test_encoded_names_round_trip_through_download_and_scan(tmp_path: Path) -> None:
-    from csembed.directory.paths import NameRules
+    from csembed.directory.disk_names import NameRules
 
     share = make_share(tmp_path, rules=NameRules(case_insensitive=True, windows_names=True))
     _download(share, "/Q&A: part 1?/Notes.txt", b"n")

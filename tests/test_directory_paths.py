@@ -11,19 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_directory_support import make_share
 
+from csembed.directory.disk_names import NameRules, natural_name
 from csembed.directory.errors import PathError, ShareUnavailable
 from csembed.directory.localdb import open_local_db
-from csembed.directory.paths import (
-    MAX_DEPTH,
-    MAX_KEY_BYTES,
-    MAX_NAME_BYTES,
-    NameRules,
-    NameTable,
-    PathMapper,
-    ShareRoot,
-    natural_name,
-    split_key,
-)
+from csembed.directory.paths import NameTable, PathMapper, ShareRoot
+from csembed.directory.record_keys import MAX_DEPTH, MAX_KEY_BYTES, MAX_NAME_BYTES, split_key
 
 WINDOWS = NameRules(windows_names=True)
 

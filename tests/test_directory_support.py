@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from csembed.directory.archive import Archive
+from csembed.directory.disk_names import NameRules
 from csembed.directory.filestore import FileStore, StoreLimits
 from csembed.directory.localdb import open_local_db
-from csembed.directory.paths import NameRules, NameTable, PathMapper, ShareRoot
+from csembed.directory.paths import NameTable, PathMapper, ShareRoot
 from csembed.directory.reader import ContentReader
 from csembed.directory.scan_cache import ScanCache
 from csembed.directory.scanner import Scanner

@@ -5,12 +5,14 @@ scheduler) is built on top of these modules; nothing here opens a socket.
 
 * :mod:`.records` -- record values (``size``, ``sha256``, ``mtime``,
   ``unix_mode``, unknown fields kept) and merging local changes into them.
-* :mod:`.paths` -- keys to disk locations, refusing anything unsafe; name
-  encoding and case clashes; the share root's identity.
-* :mod:`.scanner` (with :mod:`.scan_cache`, :mod:`.debounce`,
-  :mod:`.pacing`) -- local changes as ``Added`` / ``Modified`` / ``Deleted``
-  / ``Moved`` events.
-* :mod:`.filestore` (with :mod:`.archive`) -- downloads into temp files,
+* :mod:`.record_keys` -- a peer's keys checked (no ``..``, NUL, ...).
+* :mod:`.paths` -- keys to disk locations, refusing anything unsafe; the
+  share root's identity (:mod:`.disk_names`: name encoding and case clashes).
+* :mod:`.scanner` (with :mod:`.tree_listing`, :mod:`.move_pairing`,
+  :mod:`.scan_cache`, :mod:`.debounce`, :mod:`.pacing`) -- local changes as
+  :mod:`.scan_events`: ``Added`` / ``Modified`` / ``Deleted`` / ``Moved``.
+* :mod:`.filestore` (with :mod:`.archive`, :mod:`.download`,
+  :mod:`.disk_sync`, :mod:`.storage_limits`) -- downloads into temp files,
   verified and renamed into place; deletions, conflicts, deduplication,
   storage limits.
 * :mod:`.reader` -- content by hash, streamed in ranges.

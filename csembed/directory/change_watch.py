@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from csembed.directory.errors import PathError
-from csembed.directory.paths import is_temp_name
+from csembed.directory.record_keys import is_temp_name
 
 # <sys/inotify.h> (Linux uapi), stable kernel ABI.
 IN_MODIFY: Final = 0x00000002

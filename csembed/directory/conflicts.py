@@ -38,7 +38,7 @@ from typing import Any
 from csembed.database import Conflict, ConflictKind, LocalWriteError, Record
 from csembed.directory.errors import DirectoryError, PathError, RecordError, StorageLimitError
 from csembed.directory.filestore import Download
-from csembed.directory.paths import split_key
+from csembed.directory.record_keys import split_key
 from csembed.directory.records import FileValue, is_file_key
 from csembed.directory.sync_context import SyncContext
 

@@ -41,7 +41,8 @@ from csembed.directory.errors import (
     StorageLimitError,
     VerificationError,
 )
-from csembed.directory.paths import TEMP_SUFFIX, Location
+from csembed.directory.paths import Location
+from csembed.directory.record_keys import TEMP_SUFFIX
 from csembed.directory.records import FileValue
 from csembed.directory.scan_cache import CachedEntry
 

@@ -100,14 +100,8 @@ from csembed.directory.errors import (
     PathError,
     VerificationError,
 )
-from csembed.directory.paths import (
-    TEMP_SUFFIX,
-    Location,
-    PathMapper,
-    join_key,
-    parent_key,
-    split_key,
-)
+from csembed.directory.paths import Location, PathMapper
+from csembed.directory.record_keys import TEMP_SUFFIX, join_key, parent_key, split_key
 from csembed.directory.records import FileValue
 from csembed.directory.scan_cache import CachedEntry, ScanCache
 from csembed.directory.storage_limits import SpaceBook, StoreLimits

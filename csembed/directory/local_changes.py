@@ -49,7 +49,7 @@ from csembed.directory.errors import (
 )
 from csembed.directory.ignore_file import IgnoreFile, ignore_limit
 from csembed.directory.pacing import next_scan_delay
-from csembed.directory.paths import TEMP_SUFFIX
+from csembed.directory.record_keys import TEMP_SUFFIX
 from csembed.directory.records import FileValue, merge_value
 from csembed.directory.scan_cache import CachedEntry
 from csembed.directory.scan_events import Added, Deleted, Modified, Moved, ScanResult

@@ -32,9 +32,10 @@ from pathlib import Path
 
 from csembed.board_profile import BoardProfile
 from csembed.directory.archive import Archive
+from csembed.directory.disk_names import NameRules
 from csembed.directory.filestore import FileStore, StoreLimits
 from csembed.directory.localdb import LOCAL_DB_NAME, open_local_db
-from csembed.directory.paths import NameRules, NameTable, PathMapper, ShareRoot
+from csembed.directory.paths import NameTable, PathMapper, ShareRoot
 from csembed.directory.reader import ContentReader
 from csembed.directory.scan_cache import ScanCache
 from csembed.directory.scanner import Scanner

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from csembed.directory.paths import parent_key
+from csembed.directory.record_keys import parent_key
 from csembed.directory.scan_cache import CachedEntry
 
 

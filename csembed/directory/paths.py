@@ -2,13 +2,7 @@
 
 Theory of operation
 -------------------
-A record key (``/photos/cat.jpg``) comes from a peer and is hostile until
-checked. :func:`split_key` rejects anything that is not a plain
-slash-separated list of names: ``.`` and ``..``, empty components (``//``, a
-trailing ``/``), NUL and other control characters, backslashes (a path
-separator to Windows peers and to many tools), strings that are not valid
-UTF-8, names over :data:`MAX_NAME_BYTES` and keys over :data:`MAX_KEY_BYTES`
-or :data:`MAX_DEPTH` levels. Failures are :class:`PathError`.
+A record key comes from a peer and is checked first (:mod:`.record_keys`).
 
 Disk access never resolves a path string. :class:`ShareRoot` opens the share
 root once (checking it is still the directory, on the same device, that the
@@ -24,36 +18,9 @@ is resolved by path. What remains is the ordinary race with the user: a
 directory we hold open may be renamed meanwhile, and we then write into it
 where it now is -- the user's own doing, and never through a link.
 
-On-disk names
--------------
-Usually the disk name is the record's name. Three cases need another name,
-chosen by :func:`natural_name` under the share's :class:`NameRules`:
-
-* characters the filesystem rejects (FAT/exFAT/NTFS: ``\\ : * ? " < > |``,
-  a trailing dot or space, device names such as ``CON``) are percent-encoded
-  as directory.md suggests (``a:b`` -> ``a%3Ab``);
-* names longer than the filesystem's ``NAME_MAX`` bytes are shortened to
-  ``<head>%<16 hex digits of the name's SHA-256><extension>`` (percent
-  encoding would only make them longer);
-* a name ending in ``.!clearsky`` -- reserved for our temp files -- gets its
-  ``!`` encoded, so the file still syncs.
-
-On a case-insensitive filesystem, two keys differing only in case
-(``Secret.txt``, ``secret.txt``) cannot both exist; the later one is stored
-as ``_secret.txt`` (more underscores if needed), as directory.md suggests.
-The same rule settles any other clash, e.g. a file literally named
-``a%3Ab`` next to the encoded ``a:b``.
-
-Every disk name that differs from the record's name is kept in the
-:class:`NameTable` (a table in the share's local SQLite state, see
-:mod:`.localdb`), keyed by parent key and disk name, so the mapping back is
-exact and survives restarts. Names equal to their key are not stored, so the
-table stays tiny on Linux. If the table is lost, encoded files simply show up
-under their encoded names.
-
-The rules (name length, case sensitivity, forbidden characters) are probed
-once at share creation with ``.!clearsky`` temp files in the root and then
-stored, so the mapping never changes under a running share.
+Which name a key gets on disk, where the filesystem cannot store it as it
+is, is :mod:`.disk_names`' rule; every disk name that differs from its key
+is kept in the :class:`NameTable`, so the way back is exact.
 """
 
 from __future__ import annotations
@@ -63,197 +30,19 @@ import os
 import re
 import sqlite3
 import stat
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from csembed import digests
+from csembed.directory.disk_names import NameRules, lexists, natural_name, probe_rules
 from csembed.directory.errors import PathError, ShareUnavailable
 from csembed.directory.localdb import get_meta, set_meta
+from csembed.directory.record_keys import check_name, join_key, parent_key, split_key
 
-MAX_KEY_BYTES = 8192  #: longest key accepted (UTF-8 bytes)
-MAX_NAME_BYTES = 1024  #: longest single name accepted in a key (longer than NAME_MAX on purpose)
-MAX_DEPTH = 128  #: most directory levels in a key; bounds the descriptors held by a walk
-TEMP_SUFFIX = ".!clearsky"  #: the only names we create inside a share (directory.md)
-
-_WINDOWS_FORBIDDEN = frozenset('\\:*?"<>|')
-_WINDOWS_RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
-    + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)])
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_VARIANTS = 64
-_BAD_CHAR = re.compile("[\x00-\x1f\x7f\\\\/\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def split_key(key: object) -> tuple[str, ...]:
-    """Validate a file key and return its names (``"/"`` gives ``()``)."""
-    if not isinstance(key, str):
-        raise PathError(repr(key), "a key must be a string")
-    if not key.startswith("/"):
-        raise PathError(key, "a file key must start with '/'")
-    try:
-        encoded = key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PathError(key, "not valid Unicode (lone surrogate)") from None
-    if len(encoded) > MAX_KEY_BYTES:
-        raise PathError(key[:64] + "...", f"key longer than {MAX_KEY_BYTES} bytes")
-    if key == "/":
-        return ()
-    parts = tuple(key[1:].split("/"))
-    if len(parts) > MAX_DEPTH:
-        raise PathError(key, f"deeper than {MAX_DEPTH} levels")
-    for part in parts:
-        check_name(part, key)
-    return parts
-
-
-def check_name(name: str, key: str | None = None) -> None:
-    """Raise :class:`PathError` unless ``name`` is acceptable as one key component."""
-    where = key if key is not None else name
-    if name == "":
-        raise PathError(where, "empty path component ('//' or trailing '/')")
-    if name in (".", ".."):
-        raise PathError(where, f"{name!r} component")
-    bad = _BAD_CHAR.search(name)
-    if bad is not None:
-        char = bad.group()
-        code = ord(char)
-        if code < 0x20 or code == 0x7F:
-            raise PathError(where, f"control character U+{code:04X} in {name!r}")
-        if char == "\\":
-            raise PathError(where, f"backslash in {name!r}")
-        if char == "/":
-            raise PathError(where, f"slash inside name {name!r}")
-        if 0xD800 <= code <= 0xDFFF:
-            raise PathError(where, f"lone surrogate in {name!r} (not valid Unicode)")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise PathError(where, f"name longer than {MAX_NAME_BYTES} bytes")
-
-
-def join_key(parent: str, name: str) -> str:
-    """The key of ``name`` inside directory key ``parent``."""
-    return parent + name if parent == "/" else f"{parent}/{name}"
-
-
-def parent_key(key: str) -> str:
-    """The key of the directory holding ``key`` (``"/"`` for top-level names)."""
-    head = key.rsplit("/", 1)[0]
-    return head or "/"
-
-
-def is_temp_name(name: str) -> bool:
-    """True for our own in-progress download files (skipped by the scanner)."""
-    return name.endswith(TEMP_SUFFIX)
-
-
-@dataclass(frozen=True)
-class NameRules:
-    """What names the filesystem under a share can store."""
-
-    name_max: int = 255  #: NAME_MAX in bytes
-    case_insensitive: bool = False  #: ``A`` and ``a`` are the same entry
-    windows_names: bool = False  #: FAT/NTFS rules: no ``\\:*?"<>|``, no trailing dot/space
-
-    def __post_init__(self) -> None:
-        if not 48 <= self.name_max <= 4096:
-            raise ValueError(f"name_max must be 48..4096, got {self.name_max}")
-
-    def fold(self, name: str) -> str:
-        """The form under which the filesystem compares names."""
-        if not self.case_insensitive:
-            return name
-        return unicodedata.normalize("NFC", name).casefold()
-
-    def encode(self) -> str:
-        """Serialised form kept in the share's local state."""
-        return f"{self.name_max}:{int(self.case_insensitive)}:{int(self.windows_names)}"
-
-    @classmethod
-    def decode(cls, text: str) -> NameRules:
-        """Inverse of :meth:`encode`."""
-        size, case, win = text.split(":")
-        return cls(name_max=int(size), case_insensitive=case == "1", windows_names=win == "1")
-
-
-def _percent(char: str) -> str:
-    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
-
-
-def _truncate_utf8(text: str, limit: int) -> str:
-    """The longest prefix of ``text`` that fits ``limit`` UTF-8 bytes."""
-    data = text.encode("utf-8")[:max(limit, 0)]
-    return data.decode("utf-8", errors="ignore")
-
-
-def natural_name(name: str, rules: NameRules) -> str:
-    """The disk name for key component ``name`` before any clash is resolved."""
-    out = name
-    if rules.windows_names:
-        out = "".join(_percent(c) if c in _WINDOWS_FORBIDDEN else c for c in out)
-        if out.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
-            out = _percent(out[0]) + out[1:]
-        if out[-1] in ". ":
-            out = out[:-1] + _percent(out[-1])
-    if out.endswith(TEMP_SUFFIX):
-        out = out[: -len(TEMP_SUFFIX)] + ".%21clearsky"
-    if len(out.encode("utf-8")) > rules.name_max:
-        marker = "%" + digests.sha256(name.encode("utf-8")).hexdigest()[:16]
-        stem, dot, ext = out.rpartition(".")
-        suffix = "." + ext if dot and stem and len(ext.encode("utf-8")) <= 16 else ""
-        body = out[: -len(suffix)] if suffix else out
-        head = _truncate_utf8(body, rules.name_max - len(marker) - len(suffix.encode("utf-8")))
-        out = head + marker + suffix
-    return out
-
-
-def probe_rules(root_fd: int) -> NameRules:
-    """Find out the name rules of the filesystem holding directory ``root_fd``.
-
-    Creates and removes two ``.!clearsky`` files (the only names we may put in
-    a share). ``NAME_MAX`` comes from ``fpathconf``.
-    """
-    try:
-        name_max = int(os.fpathconf(root_fd, "PC_NAME_MAX"))
-    except (OSError, ValueError):
-        name_max = 255
-    name_max = max(48, min(name_max, 4096))
-    token = os.urandom(6).hex()
-    upper = f".csProbe-{token}-Aa{TEMP_SUFFIX}"
-    lower = f".csprobe-{token}-aa{TEMP_SUFFIX}"
-    _create_empty(root_fd, upper)
-    try:
-        case_insensitive = _lexists(root_fd, lower)
-    finally:
-        os.unlink(upper, dir_fd=root_fd)
-    windows = False
-    odd = f".csprobe-{token}-:?{TEMP_SUFFIX}"
-    try:
-        _create_empty(root_fd, odd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EILSEQ, errno.ENOENT, errno.EPERM):
-            raise
-        windows = True
-    else:
-        os.unlink(odd, dir_fd=root_fd)
-    return NameRules(name_max=name_max, case_insensitive=case_insensitive,
-                     windows_names=windows)
-
-
-def _create_empty(dir_fd: int, name: str) -> None:
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600, dir_fd=dir_fd)
-    os.close(fd)
-
-
-def _lexists(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 class ShareRoot:
@@ -610,7 +399,7 @@ class PathMapper:
         does with case (and the logic can be exercised on any filesystem).
         """
         if not self.rules.case_insensitive:
-            return disk_name if _lexists(fd, disk_name) else None
+            return disk_name if lexists(fd, disk_name) else None
         folded = self.rules.fold(disk_name)
         matches = [e for e in os.listdir(fd) if self.rules.fold(e) == folded]
         if disk_name in matches:

@@ -55,7 +55,7 @@ from csembed.directory.errors import (
     RecordError,
     StorageLimitError,
 )
-from csembed.directory.paths import split_key
+from csembed.directory.record_keys import split_key
 from csembed.directory.records import FileValue, is_file_key
 from csembed.directory.scan_cache import CachedEntry
 from csembed.directory.sync_context import SyncContext

@@ -68,7 +68,8 @@ from collections.abc import Callable, Iterable
 from csembed import digests
 from csembed.directory.debounce import Debouncer
 from csembed.directory.move_pairing import pair_moves
-from csembed.directory.paths import PathMapper, parent_key
+from csembed.directory.paths import PathMapper
+from csembed.directory.record_keys import parent_key
 from csembed.directory.records import FileValue
 from csembed.directory.scan_cache import CachedEntry, ScanCache
 from csembed.directory.scan_events import (

@@ -40,7 +40,7 @@ from typing import Any
 
 from csembed.atomic_file import write_atomic
 from csembed.directory.errors import PathError, SelectionError
-from csembed.directory.paths import split_key
+from csembed.directory.record_keys import split_key
 
 SELECTION_FILE = "selection.json"
 MAX_PATTERNS = 10_000  #: patterns per list

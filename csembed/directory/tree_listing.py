@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from csembed.directory.errors import PathError
-from csembed.directory.paths import MAX_DEPTH, PathMapper, is_temp_name, join_key, parent_key
+from csembed.directory.paths import PathMapper
+from csembed.directory.record_keys import MAX_DEPTH, is_temp_name, join_key, parent_key
 from csembed.directory.scan_cache import CachedEntry
 from csembed.directory.selection import Selection
 

@@ -33,7 +33,7 @@ from typing import NamedTuple, Protocol
 from csembed import libc_calls
 from csembed.directory.change_watch import WATCH_MASK, ChangeWatch, ScanRequest
 from csembed.directory.errors import PathError
-from csembed.directory.paths import MAX_DEPTH, is_temp_name
+from csembed.directory.record_keys import MAX_DEPTH, is_temp_name
 from csembed.directory.scan_cache import ScanCache
 from csembed.directory.scanner import Scanner
 

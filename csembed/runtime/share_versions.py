@@ -45,7 +45,8 @@ from csembed import digests
 from csembed.control.errors import ControlRequestError
 from csembed.directory.archive import Archive, ArchivedFile
 from csembed.directory.errors import DirectoryError
-from csembed.directory.paths import TEMP_SUFFIX, PathMapper
+from csembed.directory.paths import PathMapper
+from csembed.directory.record_keys import TEMP_SUFFIX
 from csembed.security.keys import READ_WRITE
 
 if TYPE_CHECKING:
