@@ -72,13 +72,27 @@ def test_zip_bomb_is_inflated_in_bounded_pieces() -> None:
     (b"0:", "outside 1.."),
     (b"007:abc", "bad compressed frame length"),
     (b"99999999999:", "expected digits and ':'"),
-    (b"5:hello", "corrupt compressed data"),
+    (b"5:hello", "bad zlib stream header 6865"),
+    (b"2:\x78\xbb", "no preset dictionary"),  # FDICT set (FCHECK valid)
+    (b"2:\x88\x98", "window of at most 32 KiB"),  # CINFO 8
+    (b"1:\x78" + b"1:\x9d", "valid check"),  # the header split across frames
+    (b"5:\x78\x9c\xff\xff\xff", "corrupt compressed data"),  # reserved block type
 ])
 def test_bad_frames_fail_clearly(stream: bytes, message: str) -> None:
     decoder = GzipDecoder()
     decoder.receive_data(stream)
     with pytest.raises(GzipError, match=message):
         inflate_all(decoder)
+
+
+def test_the_zlib_header_may_arrive_split_and_is_not_inflated() -> None:
+    frame = GzipEncoder().encode(b"y" * 5000)
+    body = frame[frame.index(b":") + 1:]
+    decoder = GzipDecoder()
+    decoder.receive_data(b"1:" + body[:1])
+    assert inflate_all(decoder) == []
+    decoder.receive_data(b"%d:" % (len(body) - 1) + body[1:])
+    assert b"".join(inflate_all(decoder)) == b"y" * 5000
 
 
 def test_finished_zlib_stream_and_truncation_fail() -> None:

@@ -9,6 +9,13 @@ later frames still profit from the shared history. A "message" here is one
 unit the core hands down: a message header with its body (and signature),
 one payload chunk, or the payload end marker.
 
+The decoder reads the two-byte zlib header itself and inflates the rest as
+raw deflate: the stream never ends while the connection lives (an end is an
+error), so the Adler-32 trailer never comes, and zlib would otherwise
+checksum every inflated byte for a check it never makes (a few per cent of
+a bulk receiver's CPU). Integrity is the record layer's MAC and each file's
+SHA-256.
+
 The decoder never holds more than it was fed plus ``max_output`` bytes of
 inflated data: :meth:`GzipDecoder.read` inflates at most that much per call
 (zlib's ``max_length``), and the core only asks for more once the wire
@@ -250,7 +257,8 @@ class GzipDecoder:
         if max_output < 1:
             raise ValueError("max_output must be positive")
         self.max_output = max_output
-        self._z = zlib.decompressobj(zlib.MAX_WBITS)
+        self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._zlib_header = bytearray()  # the stream's first two bytes, until checked
         self._inbox = bytearray()
         self._frame_left = 0  # compressed bytes of the current frame not yet given to zlib
         self._offset = 0  # stream offset of _inbox[0], for error messages
@@ -283,10 +291,13 @@ class GzipDecoder:
                 if not self._inbox:
                     break
                 take = min(self._frame_left, len(self._inbox))
-                piece = bytes(self._inbox[:take])
+                with memoryview(self._inbox) as view:
+                    piece = bytes(view[:take])
                 del self._inbox[:take]
                 self._offset += take
                 self._frame_left -= take
+                if len(self._zlib_header) < 2:
+                    piece = self._strip_zlib_header(piece)
                 out = self._inflate(piece)
             elif not self._parse_header():
                 break
@@ -297,6 +308,20 @@ class GzipDecoder:
         if self._eof and not self.at_frame_boundary:
             raise GzipError(f"stream ended inside a compressed frame (at byte {self._offset})")
         return b""
+
+    def _strip_zlib_header(self, piece: bytes) -> bytes:
+        """Take the RFC 1950 header from the stream's first bytes; the rest of ``piece``."""
+        need = 2 - len(self._zlib_header)
+        self._zlib_header += piece[:need]
+        if len(self._zlib_header) == 2:
+            cmf, flg = self._zlib_header
+            # RFC 1950 2.2: CM 8 = deflate, CINFO <= 7 (window <= 32 KiB), FCHECK makes
+            # CMF*256+FLG a multiple of 31; a preset dictionary (FDICT) is not in gzip.md.
+            if cmf & 0x0F != 8 or cmf >> 4 > 7 or (cmf << 8 | flg) % 31 or flg & 0x20:
+                raise GzipError(f"bad zlib stream header {bytes(self._zlib_header).hex()}: "
+                                "expected deflate, a window of at most 32 KiB, a valid "
+                                "check and no preset dictionary")
+        return piece[need:]
 
     def _inflate(self, data: bytes) -> bytes:
         try:
