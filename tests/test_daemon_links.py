@@ -151,3 +151,15 @@ def test_back_off_resets_after_a_short_link_that_made_progress(
         assert set(_RecordingBackoff.seen) == {0}
     else:
         assert _RecordingBackoff.seen[:5] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("board", ["desktop", "wifi-piano"])
+def test_received_data_moves_up_in_pieces_of_the_boards_io_buffer(board: str) -> None:
+    from csembed.board_profile import load_board
+    from csembed.runtime.peer_link import DELIVERY_PIECE, core_config
+
+    profile = load_board(board)
+    config = core_config(profile)
+    piece = min(profile.memory.io_buffer, DELIVERY_PIECE)
+    assert piece > 64 * 1024 if board == "desktop" else piece == 64 * 1024
+    assert config.limits.max_delivery == config.session.max_batch == piece

@@ -330,3 +330,52 @@ def test_nothing_happens_after_failure() -> None:
     assert drain(client) == [] and client.data_to_send() == b""
     with pytest.raises(SessionStateError):
         client.send_plaintext(b"x")
+
+
+def _batching_pair(max_batch: int) -> tuple[SecureSession, SecureSession]:
+    clock = FakeClock()
+    config = SessionConfig(max_batch=max_batch)
+    client = on_clock(SecureSession.client(ID, PASSWORD, now=clock.now, config=config,
+                                           rng=DeterministicRng("batch client")), clock)
+    server = on_clock(SecureSession.server(lookup_for({ID: PASSWORD}), now=clock.now,
+                                           config=config, rng=DeterministicRng("batch server")),
+                      clock)
+    pump(client, server)
+    return client, server
+
+
+def test_records_already_received_come_out_together_up_to_max_batch() -> None:
+    client, server = _batching_pair(3 * MAX_PLAINTEXT)
+    data = bytes(range(256)) * (7 * MAX_PLAINTEXT // 256 + 1)  # 8 records
+    client.send_plaintext(data)
+    server.receive_data(client.data_to_send(), now_of(server))
+    got = plaintexts(drain(server))
+    assert [len(p) for p in got] == [3 * MAX_PLAINTEXT, 3 * MAX_PLAINTEXT,
+                                     len(data) - 6 * MAX_PLAINTEXT]
+    assert b"".join(got) == data
+    # only what has arrived: half a record more waits for the rest
+    client.send_plaintext(b"a" * 10, b"b" * MAX_PLAINTEXT)
+    wire = client.data_to_send()
+    server.receive_data(wire[:-5], now_of(server))  # the second record is 29 bytes
+    assert plaintexts(drain(server)) == [b"a" * 10 + b"b" * (MAX_PLAINTEXT - 10)]
+    server.receive_data(wire[-5:], now_of(server))
+    assert plaintexts(drain(server)) == [b"b" * 10]
+
+
+def test_a_bad_record_in_a_batch_fails_after_the_good_ones_are_out() -> None:
+    client, server = _batching_pair(4 * MAX_PLAINTEXT)
+    for text in (b"one", b"two", b"three"):
+        client.send_plaintext(text)
+    records = _split_records(client.data_to_send())
+    bad = bytearray(records[2])
+    bad[-1] ^= 1
+    server.receive_data(records[0] + records[1] + bad, now_of(server))
+    events = drain(server)
+    assert plaintexts(events) == [b"onetwo"]
+    assert isinstance(events[-1], SessionFailed) and "record 3 failed" in events[-1].reason
+    # and the close record ends a batch, as it ends the stream
+    client, server = _batching_pair(4 * MAX_PLAINTEXT)
+    client.send_plaintext(b"last words")
+    client.close()
+    server.receive_data(client.data_to_send(), now_of(server))
+    assert drain(server) == [PlaintextReceived(b"last words"), SessionClosed()]

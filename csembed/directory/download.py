@@ -14,8 +14,9 @@ regular file with one link, owned by us -- anything else there (a symbolic
 link, a hard link to another file, a folder) loses its name (nothing it
 points at is touched) and the download starts afresh.
 
-Chunks are gathered into ``io_buffer``-sized writes; a peer sending more
-than the record's size is refused at once. :meth:`Download.verify` checks
+Chunks are gathered into ``io_buffer``-sized writes (a piece that fills
+the buffer is written from where it is, not copied into it); a peer sending
+more than the record's size is refused at once. :meth:`Download.verify` checks
 size and SHA-256 and sets mode (permission bits only) and mtime;
 :meth:`Download.commit` then syncs the temp, checks that the file it
 replaces is still what the scan cache recorded (else
@@ -193,9 +194,24 @@ class Download:
             raise VerificationError(f"{self.key!r}: peer sent more than the record's "
                                     f"{self.size} bytes")
         self._hasher.update(data)
-        self._pending += data
-        if len(self._pending) >= self.store.io_buffer:
+        if len(self._pending) + len(data) < self.store.io_buffer:
+            self._pending += data
+        else:  # a large piece goes to the file from where it is, not through _pending
             self._drain()
+            self._write_all(data)
+
+    def _write_all(self, data: bytes | bytearray | memoryview) -> None:
+        written = 0
+        with memoryview(data) as view:
+            try:
+                while written < len(view):
+                    count = os.write(self._fd, view[written:])
+                    written += count
+                    self.offset += count
+            except OSError as exc:
+                self._pending += view[written:]  # kept for a retry (abort keeps partials)
+                self._disk_full(exc)
+                raise
 
     def _drain(self) -> None:
         view = memoryview(self._pending)

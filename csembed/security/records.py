@@ -111,10 +111,17 @@ class RecordWriter:
         return out
 
 
-class RecordReader:
-    """Opens framed records of one direction, in order, exactly once each."""
+_UNCLEARED = _ffi.new_allocator(should_clear_after_alloc=False)
 
-    def __init__(self, key: bytes, header: bytes) -> None:
+
+class RecordReader:
+    """Opens framed records of one direction, in order, exactly once each.
+
+    ``capacity`` is how much plaintext :meth:`open_at` can gather before
+    :meth:`take` (at least one record's; its pages are touched only as used).
+    """
+
+    def __init__(self, key: bytes, header: bytes, capacity: int = MAX_PLAINTEXT) -> None:
         if len(header) != HEADER_BYTES:
             raise RecordError(f"stream header must be {HEADER_BYTES} bytes, got {len(header)}")
         try:
@@ -123,7 +130,8 @@ class RecordReader:
             raise RecordError("stream header rejected") from exc
         self.finished = False
         self.records_opened = 0
-        self._plain: Any = _ffi.new("unsigned char[]", MAX_PLAINTEXT)
+        self.capacity = max(capacity, MAX_PLAINTEXT)
+        self._plain: Any = _UNCLEARED("unsigned char[]", self.capacity)
         self._tag: Any = _ffi.new("unsigned char *")
 
     @staticmethod
@@ -137,27 +145,35 @@ class RecordReader:
 
     def open(self, ciphertext: Buffer) -> tuple[bytes, bool]:
         """Decrypt one record's ciphertext; returns ``(plaintext, is_final)``."""
+        size, final = self.open_at(ciphertext, 0)
+        return self.take(size), final
+
+    def open_at(self, ciphertext: Buffer, offset: int) -> tuple[int, bool]:
+        """Decrypt one record's ciphertext to ``offset`` of the gathering buffer
+        (``offset`` plus the record's plaintext must fit ``capacity``); returns
+        ``(plaintext size, is_final)``. Read the gathered bytes with :meth:`take`."""
         if self.finished:
             raise RecordError("record received after the peer's close (FINAL) record")
         if not OVERHEAD <= len(ciphertext) <= MAX_CIPHERTEXT:
             raise RecordError(f"record of {len(ciphertext)} bytes is outside "
                               f"{OVERHEAD}..{MAX_CIPHERTEXT}")
-        plaintext, tag = self._pull(ciphertext)
-        if plaintext is None or tag not in (TAG_MESSAGE, TAG_FINAL):
+        size = len(ciphertext) - OVERHEAD
+        if not 0 <= offset <= self.capacity - size:
+            raise ValueError(f"{size} bytes at {offset} do not fit {self.capacity}")
+        with _ffi.from_buffer(ciphertext) as source:
+            rc = _lib.crypto_secretstream_xchacha20poly1305_pull(
+                self._state.statebuf, self._plain + offset, _ffi.NULL, self._tag, source,
+                len(ciphertext), _ffi.NULL, 0)
+        tag = int(self._tag[0])
+        if rc != 0 or tag not in (TAG_MESSAGE, TAG_FINAL):
             self.finished = True
             raise RecordError(
                 f"record {self.records_opened + 1} failed authentication "
                 "(altered, replayed, reordered or a record is missing)")
         self.records_opened += 1
         self.finished = tag == TAG_FINAL
-        return plaintext, self.finished
+        return size, self.finished
 
-    def _pull(self, ciphertext: Buffer) -> tuple[bytes | None, int]:
-        size = len(ciphertext) - OVERHEAD
-        with _ffi.from_buffer(ciphertext) as source:
-            rc = _lib.crypto_secretstream_xchacha20poly1305_pull(
-                self._state.statebuf, self._plain, _ffi.NULL, self._tag, source,
-                len(ciphertext), _ffi.NULL, 0)
-        if rc != 0:
-            return None, -1
-        return _ffi.buffer(self._plain, size)[:], int(self._tag[0])
+    def take(self, size: int) -> bytes:
+        """The first ``size`` bytes gathered by :meth:`open_at` (a copy)."""
+        return _ffi.buffer(self._plain, size)[:]
