@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The daemon needs three things from libc that :mod:`os` does not offer:
 ``malloc_trim`` (:mod:`csembed.runtime.heap_trim`), ``syncfs``
-(:mod:`csembed.directory.filestore`) and ``inotify_init1`` /
+(:mod:`csembed.directory.disk_sync`) and ``inotify_init1`` /
 ``inotify_add_watch`` (:mod:`csembed.runtime.change_notify`). The
 interpreter is linked with libc, so :func:`function` looks the symbol up in
 the process itself (``dlopen(NULL)``), never through
